@@ -1,0 +1,3 @@
+//! Sampler throughput (filled in on branch `dp-sampling`).
+#![allow(missing_docs)]
+fn main() {}

@@ -1,0 +1,3 @@
+//! Estimators with error bars for noisy releases.
+//!
+//! (Filled in on branch `dp-mechanisms`.)

@@ -1,0 +1,3 @@
+//! Differentially private mechanisms. Each one reports the [`crate::PrivacyLoss`] it spends.
+//!
+//! (Filled in on branch `dp-mechanisms`.)

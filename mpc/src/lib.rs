@@ -1,0 +1,4 @@
+//! # sotto-mpc: secure aggregation
+//!
+//! (Protocol core filled in on branch `mpc-core`.)
+#![forbid(unsafe_code)]

@@ -1,0 +1,4 @@
+//! The `sotto` command-line tool.
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -119,3 +119,14 @@ pub fn advanced_composition(
     let _ = (epsilon, delta, count, delta_slack);
     todo!("dp-accounting")
 }
+
+/// The smallest Gaussian noise standard deviation (rounded up) for which the Gaussian
+/// mechanism with L2 sensitivity `sensitivity` is (epsilon, delta)-DP, by the analytic
+/// calibration of Balle and Wang 2018 (valid for every epsilon > 0, unlike the classic bound).
+///
+/// # Errors
+/// [`crate::Error::InvalidParameter`] for invalid parameters.
+pub fn analytic_gaussian_sigma(epsilon: f64, delta: f64, sensitivity: f64) -> Result<f64> {
+    let _ = (epsilon, delta, sensitivity);
+    todo!("dp-accounting")
+}

@@ -1,0 +1,78 @@
+//! Subcommands of the `sotto` binary.
+
+mod account;
+mod output;
+mod poll;
+
+use clap::{Parser, Subcommand};
+
+pub use output::Output;
+
+/// sotto: compute on private data. Secure sums over QUIC with differential privacy.
+#[derive(Debug, Parser)]
+#[command(name = "sotto", version, about, long_about = None)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More logging (-v info, -vv debug); `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Privacy accounting: epsilon of DP-SGD, of a Gaussian mechanism, of a composition.
+    #[command(subcommand)]
+    Account(account::AccountCommand),
+    /// Private polls with randomized response: simulate one or estimate from responses.
+    #[command(subcommand)]
+    Poll(poll::PollCommand),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Output::new(cli.json);
+    match cli.command {
+        Command::Account(cmd) => account::run(cmd, &out),
+        Command::Poll(cmd) => poll::run(cmd, &out),
+    }
+}
+
+/// Exit status for an error: 2 for invalid parameters or input (the user can fix the command),
+/// 1 for everything else.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let invalid = err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sotto_dp::Error>(),
+            Some(sotto_dp::Error::InvalidParameter { .. })
+        ) || cause.downcast_ref::<UsageError>().is_some()
+    });
+    if invalid { 2 } else { 1 }
+}
+
+/// An error in what the user asked for (a bad flag value or input file), reported with exit
+/// status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Sets up `tracing` logging to stderr.
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -12,10 +12,12 @@ use crate::{Error, Result};
 
 mod composition;
 mod gaussian;
+pub mod pld;
 pub mod rdp;
 mod zcdp;
 
 pub use gaussian::gaussian_delta;
+pub use pld::PldAccountant;
 pub use rdp::RdpAccountant;
 
 /// Which accountant computes the epsilon of a composed run.
@@ -74,9 +76,11 @@ pub fn dp_sgd_epsilon(
             acc.compose_poisson_subsampled_gaussian(sampling_rate, noise_multiplier, steps)?;
             acc.epsilon(delta)
         }
-        AccountantKind::Pld => Err(Error::NoSolution(
-            "the PLD accountant is not available in this build yet; use `rdp`".into(),
-        )),
+        AccountantKind::Pld => {
+            let mut acc = PldAccountant::new();
+            acc.compose_poisson_subsampled_gaussian(sampling_rate, noise_multiplier, steps)?;
+            acc.epsilon(delta)
+        }
     }
 }
 

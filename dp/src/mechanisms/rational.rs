@@ -112,21 +112,23 @@ mod tests {
         assert_eq!(to_rational("x", 0.25, Round::Up).unwrap(), (1, 4));
     }
 
+    /// `num / den` scaled to the denominator 2^64 (all denominators divide it).
+    fn over_max_den(x: f64, round: Round) -> u128 {
+        let (n, d) = to_rational("x", x, round).unwrap();
+        n * (MAX_DEN / d)
+    }
+
     #[test]
     fn tiny_values_round_in_the_requested_direction() {
-        let x = 1e-25;
-        let (nd, dd) = to_rational("x", x, Round::Down).unwrap();
-        let (nu, du) = to_rational("x", x, Round::Up).unwrap();
-        assert_eq!(dd, MAX_DEN);
-        assert_eq!(du, MAX_DEN);
-        // x * 2^64 is about 1.8e-6: down rounds to 0, up to 1.
-        assert_eq!(nd, 0);
-        assert_eq!(nu, 1);
+        // 1e-25 * 2^64 is about 1.8e-6: down rounds to 0, up to 1 / 2^64.
+        assert_eq!(to_rational("x", 1e-25, Round::Down).unwrap(), (0, 1));
+        assert_eq!(to_rational("x", 1e-25, Round::Up).unwrap(), (1, MAX_DEN));
         let x = 1e-12;
-        let (nd, _) = to_rational("x", x, Round::Down).unwrap();
-        let (nu, _) = to_rational("x", x, Round::Up).unwrap();
-        assert!(nu == nd + 1);
-        assert!((nd as f64) <= x * 2f64.powi(64) && (nu as f64) >= x * 2f64.powi(64));
+        let down = over_max_den(x, Round::Down);
+        let up = over_max_den(x, Round::Up);
+        assert_eq!(up, down + 1);
+        let scaled = x * 2f64.powi(64);
+        assert!((down as f64) <= scaled && (up as f64) >= scaled);
     }
 
     #[test]

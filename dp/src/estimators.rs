@@ -6,6 +6,11 @@
 //! * Laplace and Gaussian releases: intervals for the un-noised value, exact for the discrete
 //!   Laplace and conservative (sub-Gaussian tail) for the discrete Gaussian.
 //!
+//! The randomized-response standard errors and intervals treat the respondents as a random
+//! sample from the population whose fraction is estimated (each report is then an independent
+//! Bernoulli with the report probability). For a fixed, fully polled population the true
+//! variance is smaller, and the intervals are conservative.
+//!
 //! Everything here is post-processing of already private outputs: it spends no privacy. The
 //! result type [`Estimate`] serializes to JSON with the keys `estimate`, `std_error`,
 //! `ci_low`, `ci_high` and `confidence`.

@@ -86,7 +86,11 @@ fn histogram(samples: impl Iterator<Item = i64>) -> BTreeMap<i64, u64> {
 fn privacy_holds(a: &BTreeMap<i64, u64>, b: &BTreeMap<i64, u64>, n: u64, epsilon: f64) -> bool {
     let (ratio, bin, bins) = max_ratio_lower_bound(a, b, n);
     assert!(bins >= 2, "too few bins with mass to test anything");
-    eprintln!("max ratio lower bound {ratio:.4} (bin {bin}, {bins} bins) vs e^eps = {:.4}", epsilon.exp());
+    eprintln!(
+        "{}: max ratio lower bound {ratio:.4} (bin {bin}, {bins} bins) vs e^eps = {:.4}",
+        std::thread::current().name().unwrap_or("?"),
+        epsilon.exp()
+    );
     ratio <= epsilon.exp()
 }
 
@@ -127,10 +131,26 @@ fn float_laplace_on_neighbouring_values_respects_epsilon() {
     let a = histogram((0..n).map(|_| units(mechanism.release(&mut rng, 0.0).unwrap())));
     let b = histogram((0..n).map(|_| units(mechanism.release(&mut rng, 1.0).unwrap())));
     assert!(privacy_holds(&a, &b, n, 1.0));
-    // Off-grid neighbours (0.2 and 1.2) are covered too, thanks to the rounding charge.
-    let c = histogram((0..n).map(|_| units(mechanism.release(&mut rng, 0.2).unwrap())));
-    let d = histogram((0..n).map(|_| units(mechanism.release(&mut rng, 1.2).unwrap())));
+    // Worst-case off-grid neighbours: 0.25 rounds up to 1 step, -0.75 down to -2 steps, so
+    // inputs 1 apart are 3 steps apart after snapping; the charged scale (3 steps) covers it.
+    let c = histogram((0..n).map(|_| units(mechanism.release(&mut rng, 0.25).unwrap())));
+    let d = histogram((0..n).map(|_| units(mechanism.release(&mut rng, -0.75).unwrap())));
     assert!(privacy_holds(&c, &d, n, 1.0));
+}
+
+#[test]
+fn negative_control_snapping_without_charging_the_rounding_leaks() {
+    // The same worst-case neighbours, snapped to the same grid, but with noise calibrated on
+    // the raw sensitivity only (2 steps): the test must catch the excess loss (e^1.5).
+    let grid = Grid::from_exponent(-1).unwrap();
+    let uncharged = LaplaceMechanism::new(2.0, 1.0).unwrap();
+    let mut rng = seeded_rng(6);
+    let n = 200_000;
+    let (x, x_prime) = (grid.snap(0.25).unwrap(), grid.snap(-0.75).unwrap());
+    assert_eq!(x - x_prime, 3);
+    let c = histogram((0..n).map(|_| uncharged.release(&mut rng, x)));
+    let d = histogram((0..n).map(|_| uncharged.release(&mut rng, x_prime)));
+    assert!(!privacy_holds(&c, &d, n, 1.0));
 }
 
 #[test]

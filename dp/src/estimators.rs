@@ -147,7 +147,9 @@ pub fn debias_binary(
         return Err(Error::invalid(
             "p_yes_if_true",
             p_yes_if_true,
-            format!("must exceed p_yes_if_false = {p_yes_if_false}, or the answers carry no information"),
+            format!(
+                "must exceed p_yes_if_false = {p_yes_if_false}, or the answers carry no information"
+            ),
         ));
     }
     #[allow(clippy::cast_precision_loss)]
@@ -192,7 +194,12 @@ pub fn two_coin_estimate(yes: u64, n: u64, confidence: f64) -> Result<Estimate> 
 /// # Errors
 /// [`Error::InvalidParameter`] if `n == 0`, `yes > n`, `confidence` is not in (0, 1) or
 /// `truth_probability` is not in (1/2, 1].
-pub fn binary_rr_estimate(yes: u64, n: u64, truth_probability: f64, confidence: f64) -> Result<Estimate> {
+pub fn binary_rr_estimate(
+    yes: u64,
+    n: u64,
+    truth_probability: f64,
+    confidence: f64,
+) -> Result<Estimate> {
     if !(truth_probability > 0.5 && truth_probability <= 1.0) {
         return Err(Error::invalid(
             "truth_probability",
@@ -200,7 +207,13 @@ pub fn binary_rr_estimate(yes: u64, n: u64, truth_probability: f64, confidence: 
             "must lie in (1/2, 1]",
         ));
     }
-    debias_binary(yes, n, truth_probability, 1.0 - truth_probability, confidence)
+    debias_binary(
+        yes,
+        n,
+        truth_probability,
+        1.0 - truth_probability,
+        confidence,
+    )
 }
 
 /// Per-category estimates for k-ary randomized response that reports the true category with
@@ -225,7 +238,11 @@ pub fn kary_rr_estimate(
         .try_fold(0u64, |acc, c| acc.checked_add(*c))
         .ok_or_else(|| Error::invalid("counts", "sum", "the counts overflow u64"))?;
     if counts.is_empty() {
-        return Err(Error::invalid("counts", "[]", "need one count per category"));
+        return Err(Error::invalid(
+            "counts",
+            "[]",
+            "need one count per category",
+        ));
     }
     counts
         .iter()
@@ -251,7 +268,12 @@ fn check_release(released: f64, spacing: f64, confidence: f64) -> Result<()> {
 /// # Errors
 /// [`Error::InvalidParameter`] if a parameter is not finite, `scale_units` or `spacing` is
 /// not positive, or `confidence` is not in (0, 1).
-pub fn laplace_interval(released: f64, scale_units: f64, spacing: f64, confidence: f64) -> Result<Estimate> {
+pub fn laplace_interval(
+    released: f64,
+    scale_units: f64,
+    spacing: f64,
+    confidence: f64,
+) -> Result<Estimate> {
     check_release(released, spacing, confidence)?;
     check_positive("scale", scale_units)?;
     let alpha = 1.0 - confidence;
@@ -291,7 +313,12 @@ pub fn laplace_interval(released: f64, scale_units: f64, spacing: f64, confidenc
 /// # Errors
 /// [`Error::InvalidParameter`] if a parameter is not finite, `sigma_units` or `spacing` is
 /// not positive, or `confidence` is not in (0, 1).
-pub fn gaussian_interval(released: f64, sigma_units: f64, spacing: f64, confidence: f64) -> Result<Estimate> {
+pub fn gaussian_interval(
+    released: f64,
+    sigma_units: f64,
+    spacing: f64,
+    confidence: f64,
+) -> Result<Estimate> {
     check_release(released, spacing, confidence)?;
     check_positive("sigma", sigma_units)?;
     let alpha = 1.0 - confidence;
@@ -321,7 +348,10 @@ mod tests {
         ];
         for (p, z) in cases {
             let got = normal_quantile(p).unwrap();
-            assert!((got - z).abs() < 1e-9 * z.abs().max(1.0), "p={p}: {got} vs {z}");
+            assert!(
+                (got - z).abs() < 1e-9 * z.abs().max(1.0),
+                "p={p}: {got} vs {z}"
+            );
         }
         for bad in [0.0, 1.0, f64::NAN, -0.1] {
             assert!(normal_quantile(bad).is_err());

@@ -50,12 +50,19 @@ fn kl_bound(k: u64, n: u64, a: f64, upper: bool) -> f64 {
 
 /// The largest lower confidence bound on the likelihood ratio over all bins with enough
 /// mass, in both directions.
-fn max_ratio_lower_bound(a: &BTreeMap<i64, u64>, b: &BTreeMap<i64, u64>, n: u64) -> (f64, i64, usize) {
+fn max_ratio_lower_bound(
+    a: &BTreeMap<i64, u64>,
+    b: &BTreeMap<i64, u64>,
+    n: u64,
+) -> (f64, i64, usize) {
     let bins: Vec<i64> = a
         .keys()
         .chain(b.keys())
         .copied()
-        .filter(|k| a.get(k).copied().unwrap_or(0) >= MIN_COUNT && b.get(k).copied().unwrap_or(0) >= MIN_COUNT)
+        .filter(|k| {
+            a.get(k).copied().unwrap_or(0) >= MIN_COUNT
+                && b.get(k).copied().unwrap_or(0) >= MIN_COUNT
+        })
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -158,7 +165,11 @@ fn randomized_response_respects_epsilon() {
     let n = 200_000;
     let mut rng = seeded_rng(4);
     let rr = BinaryRandomizedResponse::new(1.0).unwrap();
-    assert!(binary_check(&mut |t| rr.respond(&mut rng, t).unwrap(), 1.0, n));
+    assert!(binary_check(
+        &mut |t| rr.respond(&mut rng, t).unwrap(),
+        1.0,
+        n
+    ));
     let two_coin = TwoCoinResponse::new();
     let eps = 3f64.ln().next_up();
     assert!(binary_check(&mut |t| two_coin.respond(&mut rng, t), eps, n));
@@ -174,10 +185,18 @@ fn randomized_response_negative_control_detects_too_little_noise() {
     let mut rng = seeded_rng(5);
     // epsilon 1.5 sold as epsilon 1.
     let rr = BinaryRandomizedResponse::new(1.5).unwrap();
-    assert!(!binary_check(&mut |t| rr.respond(&mut rng, t).unwrap(), 1.0, n));
+    assert!(!binary_check(
+        &mut |t| rr.respond(&mut rng, t).unwrap(),
+        1.0,
+        n
+    ));
     // The two-coin poll is ln 3 ~ 1.0986, not 1.
     let two_coin = TwoCoinResponse::new();
-    assert!(!binary_check(&mut |t| two_coin.respond(&mut rng, t), 1.0, n));
+    assert!(!binary_check(
+        &mut |t| two_coin.respond(&mut rng, t),
+        1.0,
+        n
+    ));
 }
 
 /// Larger version: `cargo test -p sotto-dp --test empirical_privacy -- --ignored` (about a
@@ -193,5 +212,9 @@ fn large_laplace_and_rr_privacy_checks() {
     assert!(!laplace_check(&leaky, 0.5, n, 11));
     let mut rng = seeded_rng(12);
     let rr = BinaryRandomizedResponse::new(0.5).unwrap();
-    assert!(binary_check(&mut |t| rr.respond(&mut rng, t).unwrap(), 0.5, n));
+    assert!(binary_check(
+        &mut |t| rr.respond(&mut rng, t).unwrap(),
+        0.5,
+        n
+    ));
 }

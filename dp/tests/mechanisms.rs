@@ -22,7 +22,7 @@ const Z_TOL: f64 = 4.5;
 /// A respondent drawn at random from a population where a fraction `num / den` would answer
 /// yes: the estimators target this population fraction (respondents are a random sample).
 fn random_respondent(rng: &mut DefaultRng, num: u128, den: u128) -> bool {
-    bernoulli_rational(rng, num, den).unwrap()
+    bernoulli_rational(rng, num, den).is_ok_and(|yes| yes)
 }
 
 fn mean_and_se(xs: &[f64]) -> (f64, f64) {
@@ -38,9 +38,15 @@ fn mean_and_se(xs: &[f64]) -> (f64, f64) {
 fn assert_coverage(covered: usize, trials: usize, confidence: f64, exact: bool, what: &str) {
     let rate = covered as f64 / trials as f64;
     let se = (confidence * (1.0 - confidence) / trials as f64).sqrt();
-    assert!(rate >= confidence - Z_TOL * se, "{what}: coverage {rate} < {confidence}");
+    assert!(
+        rate >= confidence - Z_TOL * se,
+        "{what}: coverage {rate} < {confidence}"
+    );
     if exact {
-        assert!(rate <= confidence + Z_TOL * se, "{what}: coverage {rate} >> {confidence}");
+        assert!(
+            rate <= confidence + Z_TOL * se,
+            "{what}: coverage {rate} >> {confidence}"
+        );
     }
 }
 
@@ -63,9 +69,17 @@ fn two_coin_poll_is_unbiased_and_intervals_cover() {
         estimates.push(e.estimate);
     }
     let (mean, se) = mean_and_se(&estimates);
-    assert!((mean - true_fraction).abs() < Z_TOL * se, "mean {mean} +- {se}");
+    assert!(
+        (mean - true_fraction).abs() < Z_TOL * se,
+        "mean {mean} +- {se}"
+    );
     assert_coverage(covered, polls, 0.95, true, "two-coin");
-    assert_eq!(poll.privacy_loss(), PrivacyLoss::Pure { epsilon: 3f64.ln().next_up() });
+    assert_eq!(
+        poll.privacy_loss(),
+        PrivacyLoss::Pure {
+            epsilon: 3f64.ln().next_up()
+        }
+    );
 }
 
 #[test]
@@ -90,7 +104,10 @@ fn binary_rr_is_unbiased_and_intervals_cover() {
             estimates.push(e.estimate);
         }
         let (mean, se) = mean_and_se(&estimates);
-        assert!((mean - true_fraction).abs() < Z_TOL * se, "eps {epsilon}: {mean} +- {se}");
+        assert!(
+            (mean - true_fraction).abs() < Z_TOL * se,
+            "eps {epsilon}: {mean} +- {se}"
+        );
         assert_coverage(covered, polls, 0.9, true, "binary rr");
     }
 }
@@ -100,7 +117,9 @@ fn binary_rr_truth_rate_matches_e_eps_over_one_plus_e_eps() {
     let rr = BinaryRandomizedResponse::new(1.0).unwrap();
     let mut rng = seeded_rng(99);
     let trials = 100_000;
-    let truthful = (0..trials).filter(|_| rr.respond(&mut rng, true).unwrap()).count();
+    let truthful = (0..trials)
+        .filter(|_| rr.respond(&mut rng, true).unwrap())
+        .count();
     let p = 1f64.exp() / (1.0 + 1f64.exp());
     let se = (p * (1.0 - p) / trials as f64).sqrt();
     assert!((truthful as f64 / trials as f64 - p).abs() < Z_TOL * se);
@@ -120,7 +139,12 @@ fn kary_rr_is_unbiased_per_category() {
         for _ in 0..n {
             // A random respondent from a population with the fractions in `truth`.
             let f = sotto_dp::sampling::uniform_below(&mut rng, 10).unwrap();
-            let category = match f { 0..=3 => 0, 4..=6 => 1, 7..=8 => 2, _ => 3 };
+            let category = match f {
+                0..=3 => 0,
+                4..=6 => 1,
+                7..=8 => 2,
+                _ => 3,
+            };
             counts[rr.respond(&mut rng, category).unwrap()] += 1;
         }
         let estimates = rr.estimate(&counts, 0.95).unwrap();
@@ -133,7 +157,10 @@ fn kary_rr_is_unbiased_per_category() {
     }
     for j in 0..k {
         let (mean, se) = mean_and_se(&per_category[j]);
-        assert!((mean - truth[j]).abs() < Z_TOL * se, "category {j}: {mean} +- {se}");
+        assert!(
+            (mean - truth[j]).abs() < Z_TOL * se,
+            "category {j}: {mean} +- {se}"
+        );
         assert_coverage(covered[j], polls, 0.95, true, "k-ary");
     }
 }
@@ -181,7 +208,10 @@ fn laplace_release_is_unbiased_and_exact_interval_covers() {
     let std = ci.std_error;
     let (_, sample_se) = mean_and_se(&noisy);
     let sample_std = sample_se * (trials as f64).sqrt();
-    assert!((sample_std / std - 1.0).abs() < 0.1, "std {sample_std} vs {std}");
+    assert!(
+        (sample_std / std - 1.0).abs() < 0.1,
+        "std {sample_std} vs {std}"
+    );
 }
 
 #[test]
@@ -211,19 +241,35 @@ fn gaussian_release_is_unbiased_and_conservative_interval_covers() {
 #[test]
 fn gaussian_calibrations() {
     // Classic: sigma = sqrt(2 ln(1.25/delta)) / eps, only for eps < 1.
-    let classic = GaussianCalibration::Classic { epsilon: 0.5, delta: 1e-5 };
+    let classic = GaussianCalibration::Classic {
+        epsilon: 0.5,
+        delta: 1e-5,
+    };
     let expected = (2.0 * (1.25f64 / 1e-5).ln()).sqrt() / 0.5;
     let sigma = classic.sigma(1.0).unwrap();
     assert!(sigma >= expected && sigma < expected * (1.0 + 1e-9));
-    let err = GaussianCalibration::Classic { epsilon: 1.0, delta: 1e-5 }.sigma(1.0).unwrap_err();
+    let err = GaussianCalibration::Classic {
+        epsilon: 1.0,
+        delta: 1e-5,
+    }
+    .sigma(1.0)
+    .unwrap_err();
     assert!(err.to_string().contains("analytic"), "{err}");
     // Analytic (Balle-Wang) needs less noise than classic where both apply, and works for eps >= 1.
-    let analytic = GaussianCalibration::Analytic { epsilon: 0.5, delta: 1e-5 };
+    let analytic = GaussianCalibration::Analytic {
+        epsilon: 0.5,
+        delta: 1e-5,
+    };
     assert!(analytic.sigma(1.0).unwrap() < sigma);
-    let high = GaussianCalibration::Analytic { epsilon: 4.0, delta: 1e-5 };
+    let high = GaussianCalibration::Analytic {
+        epsilon: 4.0,
+        delta: 1e-5,
+    };
     assert!(high.sigma(1.0).unwrap() > 0.0);
     // Noise multiplier is linear in the sensitivity.
-    let nm = GaussianCalibration::NoiseMultiplier { noise_multiplier: 1.1 };
+    let nm = GaussianCalibration::NoiseMultiplier {
+        noise_multiplier: 1.1,
+    };
     assert!((nm.sigma(2.0).unwrap() - 2.2).abs() < 1e-9);
     // The reported zCDP converts to an (epsilon, delta) guarantee.
     let mechanism = GaussianMechanism::new(1.0, analytic).unwrap();
@@ -245,7 +291,9 @@ fn float_laplace_charges_the_grid_rounding() {
         let y = mechanism.release(&mut rng, 0.3).unwrap();
         assert_eq!((y * 8.0).fract(), 0.0, "{y} is not on the grid");
     }
-    let ys = vector.release_vector(&mut rng, &[0.1, 0.2, 0.3, 0.4]).unwrap();
+    let ys = vector
+        .release_vector(&mut rng, &[0.1, 0.2, 0.3, 0.4])
+        .unwrap();
     assert!(ys.iter().all(|y| (y * 8.0).fract() == 0.0));
     assert!(vector.release_vector(&mut rng, &[0.1]).is_err());
     assert!(vector.release(&mut rng, 0.1).is_err());
@@ -284,10 +332,17 @@ fn float_gaussian_charges_sqrt_dim_steps() {
     // 4 steps of sensitivity plus sqrt(9) = 3 steps of rounding.
     assert!(mechanism.charged_sensitivity() >= 7.0 && mechanism.charged_sensitivity() < 7.0 + 1e-9);
     // Calibrated on the charged sensitivity: rho stays the requested 0.5.
-    let PrivacyLoss::Zcdp { rho } = mechanism.privacy_loss() else { panic!() };
-    assert!(rho <= 0.5 * (1.0 + 1e-6) && rho >= 0.5 * (1.0 - 1e-6), "{rho}");
+    let PrivacyLoss::Zcdp { rho } = mechanism.privacy_loss() else {
+        panic!()
+    };
+    assert!(
+        (0.5 * (1.0 - 1e-6)..=0.5 * (1.0 + 1e-6)).contains(&rho),
+        "{rho}"
+    );
     assert!(mechanism.sigma() >= 7.0 / 4.0);
-    let ys = mechanism.release_vector(&mut seeded_rng(1), &[0.3; 9]).unwrap();
+    let ys = mechanism
+        .release_vector(&mut seeded_rng(1), &[0.3; 9])
+        .unwrap();
     assert!(ys.iter().all(|y| (y * 4.0).fract() == 0.0));
     let mut rng = seeded_rng(2);
     let scalar = FloatGaussianMechanism::new(1.0, calibration, 1).unwrap();
@@ -299,6 +354,29 @@ fn float_gaussian_charges_sqrt_dim_steps() {
         covered += usize::from(ci.ci_low <= 0.123 && 0.123 <= ci.ci_high);
     }
     assert_coverage(covered, trials, 0.9, false, "float gaussian");
+}
+
+#[test]
+fn default_grids_stay_within_the_sampler_limits() {
+    // DP-SGD-like: a million coordinates, noise multiplier 20 (sigma = 20 * sensitivity).
+    let calibration = GaussianCalibration::NoiseMultiplier {
+        noise_multiplier: 20.0,
+    };
+    let mechanism = FloatGaussianMechanism::new(1.0, calibration, 1_000_000).unwrap();
+    let units = mechanism.sigma() / mechanism.grid().spacing();
+    assert!(units <= sotto_dp::sampling::MAX_GAUSSIAN_SIGMA, "{units}");
+    // The coarser grid costs little: the charge sqrt(dim) * spacing is small next to sigma.
+    assert!(mechanism.sigma() < 20.0 * 1.01, "{}", mechanism.sigma());
+    let values = vec![0.001; 1_000_000];
+    let noisy = mechanism
+        .release_vector(&mut seeded_rng(1), &values)
+        .unwrap();
+    let (mean, _) = mean_and_se(&noisy);
+    assert!(mean.abs() < 0.2, "{mean}");
+    // Laplace with tiny epsilon and many coordinates.
+    let laplace = FloatLaplaceMechanism::new(1.0, 1e-6, 100_000).unwrap();
+    assert!(laplace.scale() / laplace.grid().spacing() <= sotto_dp::sampling::MAX_LAPLACE_SCALE);
+    assert!(laplace.scale() < 1e6 * 1.01);
 }
 
 /// The exact permute-and-flip distribution for small candidate sets, by enumerating orders.
@@ -318,8 +396,11 @@ fn permute_and_flip_distribution(scores: &[i64], coefficient: f64) -> Vec<f64> {
         }
         out
     }
-    let max = *scores.iter().max().unwrap();
-    let accept: Vec<f64> = scores.iter().map(|s| (-coefficient * (max - s) as f64).exp()).collect();
+    let max = scores.iter().copied().max().unwrap_or(0);
+    let accept: Vec<f64> = scores
+        .iter()
+        .map(|s| (-coefficient * (max - s) as f64).exp())
+        .collect();
     let perms = permutations((0..scores.len()).collect());
     let mut probs = vec![0.0; scores.len()];
     for p in &perms {
@@ -359,7 +440,10 @@ fn permute_and_flip_matches_its_exact_distribution() {
         let p = expected[j];
         let se = (p * (1.0 - p) / trials as f64).sqrt();
         let got = counts_f[j] as f64 / trials as f64;
-        assert!((got - p).abs() < Z_TOL * se + 1e-4, "float candidate {j}: {got} vs {p}");
+        assert!(
+            (got - p).abs() < Z_TOL * se + 1e-4,
+            "float candidate {j}: {got} vs {p}"
+        );
     }
     assert_eq!(selector.privacy_loss(), PrivacyLoss::Pure { epsilon: 2.0 });
 }
@@ -376,7 +460,10 @@ fn report_noisy_max_breaks_ties_uniformly_and_prefers_the_best() {
     }
     let se = (2.0 / 9.0 / trials as f64).sqrt();
     for c in counts {
-        assert!((c as f64 / trials as f64 - 1.0 / 3.0).abs() < Z_TOL * se, "{counts:?}");
+        assert!(
+            (c as f64 / trials as f64 - 1.0 / 3.0).abs() < Z_TOL * se,
+            "{counts:?}"
+        );
     }
     let wins = (0..2_000)
         .filter(|_| selector.select(&mut rng, &[0.0, 40.0, 1.0]).unwrap() == 1)
@@ -394,9 +481,35 @@ fn constructors_reject_bad_parameters() {
         assert!(FloatLaplaceMechanism::new(1.0, b, 1).is_err());
         assert!(GaussianMechanism::new(b, GaussianCalibration::Zcdp { rho: 1.0 }).is_err());
         assert!(GaussianMechanism::new(1.0, GaussianCalibration::Zcdp { rho: b }).is_err());
-        assert!(GaussianMechanism::new(1.0, GaussianCalibration::Analytic { epsilon: b, delta: 1e-5 }).is_err());
-        assert!(GaussianMechanism::new(1.0, GaussianCalibration::Classic { epsilon: 0.5, delta: b }).is_err());
-        assert!(GaussianMechanism::new(1.0, GaussianCalibration::NoiseMultiplier { noise_multiplier: b }).is_err());
+        assert!(
+            GaussianMechanism::new(
+                1.0,
+                GaussianCalibration::Analytic {
+                    epsilon: b,
+                    delta: 1e-5
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            GaussianMechanism::new(
+                1.0,
+                GaussianCalibration::Classic {
+                    epsilon: 0.5,
+                    delta: b
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            GaussianMechanism::new(
+                1.0,
+                GaussianCalibration::NoiseMultiplier {
+                    noise_multiplier: b
+                }
+            )
+            .is_err()
+        );
         assert!(FloatGaussianMechanism::new(b, GaussianCalibration::Zcdp { rho: 1.0 }, 2).is_err());
         assert!(BinaryRandomizedResponse::new(b).is_err());
         assert!(KaryRandomizedResponse::new(b, 3).is_err());
@@ -407,7 +520,16 @@ fn constructors_reject_bad_parameters() {
         assert!(Grid::with_granularity(b).is_err());
     }
     for delta in [0.0, 1.0, 1.5] {
-        assert!(GaussianMechanism::new(1.0, GaussianCalibration::Analytic { epsilon: 1.0, delta }).is_err());
+        assert!(
+            GaussianMechanism::new(
+                1.0,
+                GaussianCalibration::Analytic {
+                    epsilon: 1.0,
+                    delta
+                }
+            )
+            .is_err()
+        );
     }
     assert!(FloatLaplaceMechanism::new(1.0, 1.0, 0).is_err());
     assert!(FloatGaussianMechanism::new(1.0, GaussianCalibration::Zcdp { rho: 1.0 }, 0).is_err());
@@ -415,8 +537,18 @@ fn constructors_reject_bad_parameters() {
     let kary = KaryRandomizedResponse::new(1.0, 3).unwrap();
     assert!(kary.respond(&mut seeded_rng(0), 3).is_err());
     assert!(kary.estimate(&[1, 2], 0.9).is_err());
-    assert!(PermuteAndFlip::new(1.0, 1.0).unwrap().select_integer(&mut seeded_rng(0), &[]).is_err());
-    assert!(ReportNoisyMax::new(1.0, 1.0).unwrap().select(&mut seeded_rng(0), &[1.0, f64::NAN]).is_err());
+    assert!(
+        PermuteAndFlip::new(1.0, 1.0)
+            .unwrap()
+            .select_integer(&mut seeded_rng(0), &[])
+            .is_err()
+    );
+    assert!(
+        ReportNoisyMax::new(1.0, 1.0)
+            .unwrap()
+            .select(&mut seeded_rng(0), &[1.0, f64::NAN])
+            .is_err()
+    );
     // Errors name the parameter.
     let msg = LaplaceMechanism::new(1.0, -0.5).unwrap_err().to_string();
     assert!(msg.contains("epsilon") && msg.contains("-0.5"), "{msg}");
@@ -438,7 +570,13 @@ fn tiny_epsilon_is_rounded_against_the_user() {
 fn estimate_json_has_the_cli_keys() {
     let e: Estimate = two_coin_estimate(300, 1000, 0.95).unwrap();
     let json = serde_json::to_string(&e).unwrap();
-    for key in ["\"estimate\"", "\"ci_low\"", "\"ci_high\"", "\"std_error\"", "\"confidence\""] {
+    for key in [
+        "\"estimate\"",
+        "\"ci_low\"",
+        "\"ci_high\"",
+        "\"std_error\"",
+        "\"confidence\"",
+    ] {
         assert!(json.contains(key), "{json}");
     }
 }

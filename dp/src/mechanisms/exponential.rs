@@ -10,7 +10,11 @@ use crate::{Error, PrivacyLoss, Result};
 
 fn check_scores_nonempty(len: usize) -> Result<()> {
     if len == 0 {
-        Err(Error::invalid("scores", "[]", "need at least one candidate"))
+        Err(Error::invalid(
+            "scores",
+            "[]",
+            "need at least one candidate",
+        ))
     } else {
         Ok(())
     }
@@ -103,7 +107,11 @@ impl PermuteAndFlip {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if `scores` is empty or a score is not finite.
-    pub fn select<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R, scores: &[f64]) -> Result<usize> {
+    pub fn select<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        scores: &[f64],
+    ) -> Result<usize> {
         check_scores_nonempty(scores.len())?;
         let (units, sensitivity) = snap_scores(scores, self.sensitivity)?;
         self.select_units(rng, &units, sensitivity)
@@ -117,7 +125,11 @@ impl PermuteAndFlip {
     ) -> Result<usize> {
         check_scores_nonempty(scores.len())?;
         let coefficient = (self.epsilon / (2.0 * sensitivity)).next_down();
-        let (c_num, c_den) = to_rational("epsilon / (2 sensitivity)", coefficient.max(0.0), Round::Down)?;
+        let (c_num, c_den) = to_rational(
+            "epsilon / (2 sensitivity)",
+            coefficient.max(0.0),
+            Round::Down,
+        )?;
         let q_max = scores.iter().copied().max().unwrap_or(0);
         let mut order: Vec<usize> = (0..scores.len()).collect();
         let n = order.len();
@@ -140,10 +152,7 @@ impl PermuteAndFlip {
         }
         // Unreachable in exact arithmetic (the best candidate accepts with probability 1);
         // returning the best one keeps the function total.
-        Ok(scores
-            .iter()
-            .position(|s| *s == q_max)
-            .unwrap_or(0))
+        Ok(scores.iter().position(|s| *s == q_max).unwrap_or(0))
     }
 }
 
@@ -230,7 +239,11 @@ impl ReportNoisyMax {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if `scores` is empty or a score is not finite.
-    pub fn select<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R, scores: &[f64]) -> Result<usize> {
+    pub fn select<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        scores: &[f64],
+    ) -> Result<usize> {
         check_scores_nonempty(scores.len())?;
         let (units, sensitivity) = snap_scores(scores, self.sensitivity)?;
         let noise = Self::noise_for(self.epsilon, sensitivity)?;

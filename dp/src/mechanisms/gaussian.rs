@@ -7,7 +7,7 @@ use super::Grid;
 use super::laplace::check_dim;
 use crate::error::{check_open_unit, check_positive};
 use crate::estimators::{self, Estimate};
-use crate::sampling::DiscreteGaussian;
+use crate::sampling::{DiscreteGaussian, MAX_GAUSSIAN_SIGMA};
 use crate::{Error, PrivacyLoss, Result};
 
 /// How the noise standard deviation of a Gaussian mechanism is chosen.
@@ -240,7 +240,10 @@ pub struct FloatGaussianMechanism {
 impl FloatGaussianMechanism {
     /// A Gaussian mechanism for `dim`-dimensional float queries with L2 `sensitivity`, on the
     /// default grid: the largest power of two at most
-    /// `min(sensitivity, sigma) / (2^20 * sqrt(dim))`.
+    /// `min(sensitivity, sigma) / (2^20 * sqrt(dim))`, coarsened if needed until sigma in grid
+    /// units is at most half of [`MAX_GAUSSIAN_SIGMA`] (2^26). For long vectors with much
+    /// noise the rounding charge then grows to `sqrt(dim) * spacing`, still a small fraction
+    /// of sigma (about `sqrt(dim) / 2^25` of it).
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for a bad sensitivity, calibration or `dim == 0`.
@@ -249,7 +252,13 @@ impl FloatGaussianMechanism {
         let sigma = calibration.sigma(sensitivity)?;
         #[allow(clippy::cast_precision_loss)]
         let per_coordinate = sensitivity.min(sigma) / (dim as f64).sqrt();
-        let grid = Grid::for_scale(per_coordinate)?;
+        // sigma is linear in the sensitivity; keep sigma in grid units well inside what the
+        // exact sampler supports, coarsening the grid if needed (only adds noise).
+        let multiplier = sigma / sensitivity;
+        let grid = Grid::for_scale(per_coordinate)?.coarsen_until(|g| {
+            let units = multiplier * g.charged_l2_sensitivity(sensitivity, dim)?;
+            Ok(units <= MAX_GAUSSIAN_SIGMA / 2.0)
+        })?;
         Self::with_grid(sensitivity, calibration, dim, grid)
     }
 
@@ -329,7 +338,9 @@ impl FloatGaussianMechanism {
             ));
         }
         let units = self.grid.snap(value)?;
-        Ok(self.grid.value(units.saturating_add(self.noise.sample(rng))))
+        Ok(self
+            .grid
+            .value(units.saturating_add(self.noise.sample(rng))))
     }
 
     /// Each coordinate snapped to the grid plus independent discrete Gaussian noise.

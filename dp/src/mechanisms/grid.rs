@@ -110,6 +110,22 @@ impl Grid {
         Self::from_exponent(floor_log2(target).clamp(MIN_EXPONENT, MAX_EXPONENT))
     }
 
+    /// The first grid, from `self` through ever coarser ones (spacing doubled each time), on
+    /// which `fits` holds; used to keep the noise in grid units within what the exact samplers
+    /// support. Coarsening only adds noise (the rounding charge grows).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if no grid up to spacing `2^1022` fits, or what `fits` returns.
+    pub(crate) fn coarsen_until(self, mut fits: impl FnMut(Grid) -> Result<bool>) -> Result<Grid> {
+        let mut grid = self;
+        loop {
+            if fits(grid)? {
+                return Ok(grid);
+            }
+            grid = Grid::from_exponent(grid.exponent + 1)?;
+        }
+    }
+
     /// The exponent `k` of the spacing `2^k`.
     pub fn exponent(&self) -> i32 {
         self.exponent

@@ -5,7 +5,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::Grid;
 use crate::error::check_positive;
 use crate::estimators::{self, Estimate};
-use crate::sampling::DiscreteLaplace;
+use crate::sampling::{DiscreteLaplace, MAX_LAPLACE_SCALE};
 use crate::{Error, PrivacyLoss, Result};
 
 /// `sensitivity / epsilon`, rounded up.
@@ -157,7 +157,8 @@ impl FloatLaplaceMechanism {
     /// A Laplace mechanism for `dim`-dimensional float queries with L1 `sensitivity`, on the
     /// default grid: the largest power of two at most
     /// `min(sensitivity, sensitivity / epsilon) / (2^20 * dim)`, so that the rounding charge
-    /// raises the noise by at most about one part in a million.
+    /// raises the noise by at most about one part in a million, coarsened if needed until the
+    /// noise scale in grid units is at most half of [`MAX_LAPLACE_SCALE`].
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if `sensitivity` or `epsilon` is not finite and positive,
@@ -168,7 +169,11 @@ impl FloatLaplaceMechanism {
         check_dim(dim)?;
         #[allow(clippy::cast_precision_loss)]
         let per_coordinate = sensitivity.min(sensitivity / epsilon) / dim as f64;
-        let grid = Grid::for_scale(per_coordinate)?;
+        // Keep the noise scale in grid units well inside what the exact sampler supports.
+        let grid = Grid::for_scale(per_coordinate)?.coarsen_until(|g| {
+            let units = laplace_scale(g.charged_l1_sensitivity(sensitivity, dim)?, epsilon)?;
+            Ok(units <= MAX_LAPLACE_SCALE / 2.0)
+        })?;
         Self::with_grid(sensitivity, epsilon, dim, grid)
     }
 
@@ -242,7 +247,9 @@ impl FloatLaplaceMechanism {
             ));
         }
         let units = self.grid.snap(value)?;
-        Ok(self.grid.value(units.saturating_add(self.noise.sample(rng))))
+        Ok(self
+            .grid
+            .value(units.saturating_add(self.noise.sample(rng))))
     }
 
     /// Each coordinate snapped to the grid plus independent discrete Laplace noise.

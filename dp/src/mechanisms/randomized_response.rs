@@ -54,11 +54,7 @@ impl TwoCoinResponse {
     /// The answer to send for the true answer `truth`.
     pub fn respond<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R, truth: bool) -> bool {
         let first_heads = fair_coin(rng);
-        if first_heads {
-            fair_coin(rng)
-        } else {
-            truth
-        }
+        if first_heads { fair_coin(rng) } else { truth }
     }
 
     /// The privacy loss of one response: pure `ln 3` (rounded up).
@@ -142,7 +138,11 @@ impl BinaryRandomizedResponse {
     ///
     /// # Errors
     /// Only if the exact sampler rejects its parameters, which the constructor rules out.
-    pub fn respond<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R, truth: bool) -> Result<bool> {
+    pub fn respond<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        truth: bool,
+    ) -> Result<bool> {
         loop {
             if fair_coin(rng) {
                 return Ok(truth);
@@ -251,7 +251,11 @@ impl KaryRandomizedResponse {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if `value >= k`.
-    pub fn respond<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R, value: usize) -> Result<usize> {
+    pub fn respond<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        value: usize,
+    ) -> Result<usize> {
         if value >= self.k {
             return Err(Error::invalid(
                 "value",
@@ -287,7 +291,10 @@ impl KaryRandomizedResponse {
     /// The probability of reporting the true category, `e^eps' / (e^eps' + k - 1)`.
     pub fn truth_probability(&self) -> f64 {
         #[allow(clippy::cast_precision_loss)]
-        let (eps, others) = (self.eps_num as f64 / self.eps_den as f64, (self.k - 1) as f64);
+        let (eps, others) = (
+            self.eps_num as f64 / self.eps_den as f64,
+            (self.k - 1) as f64,
+        );
         1.0 / (1.0 + others * (-eps).exp())
     }
 

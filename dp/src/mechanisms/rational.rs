@@ -42,7 +42,11 @@ fn decompose(x: f64) -> (u64, i32) {
 /// [`Error::Overflow`] if `x` exceeds `MAX_NUM`.
 pub(crate) fn to_rational(name: &'static str, x: f64, round: Round) -> Result<(u128, u128)> {
     if !x.is_finite() || x < 0.0 {
-        return Err(Error::invalid(name, x, "must be a finite, non-negative number"));
+        return Err(Error::invalid(
+            name,
+            x,
+            "must be a finite, non-negative number",
+        ));
     }
     if x == 0.0 {
         return Ok((0, 1));
@@ -54,7 +58,9 @@ pub(crate) fn to_rational(name: &'static str, x: f64, round: Round) -> Result<(u
         if e > 11 || (m << e) > MAX_NUM {
             return Err(Error::Overflow {
                 context: name,
-                hint: format!("{name} = {x} is too large to sample exactly; use a value below 2^64"),
+                hint: format!(
+                    "{name} = {x} is too large to sample exactly; use a value below 2^64"
+                ),
             });
         }
         (m << e, 1)

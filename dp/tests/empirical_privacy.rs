@@ -199,8 +199,8 @@ fn randomized_response_negative_control_detects_too_little_noise() {
     ));
 }
 
-/// Larger version: `cargo test -p sotto-dp --test empirical_privacy -- --ignored` (about a
-/// minute in the test profile).
+/// Larger version: `cargo test -p sotto-dp --test empirical_privacy -- --ignored` (about
+/// 10 s on the 2-core build machine; 5 million samples per input).
 #[test]
 #[ignore = "slow: many more samples"]
 fn large_laplace_and_rr_privacy_checks() {

@@ -580,3 +580,29 @@ fn estimate_json_has_the_cli_keys() {
         assert!(json.contains(key), "{json}");
     }
 }
+
+mod grid_properties {
+    use proptest::prelude::*;
+    use sotto_dp::mechanisms::Grid;
+
+    proptest! {
+        /// Snapping moves a value by at most half a step, and neighbours (|x - x'| <= delta)
+        /// land at most the charged sensitivity apart: the charge covers the worst case.
+        #[test]
+        fn snapping_error_is_covered_by_the_charge(
+            exponent in -30i32..10,
+            x in -1.0e6f64..1.0e6,
+            delta in 1.0e-3f64..1.0e3,
+            t in -1.0f64..=1.0,
+        ) {
+            let grid = Grid::from_exponent(exponent).unwrap();
+            let spacing = grid.spacing();
+            let units = grid.snap(x).unwrap();
+            prop_assert!((grid.value(units) - x).abs() <= spacing / 2.0 * (1.0 + 1e-12) + x.abs() * 1e-15);
+            let neighbour = x + t * delta;
+            let gap = (grid.snap(neighbour).unwrap() - units).unsigned_abs() as f64;
+            prop_assert!(gap <= grid.charged_l1_sensitivity(delta, 1).unwrap());
+            prop_assert!(gap <= grid.charged_l2_sensitivity(delta, 1).unwrap());
+        }
+    }
+}

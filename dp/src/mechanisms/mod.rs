@@ -37,6 +37,6 @@ pub(crate) mod rational;
 
 pub use exponential::{PermuteAndFlip, ReportNoisyMax};
 pub use gaussian::{FloatGaussianMechanism, GaussianCalibration, GaussianMechanism};
-pub use grid::Grid;
+pub use grid::{DEFAULT_STEPS_PER_SCALE, GRID_LIMIT, Grid};
 pub use laplace::{FloatLaplaceMechanism, LaplaceMechanism};
 pub use randomized_response::{BinaryRandomizedResponse, KaryRandomizedResponse, TwoCoinResponse};

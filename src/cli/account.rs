@@ -19,6 +19,7 @@ pub enum AccountCommand {
 
 /// Arguments of `sotto account dp-sgd`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct DpSgdArgs {
     /// Poisson sampling rate q (expected batch size / data set size), in (0, 1].
     #[arg(long)]
@@ -39,6 +40,7 @@ pub struct DpSgdArgs {
 
 /// Arguments of `sotto account gaussian`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct GaussianArgs {
     /// Noise multiplier: noise standard deviation divided by the L2 sensitivity.
     #[arg(long)]
@@ -50,6 +52,7 @@ pub struct GaussianArgs {
 
 /// Arguments of `sotto account compose`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct ComposeArgs {
     /// Epsilon of each release.
     #[arg(long)]

@@ -40,6 +40,13 @@ struct Pmf {
     infinity_mass: f64,
 }
 
+fn overflow(context: &'static str) -> Error {
+    Error::Overflow {
+        context,
+        hint: "use fewer compositions or a coarser discretization interval".into(),
+    }
+}
+
 fn too_many_points(points: f64, d: f64) -> Error {
     Error::invalid(
         "value_discretization_interval",
@@ -68,7 +75,7 @@ impl Pmf {
                 infinity_mass,
             });
         };
-        let span = (hi - lo) as f64 + 1.0;
+        let span = hi as f64 - lo as f64 + 1.0;
         if span > MAX_POINTS as f64 {
             return Err(too_many_points(span, d));
         }
@@ -130,8 +137,12 @@ impl Pmf {
         let probs = convolve(&self.probs, &other.probs);
         let infinity_mass =
             self.infinity_mass + other.infinity_mass - self.infinity_mass * other.infinity_mass;
+        let lower = self
+            .lower
+            .checked_add(other.lower)
+            .ok_or_else(|| overflow("PLD composition"))?;
         Ok(Pmf {
-            lower: self.lower + other.lower,
+            lower,
             probs,
             infinity_mass,
         }
@@ -171,17 +182,15 @@ impl Pmf {
                 buf.get(idx).map_or(0.0, |z| (z.re * scale).max(0.0))
             })
             .collect();
-        let base_lower = self
-            .lower
-            .checked_mul(n as i64)
-            .ok_or_else(|| Error::Overflow {
-                context: "PLD self-composition",
-                hint: "use fewer compositions or a coarser discretization".into(),
-            })?;
+        let base_lower = i64::try_from(n)
+            .ok()
+            .and_then(|n| self.lower.checked_mul(n))
+            .and_then(|l| l.checked_add(lo))
+            .ok_or_else(|| overflow("PLD self-composition"))?;
         // 1 - (1 - inf)^n, plus the truncated tails.
         let inf = TAIL_MASS_TRUNCATION - (nf * (-self.infinity_mass).ln_1p()).exp_m1();
         Ok(Pmf {
-            lower: base_lower + lo,
+            lower: base_lower,
             probs,
             infinity_mass: inf.min(1.0),
         })
@@ -764,6 +773,9 @@ impl PldAccountant {
         let ln_keep = (1.0 - p * (k - 1.0) / k).ln();
         let ln_other = (p / k).ln();
         let d = self.d;
+        if (ln_keep - ln_other) / d > MAX_POINTS as f64 {
+            return Err(too_many_points(2.0 * (ln_keep - ln_other) / d, d));
+        }
         let mut map = BTreeMap::new();
         let mut add = |loss: f64, mass: f64| {
             *map.entry((loss / d).ceil() as i64).or_insert(0.0) += mass;
@@ -791,6 +803,9 @@ impl PldAccountant {
             return Err(Error::invalid("delta", delta, "must be below 1"));
         }
         let d = self.d;
+        if epsilon / d > MAX_POINTS as f64 {
+            return Err(too_many_points(2.0 * epsilon / d, d));
+        }
         let mut map = BTreeMap::new();
         *map.entry((epsilon / d).ceil() as i64).or_insert(0.0) +=
             (1.0 - delta) / (1.0 + (-epsilon).exp());
@@ -912,5 +927,21 @@ mod tests {
         assert_eq!(acc, PldAccountant::new());
         let mut tiny = PldAccountant::new();
         assert!(tiny.compose_gaussian(1e-4, 1).is_err());
+        assert!(tiny.compose_approximate_dp(1e300, 0.0, 1).is_err());
+        let msg = tiny
+            .compose_randomized_response(1e-300, 2, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("value_discretization_interval"), "{msg}");
+        assert!(tiny.compose_gaussian(1.0, u64::MAX).is_err());
+        assert!(
+            tiny.compose_poisson_subsampled_gaussian(0.01, 1.0, u64::MAX)
+                .is_err()
+        );
+        assert_eq!(tiny, PldAccountant::new());
+        // Coarser grids take extreme mechanisms.
+        let mut coarse = PldAccountant::with_discretization(1e-2).unwrap();
+        coarse.compose_randomized_response(1e-300, 2, 1).unwrap();
+        assert!(coarse.epsilon(1e-6).unwrap() > 690.0);
     }
 }

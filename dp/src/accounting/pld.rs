@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use crate::error::{check_non_negative, check_open_unit, check_positive, check_probability};
 use crate::math::{
     Complex, convolve, fft_in_place, ln_add_exp, ln_normal_cdf, ln_sub_exp, ln_sum_exp, normal_cdf,
-    round_up,
+    round_up, round_up_by,
 };
 use crate::{Error, Result};
 
@@ -826,7 +826,8 @@ impl PldAccountant {
         if let Some(add) = &self.add {
             eps = eps.max(add.epsilon_for_delta(self.d, delta));
         }
-        Ok(round_up(eps.max(0.0)))
+        // Relative margin 1e-9 for the float error of the FFTs and the epsilon search.
+        Ok(round_up_by(eps.max(0.0), 1e-9))
     }
 
     /// The delta of everything composed so far at `epsilon`, rounded up.

@@ -4,7 +4,7 @@
 //! the Sampled Gaussian Mechanism").
 
 use crate::error::{check_non_negative, check_open_unit, check_positive, check_probability};
-use crate::math::{ln_add_exp, ln_binomial, ln_erfc, round_up};
+use crate::math::{ln_add_exp, ln_binomial, ln_erfc, round_up, round_up_by};
 use crate::{Error, Result};
 
 /// Cap on the number of series terms for a fractional order (as in `dp_accounting`); an order
@@ -166,7 +166,9 @@ pub fn rdp_to_epsilon(orders: &[f64], rdp: &[f64], delta: f64) -> Result<(f64, f
             best = (eps, a);
         }
     }
-    Ok((round_up(best.0.max(0.0)), best.1))
+    // A relative margin of 1e-9 covers the float error of the log-space series (we measured
+    // ~3e-12 relative disagreement with dp_accounting's SciPy-based evaluation).
+    Ok((round_up_by(best.0.max(0.0), 1e-9), best.1))
 }
 
 /// Converts an RDP curve to delta at `epsilon` (the same bound as [`rdp_to_epsilon`],

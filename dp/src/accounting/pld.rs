@@ -158,6 +158,11 @@ impl Pmf {
         }
         let m = self.probs.len();
         let nf = n as f64;
+        // Fail fast (before the Chernoff bounds, which cost 40 passes over the PMF).
+        let base_lower = i64::try_from(n)
+            .ok()
+            .and_then(|n| self.lower.checked_mul(n))
+            .ok_or_else(|| overflow("PLD self-composition"))?;
         let (lo, hi) = self_convolve_bounds(&self.probs, nf, TAIL_MASS_TRUNCATION);
         let out_len = (hi - lo + 1).max(1);
         let size = (out_len.max(m as i64)) as f64;
@@ -182,10 +187,8 @@ impl Pmf {
                 buf.get(idx).map_or(0.0, |z| (z.re * scale).max(0.0))
             })
             .collect();
-        let base_lower = i64::try_from(n)
-            .ok()
-            .and_then(|n| self.lower.checked_mul(n))
-            .and_then(|l| l.checked_add(lo))
+        let base_lower = base_lower
+            .checked_add(lo)
             .ok_or_else(|| overflow("PLD self-composition"))?;
         // 1 - (1 - inf)^n, plus the truncated tails.
         let inf = TAIL_MASS_TRUNCATION - (nf * (-self.infinity_mass).ln_1p()).exp_m1();

@@ -280,6 +280,9 @@ impl RdpAccountant {
     }
 
     fn add_curve(&mut self, f: impl Fn(f64) -> Result<f64>, count: u64) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
         let mut next = self.rdp.clone();
         let c = count as f64;
         for (slot, &a) in next.iter_mut().zip(&self.orders) {

@@ -368,7 +368,7 @@ mod tests {
                             "RDP q {q} sigma {sigma} steps {steps}"
                         );
                     }
-                    if steps <= 1_000_000 && sigma >= 1e-5 && sigma <= 1e5 {
+                    if steps <= 1_000_000 && (1e-5..=1e5).contains(&sigma) {
                         continue; // covered by the golden tests; PLD on these is slow
                     }
                     if let Ok(e) = dp_sgd_epsilon(q, sigma, steps, 1e-5, AccountantKind::Pld) {

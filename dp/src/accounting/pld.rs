@@ -843,7 +843,7 @@ impl PldAccountant {
         if let Some(add) = &self.add {
             delta = delta.max(add.delta_for_epsilon(self.d, epsilon));
         }
-        Ok(round_up(delta).clamp(0.0, 1.0))
+        Ok(round_up_by(delta, 1e-9).clamp(0.0, 1.0))
     }
 }
 

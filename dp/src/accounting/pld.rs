@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use crate::error::{check_non_negative, check_open_unit, check_positive, check_probability};
 use crate::math::{
     Complex, convolve, fft_in_place, ln_add_exp, ln_normal_cdf, ln_sub_exp, ln_sum_exp, normal_cdf,
-    round_up, round_up_by,
+    round_up_by,
 };
 use crate::{Error, Result};
 

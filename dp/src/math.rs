@@ -287,6 +287,16 @@ pub fn round_up(x: f64) -> f64 {
     bumped.next_up()
 }
 
+/// Rounds a computed upper bound up by a relative margin `rel` (then one ulp): used where the
+/// accumulated floating-point error is larger than [`round_up`] covers (long log-space sums,
+/// FFTs). NaN and infinities pass through.
+pub fn round_up_by(x: f64, rel: f64) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    (x + x.abs() * rel.abs()).next_up()
+}
+
 /// Rounds a computed lower bound down: the mirror image of [`round_up`].
 pub fn round_down(x: f64) -> f64 {
     if !x.is_finite() {

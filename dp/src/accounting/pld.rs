@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use crate::error::{check_non_negative, check_open_unit, check_positive, check_probability};
 use crate::math::{
     Complex, convolve, fft_in_place, ln_add_exp, ln_normal_cdf, ln_sub_exp, ln_sum_exp, normal_cdf,
-    round_up,
+    round_up_by,
 };
 use crate::{Error, Result};
 
@@ -38,6 +38,13 @@ struct Pmf {
     lower: i64,
     probs: Vec<f64>,
     infinity_mass: f64,
+}
+
+fn overflow(context: &'static str) -> Error {
+    Error::Overflow {
+        context,
+        hint: "use fewer compositions or a coarser discretization interval".into(),
+    }
 }
 
 fn too_many_points(points: f64, d: f64) -> Error {
@@ -68,7 +75,7 @@ impl Pmf {
                 infinity_mass,
             });
         };
-        let span = (hi - lo) as f64 + 1.0;
+        let span = hi as f64 - lo as f64 + 1.0;
         if span > MAX_POINTS as f64 {
             return Err(too_many_points(span, d));
         }
@@ -130,8 +137,12 @@ impl Pmf {
         let probs = convolve(&self.probs, &other.probs);
         let infinity_mass =
             self.infinity_mass + other.infinity_mass - self.infinity_mass * other.infinity_mass;
+        let lower = self
+            .lower
+            .checked_add(other.lower)
+            .ok_or_else(|| overflow("PLD composition"))?;
         Ok(Pmf {
-            lower: self.lower + other.lower,
+            lower,
             probs,
             infinity_mass,
         }
@@ -147,6 +158,11 @@ impl Pmf {
         }
         let m = self.probs.len();
         let nf = n as f64;
+        // Fail fast (before the Chernoff bounds, which cost 40 passes over the PMF).
+        let base_lower = i64::try_from(n)
+            .ok()
+            .and_then(|n| self.lower.checked_mul(n))
+            .ok_or_else(|| overflow("PLD self-composition"))?;
         let (lo, hi) = self_convolve_bounds(&self.probs, nf, TAIL_MASS_TRUNCATION);
         let out_len = (hi - lo + 1).max(1);
         let size = (out_len.max(m as i64)) as f64;
@@ -171,17 +187,13 @@ impl Pmf {
                 buf.get(idx).map_or(0.0, |z| (z.re * scale).max(0.0))
             })
             .collect();
-        let base_lower = self
-            .lower
-            .checked_mul(n as i64)
-            .ok_or_else(|| Error::Overflow {
-                context: "PLD self-composition",
-                hint: "use fewer compositions or a coarser discretization".into(),
-            })?;
+        let base_lower = base_lower
+            .checked_add(lo)
+            .ok_or_else(|| overflow("PLD self-composition"))?;
         // 1 - (1 - inf)^n, plus the truncated tails.
         let inf = TAIL_MASS_TRUNCATION - (nf * (-self.infinity_mass).ln_1p()).exp_m1();
         Ok(Pmf {
-            lower: base_lower + lo,
+            lower: base_lower,
             probs,
             infinity_mass: inf.min(1.0),
         })
@@ -764,6 +776,9 @@ impl PldAccountant {
         let ln_keep = (1.0 - p * (k - 1.0) / k).ln();
         let ln_other = (p / k).ln();
         let d = self.d;
+        if (ln_keep - ln_other) / d > MAX_POINTS as f64 {
+            return Err(too_many_points(2.0 * (ln_keep - ln_other) / d, d));
+        }
         let mut map = BTreeMap::new();
         let mut add = |loss: f64, mass: f64| {
             *map.entry((loss / d).ceil() as i64).or_insert(0.0) += mass;
@@ -791,6 +806,9 @@ impl PldAccountant {
             return Err(Error::invalid("delta", delta, "must be below 1"));
         }
         let d = self.d;
+        if epsilon / d > MAX_POINTS as f64 {
+            return Err(too_many_points(2.0 * epsilon / d, d));
+        }
         let mut map = BTreeMap::new();
         *map.entry((epsilon / d).ceil() as i64).or_insert(0.0) +=
             (1.0 - delta) / (1.0 + (-epsilon).exp());
@@ -811,7 +829,8 @@ impl PldAccountant {
         if let Some(add) = &self.add {
             eps = eps.max(add.epsilon_for_delta(self.d, delta));
         }
-        Ok(round_up(eps.max(0.0)))
+        // Relative margin 1e-9 for the float error of the FFTs and the epsilon search.
+        Ok(round_up_by(eps.max(0.0), 1e-9))
     }
 
     /// The delta of everything composed so far at `epsilon`, rounded up.
@@ -824,7 +843,7 @@ impl PldAccountant {
         if let Some(add) = &self.add {
             delta = delta.max(add.delta_for_epsilon(self.d, epsilon));
         }
-        Ok(round_up(delta).clamp(0.0, 1.0))
+        Ok(round_up_by(delta, 1e-9).clamp(0.0, 1.0))
     }
 }
 
@@ -912,5 +931,21 @@ mod tests {
         assert_eq!(acc, PldAccountant::new());
         let mut tiny = PldAccountant::new();
         assert!(tiny.compose_gaussian(1e-4, 1).is_err());
+        assert!(tiny.compose_approximate_dp(1e300, 0.0, 1).is_err());
+        let msg = tiny
+            .compose_randomized_response(1e-300, 2, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("value_discretization_interval"), "{msg}");
+        assert!(tiny.compose_gaussian(1.0, u64::MAX).is_err());
+        assert!(
+            tiny.compose_poisson_subsampled_gaussian(0.01, 1.0, u64::MAX)
+                .is_err()
+        );
+        assert_eq!(tiny, PldAccountant::new());
+        // Coarser grids take extreme mechanisms.
+        let mut coarse = PldAccountant::with_discretization(1e-2).unwrap();
+        coarse.compose_randomized_response(1e-300, 2, 1).unwrap();
+        assert!(coarse.epsilon(1e-6).unwrap() > 690.0);
     }
 }

@@ -30,8 +30,14 @@ fn assert_invalid(args: &[&str], names: &str) {
     let out = sotto(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "sotto {args:?}: {stderr}");
-    assert!(stderr.contains(names), "sotto {args:?}: message should name `{names}`: {stderr}");
-    assert!(!stderr.contains("panicked"), "sotto {args:?} panicked: {stderr}");
+    assert!(
+        stderr.contains(names),
+        "sotto {args:?}: message should name `{names}`: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "sotto {args:?} panicked: {stderr}"
+    );
 }
 
 #[test]
@@ -132,11 +138,191 @@ fn invalid_parameters_exit_with_status_2_and_name_the_parameter() {
         "delta",
     );
     assert_invalid(
-        &["account", "compose", "--epsilon", "nan", "--delta", "0", "--count", "3"],
+        &[
+            "account",
+            "compose",
+            "--epsilon",
+            "nan",
+            "--delta",
+            "0",
+            "--count",
+            "3",
+        ],
         "epsilon",
     );
     assert_invalid(
         &["account", "gaussian", "--sigma", "abc", "--delta", "1e-5"],
         "sigma",
+    );
+}
+
+#[test]
+fn poll_simulate_reports_an_interval_around_the_true_rate() {
+    let args = [
+        "poll",
+        "simulate",
+        "--respondents",
+        "20000",
+        "--true-rate",
+        "0.3",
+        "--epsilon",
+        "1",
+        "--seed",
+        "11",
+    ];
+    let v = json(&args);
+    let (est, lo, hi) = (
+        v["estimate"].as_f64().expect("estimate"),
+        v["ci_low"].as_f64().expect("ci_low"),
+        v["ci_high"].as_f64().expect("ci_high"),
+    );
+    assert!(lo < est && est < hi, "{v}");
+    // The seeded run is reproducible, and its 95% interval (width about 0.03) is near 0.3.
+    assert!((est - 0.3).abs() < 0.05, "{v}");
+    assert_eq!(v["epsilon"].as_f64(), Some(1.0));
+    assert_eq!(json(&args), v, "a seeded simulation is reproducible");
+
+    let v = json(&[
+        "poll",
+        "simulate",
+        "--respondents",
+        "5000",
+        "--true-rate",
+        "0.5",
+        "--two-coin",
+        "--seed",
+        "3",
+    ]);
+    assert!((v["epsilon"].as_f64().expect("epsilon") - 3f64.ln()).abs() < 1e-9);
+    assert_eq!(v["scheme"].as_str(), Some("two-coin"));
+}
+
+#[test]
+fn poll_estimate_reads_responses_and_matches_the_library() {
+    let dir = std::env::temp_dir().join(format!("sotto-cli-poll-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("responses.txt");
+    // 700 yes out of 1000, with blank lines in between.
+    let mut text = String::new();
+    for i in 0..1000 {
+        text.push_str(if i < 700 { "1\n" } else { "0\n" });
+        if i % 100 == 0 {
+            text.push('\n');
+        }
+    }
+    std::fs::write(&path, text).expect("write responses");
+    let p = path.to_str().expect("utf-8 path");
+    let v = json(&["poll", "estimate", "--responses", p, "--epsilon", "2"]);
+    let expected = sotto_dp::mechanisms::BinaryRandomizedResponse::new(2.0)
+        .and_then(|m| m.estimate(700, 1000, 0.95))
+        .expect("estimate");
+    assert_eq!(v["estimate"].as_f64(), Some(expected.estimate));
+    assert_eq!(v["ci_low"].as_f64(), Some(expected.ci_low));
+    assert_eq!(v["ci_high"].as_f64(), Some(expected.ci_high));
+    assert_eq!(v["respondents"].as_u64(), Some(1000));
+
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, "1\n0\nmaybe\n").expect("write bad");
+    assert_invalid(
+        &[
+            "poll",
+            "estimate",
+            "--responses",
+            bad.to_str().expect("utf-8"),
+            "--epsilon",
+            "1",
+        ],
+        "line 3",
+    );
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "\n\n").expect("write empty");
+    assert_invalid(
+        &[
+            "poll",
+            "estimate",
+            "--responses",
+            empty.to_str().expect("utf-8"),
+            "--epsilon",
+            "1",
+        ],
+        "no responses",
+    );
+    assert_invalid(
+        &[
+            "poll",
+            "estimate",
+            "--responses",
+            "/nonexistent/answers.txt",
+            "--epsilon",
+            "1",
+        ],
+        "cannot open",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn poll_rejects_invalid_parameters() {
+    for bad in ["nan", "inf", "-1", "0"] {
+        assert_invalid(
+            &[
+                "poll",
+                "simulate",
+                "--respondents",
+                "10",
+                "--true-rate",
+                "0.5",
+                "--epsilon",
+                bad,
+            ],
+            "epsilon",
+        );
+    }
+    for bad in ["nan", "-0.1", "1.5"] {
+        assert_invalid(
+            &[
+                "poll",
+                "simulate",
+                "--respondents",
+                "10",
+                "--true-rate",
+                bad,
+                "--epsilon",
+                "1",
+            ],
+            "true-rate",
+        );
+    }
+    assert_invalid(
+        &[
+            "poll",
+            "simulate",
+            "--respondents",
+            "0",
+            "--true-rate",
+            "0.5",
+            "--epsilon",
+            "1",
+        ],
+        "respondents",
+    );
+    assert_invalid(
+        &[
+            "poll",
+            "simulate",
+            "--respondents",
+            "10",
+            "--true-rate",
+            "0.5",
+            "--epsilon",
+            "1",
+            "--confidence",
+            "1",
+        ],
+        "confidence",
+    );
+    assert_invalid(
+        &["poll", "respond", "--answer", "perhaps", "--epsilon", "1"],
+        "answer",
     );
 }

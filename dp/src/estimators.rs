@@ -126,7 +126,8 @@ fn check_counts(count: u64, n: u64) -> Result<()> {
 /// estimate of the true fraction is `(yes / n - p_yes_if_false) / (p_yes_if_true -
 /// p_yes_if_false)`. The standard error is the plug-in one; the interval is the Wilson score
 /// interval for the report probability at level `confidence`, mapped through the same affine
-/// map (so it contains the estimate).
+/// map and intersected with [0, 1], where the true fraction lies (so the intersection never
+/// lowers coverage). Near 0 or 1 the unbiased estimate itself may fall outside that interval.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] if `n == 0`, `yes > n`, `confidence` is not in (0, 1), or
@@ -164,8 +165,8 @@ pub fn debias_binary(
     Ok(Estimate {
         estimate: debias(observed),
         std_error: (observed * (1.0 - observed) / n_f).sqrt() / gap,
-        ci_low: debias(center - half),
-        ci_high: debias(center + half),
+        ci_low: debias(center - half).clamp(0.0, 1.0),
+        ci_high: debias(center + half).clamp(0.0, 1.0),
         confidence,
     })
 }

@@ -14,6 +14,7 @@
 //! - [`wire`]: the strict postcard codec; [`sim`]: the in-memory simulator.
 #![forbid(unsafe_code)]
 
+pub mod additive;
 pub mod crypto;
 pub mod encoding;
 pub mod error;

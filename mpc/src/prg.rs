@@ -18,7 +18,7 @@ use crate::ring::RingWord;
 /// Whoever holds the seed can recompute the mask; seeds only leave a party encrypted (shares)
 /// or, for the peer-to-peer protocol, over the authenticated transport to the one peer that
 /// owns that share.
-#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
 pub struct Seed(pub(crate) [u8; 32]);
 
 impl std::fmt::Debug for Seed {

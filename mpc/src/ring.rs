@@ -245,7 +245,7 @@ impl<'de, W: RingWord> Visitor<'de> for RingVectorVisitor<W> {
         write!(f, "a byte string of {}-byte ring words", W::BYTES)
     }
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-        if v.len() % W::BYTES != 0 {
+        if !v.len().is_multiple_of(W::BYTES) {
             return Err(E::custom(format!(
                 "ring vector of {} bytes is not a multiple of {}",
                 v.len(),

@@ -182,10 +182,10 @@ pub fn reconstruct_checked<H: Copy>(
     }
     if shares.len() > threshold {
         for i in 0..shares.len().min(threshold + 1) {
-            if attempt(Some(i), cache).is_some() {
-                if let Some((h, _, _)) = shares.get(i) {
-                    return Err(CheckedFailure::BadShare(*h));
-                }
+            if attempt(Some(i), cache).is_some()
+                && let Some((h, _, _)) = shares.get(i)
+            {
+                return Err(CheckedFailure::BadShare(*h));
             }
         }
     }

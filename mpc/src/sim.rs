@@ -286,10 +286,10 @@ impl<W: RingWord> Simulation<W> {
                 self.dead.insert(id);
                 continue;
             }
-            if let (Some(c), Some(rng)) = (self.clients.get_mut(i), self.client_rngs.get_mut(i)) {
-                if let Err(e) = c.start(rng) {
-                    self.report.client_errors.push((id, e));
-                }
+            if let (Some(c), Some(rng)) = (self.clients.get_mut(i), self.client_rngs.get_mut(i))
+                && let Err(e) = c.start(rng)
+            {
+                self.report.client_errors.push((id, e));
             }
             self.flush_client(i);
         }

@@ -1,4 +1,5 @@
 //! End-to-end tests of the aggregator protocol through the simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 

@@ -149,7 +149,7 @@ impl SecAggConfig {
     /// [`Error::InvalidParameter`] if `degree` is odd, below 2 or not below `parties`, or
     /// `share_threshold` is not a majority of `degree + 1`.
     pub fn sparse(mut self, degree: usize, share_threshold: usize) -> Result<Self> {
-        if degree < 2 || degree % 2 != 0 || degree >= self.parties {
+        if degree < 2 || !degree.is_multiple_of(2) || degree >= self.parties {
             return Err(Error::invalid(
                 "degree",
                 degree,

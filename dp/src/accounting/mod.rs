@@ -7,7 +7,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::error::{check_open_unit, check_positive, check_probability};
+use crate::{Error, Result};
+
+mod composition;
+mod gaussian;
+pub mod rdp;
+mod zcdp;
+
+pub use gaussian::gaussian_delta;
+pub use rdp::RdpAccountant;
 
 /// Which accountant computes the epsilon of a composed run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +64,20 @@ pub fn dp_sgd_epsilon(
     delta: f64,
     kind: AccountantKind,
 ) -> Result<f64> {
-    let _ = (sampling_rate, noise_multiplier, steps, delta, kind);
-    todo!("dp-accounting")
+    check_dp_sgd(sampling_rate, noise_multiplier, delta)?;
+    if steps == 0 {
+        return Ok(0.0);
+    }
+    match kind {
+        AccountantKind::Rdp => {
+            let mut acc = RdpAccountant::new();
+            acc.compose_poisson_subsampled_gaussian(sampling_rate, noise_multiplier, steps)?;
+            acc.epsilon(delta)
+        }
+        AccountantKind::Pld => Err(Error::NoSolution(
+            "the PLD accountant is not available in this build yet; use `rdp`".into(),
+        )),
+    }
 }
 
 /// The smallest noise multiplier (to a relative precision of 1e-3, rounded up) for which
@@ -72,8 +93,63 @@ pub fn dp_sgd_noise_multiplier(
     delta: f64,
     kind: AccountantKind,
 ) -> Result<f64> {
-    let _ = (sampling_rate, steps, target_epsilon, delta, kind);
-    todo!("dp-accounting")
+    check_probability("sampling_rate", sampling_rate)?;
+    if sampling_rate == 0.0 {
+        return Err(Error::invalid(
+            "sampling_rate",
+            sampling_rate,
+            "must be greater than zero (a zero rate samples nothing)",
+        ));
+    }
+    check_positive("target_epsilon", target_epsilon)?;
+    check_open_unit("delta", delta)?;
+    if steps == 0 {
+        return Err(Error::invalid(
+            "steps",
+            steps,
+            "need at least one step to calibrate noise for",
+        ));
+    }
+    let meets = |sigma: f64| -> Result<bool> {
+        Ok(dp_sgd_epsilon(sampling_rate, sigma, steps, delta, kind)? <= target_epsilon)
+    };
+    // Bracket [lo, hi] with lo failing and hi meeting the target.
+    let mut hi = 1.0;
+    let mut lo;
+    if meets(hi)? {
+        lo = hi / 2.0;
+        while meets(lo)? {
+            hi = lo;
+            lo /= 2.0;
+            if lo < MIN_NOISE_MULTIPLIER {
+                return Ok(hi);
+            }
+        }
+    } else {
+        lo = hi;
+        hi *= 2.0;
+        while !meets(hi)? {
+            lo = hi;
+            hi *= 2.0;
+            if hi > MAX_NOISE_MULTIPLIER {
+                return Err(Error::NoSolution(format!(
+                    "no noise multiplier up to {MAX_NOISE_MULTIPLIER} reaches epsilon = \
+                     {target_epsilon} at delta = {delta} with sampling rate {sampling_rate} \
+                     over {steps} steps; raise the target epsilon or lower the steps or rate"
+                )));
+            }
+        }
+    }
+    // Geometric bisection to a relative precision of 1e-3; `hi` always meets the target.
+    while hi / lo > 1.0 + 1e-3 {
+        let mid = (lo * hi).sqrt();
+        if meets(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
 }
 
 /// Epsilon of one Gaussian mechanism with noise multiplier `sigma` (noise standard deviation
@@ -82,8 +158,7 @@ pub fn dp_sgd_noise_multiplier(
 /// # Errors
 /// [`crate::Error::InvalidParameter`] for invalid parameters.
 pub fn gaussian_epsilon(sigma: f64, delta: f64) -> Result<f64> {
-    let _ = (sigma, delta);
-    todo!("dp-accounting")
+    gaussian::epsilon(sigma, delta)
 }
 
 /// Converts rho-zCDP to (epsilon, delta)-DP (Canonne, Kamath, Steinke 2020), rounded up.
@@ -91,8 +166,7 @@ pub fn gaussian_epsilon(sigma: f64, delta: f64) -> Result<f64> {
 /// # Errors
 /// [`crate::Error::InvalidParameter`] for invalid parameters.
 pub fn zcdp_to_epsilon(rho: f64, delta: f64) -> Result<f64> {
-    let _ = (rho, delta);
-    todo!("dp-accounting")
+    zcdp::to_epsilon(rho, delta)
 }
 
 /// Basic composition of `count` (epsilon, delta)-DP releases: (count*epsilon, count*delta).
@@ -100,8 +174,7 @@ pub fn zcdp_to_epsilon(rho: f64, delta: f64) -> Result<f64> {
 /// # Errors
 /// [`crate::Error::InvalidParameter`] for invalid parameters.
 pub fn basic_composition(epsilon: f64, delta: f64, count: u64) -> Result<(f64, f64)> {
-    let _ = (epsilon, delta, count);
-    todo!("dp-accounting")
+    composition::basic(epsilon, delta, count)
 }
 
 /// Advanced composition (Dwork, Rothblum, Vadhan 2010; Kairouz et al. 2015 form) of `count`
@@ -116,8 +189,7 @@ pub fn advanced_composition(
     count: u64,
     delta_slack: f64,
 ) -> Result<(f64, f64)> {
-    let _ = (epsilon, delta, count, delta_slack);
-    todo!("dp-accounting")
+    composition::advanced(epsilon, delta, count, delta_slack)
 }
 
 /// The smallest Gaussian noise standard deviation (rounded up) for which the Gaussian
@@ -127,6 +199,24 @@ pub fn advanced_composition(
 /// # Errors
 /// [`crate::Error::InvalidParameter`] for invalid parameters.
 pub fn analytic_gaussian_sigma(epsilon: f64, delta: f64, sensitivity: f64) -> Result<f64> {
-    let _ = (epsilon, delta, sensitivity);
-    todo!("dp-accounting")
+    gaussian::sigma(epsilon, delta, sensitivity)
+}
+
+/// Smallest noise multiplier [`dp_sgd_noise_multiplier`] considers.
+const MIN_NOISE_MULTIPLIER: f64 = 1e-3;
+/// Largest noise multiplier [`dp_sgd_noise_multiplier`] considers.
+const MAX_NOISE_MULTIPLIER: f64 = 1e6;
+
+fn check_dp_sgd(sampling_rate: f64, noise_multiplier: f64, delta: f64) -> Result<()> {
+    check_probability("sampling_rate", sampling_rate)?;
+    if sampling_rate == 0.0 {
+        return Err(Error::invalid(
+            "sampling_rate",
+            sampling_rate,
+            "must be greater than zero (a zero rate samples nothing); use a rate in (0, 1]",
+        ));
+    }
+    check_positive("noise_multiplier", noise_multiplier)?;
+    check_open_unit("delta", delta)?;
+    Ok(())
 }

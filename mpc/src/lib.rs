@@ -18,6 +18,7 @@ pub mod additive;
 pub mod crypto;
 pub mod encoding;
 pub mod error;
+pub mod noise;
 pub mod prg;
 pub mod ring;
 pub mod secagg;

@@ -131,6 +131,26 @@ impl<W: RingWord> SecAggClient<W> {
         })
     }
 
+    /// A party that adds its share of `noise` to its encoded input in the ring before masking
+    /// (the aggregator then never holds an un-noised sum).
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    ///
+    /// # Privacy
+    /// Calibrate `noise` with `min_parties = config.threshold()`: the shares of any `t`
+    /// survivors alone meet the target.
+    pub fn new_noised<R: RngCore + CryptoRng + ?Sized>(
+        config: SecAggConfig,
+        id: PartyId,
+        mut input: Vec<W>,
+        noise: &crate::noise::DistributedNoise,
+        rng: &mut R,
+    ) -> Result<Self> {
+        noise.add_share(&mut input, rng);
+        Self::new(config, id, input)
+    }
+
     /// This party's id.
     pub fn id(&self) -> PartyId {
         self.id

@@ -185,6 +185,11 @@ impl<W: RingWord> SecAggAggregator<W> {
         self.stats
     }
 
+    /// The public keys advertised in round 0 (U1), once received.
+    pub fn roster(&self) -> Vec<PartyKeys> {
+        self.keys.values().copied().collect()
+    }
+
     /// The parties whose masked input was accepted (U3), once round 2 has closed.
     pub fn survivors(&self) -> Vec<PartyId> {
         self.u3.iter().copied().collect()

@@ -171,6 +171,19 @@ impl<W: RingWord> SecAggClient<W> {
         matches!(self.state, State::Done)
     }
 
+    /// The decrypted shares this party holds (owner, mask-key share, self-mask share): what a
+    /// corrupt party would hand to a colluding aggregator. Test-only.
+    #[cfg(test)]
+    pub(crate) fn held_for_test(&self) -> Vec<(PartyId, SecretScalar, SecretScalar)> {
+        match &self.state {
+            State::AwaitSurvivors { held } => held
+                .iter()
+                .map(|(p, h)| (*p, h.mask_key.clone(), h.self_mask.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The next message to send to the aggregator.
     pub fn poll_transmit(&mut self) -> Option<ClientMessage<W>> {
         self.outbox.pop_front()

@@ -24,6 +24,8 @@ pub mod aggregator;
 pub mod client;
 pub mod graph;
 pub mod messages;
+#[cfg(test)]
+mod collusion_tests;
 
 pub use aggregator::{AggregateOutput, SecAggAggregator};
 pub use client::SecAggClient;

@@ -28,11 +28,13 @@ impl<W: RingWord> std::fmt::Debug for SecretVec<W> {
     }
 }
 
+#[derive(Clone)]
 struct Held {
     mask_key: SecretScalar,
     self_mask: SecretScalar,
 }
 
+#[derive(Clone)]
 enum State<W: RingWord> {
     Init {
         input: SecretVec<W>,
@@ -253,7 +255,7 @@ impl<W: RingWord> SecAggClient<W> {
             .check_header(msg.header(), agg, Peer::Party(self.id), expected)?;
         match msg {
             ServerMessage::Roster { parties, .. } => self.on_roster(parties, rng),
-            ServerMessage::Shares { shares, .. } => self.on_shares(shares),
+            ServerMessage::Shares { shares, .. } => self.on_shares(shares, true),
             ServerMessage::Survivors { survivors, .. } => self.on_survivors(survivors),
         }
         .inspect_err(|e| {
@@ -364,7 +366,31 @@ impl<W: RingWord> SecAggClient<W> {
         Ok(())
     }
 
-    fn on_shares(&mut self, shares: Vec<super::messages::ForwardedShare>) -> Result<()> {
+    /// Hazmat: a copy of this party, state and secrets included.
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            id: self.id,
+            state: self.state.clone(),
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    /// Hazmat: handles the round-1 shares without computing (or sending) a masked input.
+    pub(crate) fn accept_shares_unmasked(&mut self, msg: ServerMessage) -> Result<()> {
+        self.config.check_header(
+            msg.header(),
+            Peer::Aggregator,
+            Peer::Party(self.id),
+            Round::ShareKeys,
+        )?;
+        match msg {
+            ServerMessage::Shares { shares, .. } => self.on_shares(shares, false),
+            _ => Err(Error::misbehaved(Peer::Aggregator, "expected the round-1 shares")),
+        }
+    }
+
+    fn on_shares(&mut self, shares: Vec<super::messages::ForwardedShare>, mask: bool) -> Result<()> {
         let agg = Peer::Aggregator;
         let State::AwaitShares {
             input,
@@ -427,9 +453,11 @@ impl<W: RingWord> SecAggClient<W> {
             });
         }
         // Mask: y = x + PRG(b) + sum_{v in U2} +-PRG(s_uv).
-        let mut y = input.clone();
-        prg::add_mask(&self_mask_seed(b, &session, self.id)?, &mut y.0);
-        for v in held.keys() {
+        let mut y = if mask { input.clone() } else { SecretVec(Vec::new()) };
+        if mask {
+            prg::add_mask(&self_mask_seed(b, &session, self.id)?, &mut y.0);
+        }
+        for v in held.keys().filter(|_| mask) {
             let Some(k) = roster.get(v) else { continue };
             let shared = mask_sk.diffie_hellman(&k.mask_pk, Peer::Party(*v))?;
             let seed = pair_mask_seed(&shared, &session, self.id, *v)?;
@@ -440,10 +468,12 @@ impl<W: RingWord> SecAggClient<W> {
             return Err(Error::InvalidState("state changed".into()));
         };
         held.insert(self.id, own);
-        self.outbox.push_back(ClientMessage::MaskedInput {
-            header: self.header(Round::MaskedInput),
-            masked: RingVector(std::mem::take(&mut y.0)),
-        });
+        if mask {
+            self.outbox.push_back(ClientMessage::MaskedInput {
+                header: self.header(Round::MaskedInput),
+                masked: RingVector(std::mem::take(&mut y.0)),
+            });
+        }
         // input, keys and b are dropped (zeroized) with the old state.
         self.state = State::AwaitSurvivors { held };
         Ok(())

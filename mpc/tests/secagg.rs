@@ -306,3 +306,79 @@ fn aggregator_view_is_independent_of_the_inputs() {
     let chi_ab: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y) / (x + y)).sum();
     assert!(chi_ab < 37.7, "{chi_ab}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Tampering with the header of any one frame, or replacing it by an earlier frame of the
+    /// same sender (replay), or appending/truncating bytes, is rejected with an error that
+    /// names the sender; the run still ends with the exact sum or a clean lack of parties.
+    #[test]
+    fn any_tampered_or_replayed_frame_is_rejected_naming_its_sender(
+        target in 0usize..40,
+        kind in 0u8..6,
+        seed in any::<u64>(),
+    ) {
+        let n = 6;
+        let inputs = inputs_u32(n, 8, seed);
+        let config = SecAggConfig::new(SessionId([6; 16]), n, 4, 8).unwrap();
+        let mut count = 0usize;
+        let mut history: Vec<Envelope> = Vec::new();
+        let tampered_from = std::rc::Rc::new(std::cell::Cell::new(None));
+        let tf = tampered_from.clone();
+        let hook = move |env: &mut Envelope| {
+            count += 1;
+            history.push(env.clone());
+            if count - 1 != target {
+                return;
+            }
+            let before = env.bytes.clone();
+            match (kind, env.from) {
+                (0..=2, Peer::Party(_)) => {
+                    let mut m: ClientMessage<u32> = wire::decode(&env.bytes).unwrap();
+                    let h = m.header_mut();
+                    match kind {
+                        0 => h.session = SessionId([0xEE; 16]),
+                        1 => h.to = Peer::Party(PartyId(0)),
+                        _ => h.round = if h.round == Round::AdvertiseKeys { Round::Unmask } else { Round::AdvertiseKeys },
+                    }
+                    env.bytes = wire::encode(&m).unwrap();
+                }
+                (0..=2, Peer::Aggregator) => {
+                    let mut m: ServerMessage = wire::decode(&env.bytes).unwrap();
+                    let h = m.header_mut();
+                    match kind {
+                        0 => h.session = SessionId([0xEE; 16]),
+                        1 => h.to = Peer::Aggregator,
+                        _ => h.round = if h.round == Round::AdvertiseKeys { Round::Unmask } else { Round::AdvertiseKeys },
+                    }
+                    env.bytes = wire::encode(&m).unwrap();
+                }
+                (3, _) => {
+                    if let Some(old) = history.iter().find(|o| o.from == env.from && o.to == env.to && o.round < env.round) {
+                        env.bytes = old.bytes.clone();
+                    }
+                }
+                (4, _) => env.bytes.push(1),
+                _ => { env.bytes.pop(); }
+            }
+            if env.bytes != before {
+                tf.set(Some(env.from));
+            }
+        };
+        let options = SimOptions { seed, ..SimOptions::default() };
+        let report = Simulation::new(config, inputs.clone(), options).unwrap().with_tamper(Box::new(hook)).run();
+        if let Some(culprit) = tampered_from.get() {
+            let named = report.aggregator_rejections.iter().map(|e| e.culprit())
+                .chain(report.client_errors.iter().map(|(_, e)| e.culprit()))
+                .any(|c| c == Some(culprit));
+            prop_assert!(named, "no rejection named {culprit}: {:?} {:?}", report.aggregator_rejections, report.client_errors);
+        }
+        for e in &report.aggregator_rejections {
+            prop_assert!(e.culprit().is_some(), "{e}");
+        }
+        match report.result {
+            Ok(out) => prop_assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]),
+            Err(e) => prop_assert!(matches!(e, Error::NotEnoughParties { .. }), "{e}"),
+        }
+    }
+}

@@ -160,6 +160,27 @@ impl RingWord for u64 {
     }
     #[inline]
     fn apply_keystream(dst: &mut [Self], ks: &[u32], negate: bool) {
+        // Fast path for a full ChaCha buffer (4 blocks = 32 words): fixed sizes vectorize.
+        if let (Ok(d), Ok(k)) = (
+            <&mut [u64; 32]>::try_from(&mut *dst),
+            <&[u32; 64]>::try_from(ks),
+        ) {
+            let mut w = [0u64; 32];
+            for (i, x) in w.iter_mut().enumerate() {
+                *x = u64::from(k[2 * i]) | (u64::from(k[2 * i + 1]) << 32);
+            }
+            if negate {
+                for (a, b) in d.iter_mut().zip(&w) {
+                    *a = a.wrapping_sub(*b);
+                }
+            } else {
+                for (a, b) in d.iter_mut().zip(&w) {
+                    *a = a.wrapping_add(*b);
+                }
+            }
+            w.zeroize();
+            return;
+        }
         let pairs = ks.chunks_exact(2);
         if negate {
             for (d, k) in dst.iter_mut().zip(pairs) {

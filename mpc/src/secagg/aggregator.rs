@@ -68,6 +68,39 @@ pub struct AggregatorStats {
 /// the survivor set U3 is fixed, a late masked vector is rejected, and no party ever reveals
 /// the self-mask share of a party outside U3, so a party reported as dropped keeps its input
 /// hidden even if its masked vector arrives later.
+///
+/// # Example
+/// Driving three parties and the aggregator by hand (a transport does the same over QUIC):
+/// ```rust
+/// use std::time::{Duration, Instant};
+/// use sotto_mpc::secagg::{SecAggAggregator, SecAggClient, SecAggConfig, SessionId};
+/// use sotto_mpc::PartyId;
+///
+/// let mut rng = sotto_dp::rng::seeded_rng(5);
+/// let config = SecAggConfig::new(SessionId::random(&mut rng), 3, 2, 2)?;
+/// let mut clients: Vec<SecAggClient<u64>> = (0..3)
+///     .map(|i| SecAggClient::new(config.clone(), PartyId(i), vec![i as u64, 100]))
+///     .collect::<Result<_, _>>()?;
+/// let now = Instant::now();
+/// let mut aggregator = SecAggAggregator::new(config, Duration::from_secs(10));
+/// aggregator.start(now)?;
+/// for c in &mut clients {
+///     c.start(&mut rng)?;
+/// }
+/// while aggregator.result().is_none() {
+///     for c in &mut clients {
+///         while let Some(msg) = c.poll_transmit() {
+///             aggregator.handle_message(now, c.id(), msg)?;
+///         }
+///     }
+///     while let Some((to, msg)) = aggregator.poll_transmit() {
+///         clients[to.index()].handle_message(msg, &mut rng)?;
+///     }
+/// }
+/// let out = aggregator.take_result().unwrap()?;
+/// assert_eq!(out.sum(), &[3, 300]);
+/// # Ok::<(), sotto_mpc::Error>(())
+/// ```
 pub struct SecAggAggregator<W: RingWord> {
     config: SecAggConfig,
     round_timeout: Duration,

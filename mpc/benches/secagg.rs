@@ -41,7 +41,12 @@ static TIMES: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
 static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn record(name: &str, secs: f64) {
-    TIMES.lock().unwrap().entry(name.to_string()).or_default().push(secs);
+    TIMES
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_default()
+        .push(secs);
 }
 
 fn median(name: &str) -> Option<f64> {
@@ -52,14 +57,25 @@ fn median(name: &str) -> Option<f64> {
 }
 
 fn filter_allows(id: &str) -> bool {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     // Criterion's filter is a regex; alternatives `a|b` of plain substrings are understood here.
-    args.is_empty() || args.iter().any(|f| f.split('|').any(|alt| id.contains(alt)))
+    args.is_empty()
+        || args
+            .iter()
+            .any(|f| f.split('|').any(|alt| id.contains(alt)))
 }
 
 /// Times `routine` on fresh `setup()` output per iteration, records the per-iteration mean.
-fn timed<S, R>(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, id: BenchmarkId, key: String, mut setup: impl FnMut() -> S, mut routine: R)
-where
+fn timed<S, R>(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    key: String,
+    mut setup: impl FnMut() -> S,
+    mut routine: R,
+) where
     R: FnMut(S),
 {
     c.bench_function(id, |b| {
@@ -81,34 +97,60 @@ const DIMS: [usize; 2] = [10_000, 1_000_000];
 
 fn bench_prg(c: &mut Criterion) {
     let mut g = c.benchmark_group("prg");
-    g.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     for d in DIMS {
         if !filter_allows(&format!("prg/raw_chacha/{d}")) && !filter_allows("prg") {
             continue;
         }
         let mut buf = vec![0u8; 4 * d];
-        timed(&mut g, BenchmarkId::new("raw_chacha_4B", d), format!("raw4/{d}"), || (), |_| {
-            let mut rng = ChaCha20Rng::from_seed([7; 32]);
-            rng.fill_bytes(&mut buf);
-            black_box(&buf);
-        });
+        timed(
+            &mut g,
+            BenchmarkId::new("raw_chacha_4B", d),
+            format!("raw4/{d}"),
+            || (),
+            |_| {
+                let mut rng = ChaCha20Rng::from_seed([7; 32]);
+                rng.fill_bytes(&mut buf);
+                black_box(&buf);
+            },
+        );
         let mut buf8 = vec![0u8; 8 * d];
-        timed(&mut g, BenchmarkId::new("raw_chacha_8B", d), format!("raw8/{d}"), || (), |_| {
-            let mut rng = ChaCha20Rng::from_seed([7; 32]);
-            rng.fill_bytes(&mut buf8);
-            black_box(&buf8);
-        });
+        timed(
+            &mut g,
+            BenchmarkId::new("raw_chacha_8B", d),
+            format!("raw8/{d}"),
+            || (),
+            |_| {
+                let mut rng = ChaCha20Rng::from_seed([7; 32]);
+                rng.fill_bytes(&mut buf8);
+                black_box(&buf8);
+            },
+        );
         let seed = Seed::from_bytes([7; 32]);
         let mut v32 = vec![0u32; d];
-        timed(&mut g, BenchmarkId::new("mask_u32", d), format!("mask32/{d}"), || (), |_| {
-            prg::add_mask(&seed, &mut v32);
-            black_box(&v32);
-        });
+        timed(
+            &mut g,
+            BenchmarkId::new("mask_u32", d),
+            format!("mask32/{d}"),
+            || (),
+            |_| {
+                prg::add_mask(&seed, &mut v32);
+                black_box(&v32);
+            },
+        );
         let mut v64 = vec![0u64; d];
-        timed(&mut g, BenchmarkId::new("mask_u64", d), format!("mask64/{d}"), || (), |_| {
-            prg::add_mask(&seed, &mut v64);
-            black_box(&v64);
-        });
+        timed(
+            &mut g,
+            BenchmarkId::new("mask_u64", d),
+            format!("mask64/{d}"),
+            || (),
+            |_| {
+                prg::add_mask(&seed, &mut v64);
+                black_box(&v64);
+            },
+        );
     }
     g.finish();
 }
@@ -196,7 +238,10 @@ fn fixture(n: usize, d: usize, sparse: Option<SparseParams>, drop: f64) -> Fixtu
     for i in (1..order.len()).rev() {
         order.swap(i, (prng.next_u64() % (i as u64 + 1)) as usize);
     }
-    let dropped: Vec<u32> = order.into_iter().take((n as f64 * drop).round() as usize).collect();
+    let dropped: Vec<u32> = order
+        .into_iter()
+        .take((n as f64 * drop).round() as usize)
+        .collect();
     let masked = vec![0x1234_5678u32; d];
     for i in 0..n as u32 {
         if dropped.contains(&i) {
@@ -272,19 +317,33 @@ fn bench_protocol(c: &mut Criterion) {
                 if drop == 0.0 && filter_allows(&cm) {
                     // Client masking does not depend on later dropouts: measured once per (n, d).
                     let mut g = c.benchmark_group("client_masking");
-                    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+                    g.sample_size(10)
+                        .warm_up_time(Duration::from_millis(500))
+                        .measurement_time(Duration::from_secs(3));
                     let mut rng = seeded_rng(3);
                     let pre = pre_masking_copy(&fx);
-                    timed(&mut g, BenchmarkId::new(name.clone(), d), format!("client/{name}/{d}"), || (duplicate_client(&pre), fx.shares0.clone()), |(mut cl, m)| {
-                        cl.handle_message(m, &mut rng).unwrap();
-                        black_box(cl.poll_transmit());
-                    });
+                    timed(
+                        &mut g,
+                        BenchmarkId::new(name.clone(), d),
+                        format!("client/{name}/{d}"),
+                        || (duplicate_client(&pre), fx.shares0.clone()),
+                        |(mut cl, m)| {
+                            cl.handle_message(m, &mut rng).unwrap();
+                            black_box(cl.poll_transmit());
+                        },
+                    );
                     g.finish();
-                    NOTES.lock().unwrap().push(format!("client/{name}/{d}: PRG words {}", fx.client0_words));
+                    NOTES
+                        .lock()
+                        .unwrap()
+                        .push(format!("client/{name}/{d}: PRG words {}", fx.client0_words));
                     // Wire size of party 0 with a real masked input.
                     let mut probe = duplicate_client(&pre);
                     probe.handle_message(fx.shares0.clone(), &mut rng).unwrap();
-                    let masked_len = probe.poll_transmit().map(|m| wire::encode(&m).unwrap().len()).unwrap_or(0);
+                    let masked_len = probe
+                        .poll_transmit()
+                        .map(|m| wire::encode(&m).unwrap().len())
+                        .unwrap_or(0);
                     NOTES.lock().unwrap().push(format!(
                         "wire/{name}/{d}: party 0 uploads {} bytes, downloads {} bytes; masked-input frame {} bytes; raw ring vector {} bytes; upload / raw = {:.4}",
                         fx.upload, fx.download, masked_len, 4 * d, fx.upload as f64 / (4 * d) as f64
@@ -292,26 +351,40 @@ fn bench_protocol(c: &mut Criterion) {
                 }
                 if filter_allows(&au) {
                     let mut g = c.benchmark_group("aggregator_unmask");
-                    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+                    g.sample_size(10)
+                        .warm_up_time(Duration::from_millis(500))
+                        .measurement_time(Duration::from_secs(3));
                     let mut probe = fx.aggregator.clone();
                     for (p, m) in fx.unmask.clone() {
                         probe.handle_message(fx.now, p, m).unwrap();
                     }
                     assert!(probe.result().unwrap().is_ok());
                     let words = probe.stats().prg_words;
-                    NOTES.lock().unwrap().push(format!("aggregator/{tag}: PRG words {words}, survivors {}", probe.survivors().len()));
+                    NOTES.lock().unwrap().push(format!(
+                        "aggregator/{tag}: PRG words {words}, survivors {}",
+                        probe.survivors().len()
+                    ));
                     let id = format!("{name}-drop{}", (drop * 100.0) as u32);
-                    timed(&mut g, BenchmarkId::new(id, d), format!("agg/{tag}"), || (fx.aggregator.clone(), fx.unmask.clone()), |(mut a, msgs)| {
-                        for (p, m) in msgs {
-                            a.handle_message(fx.now, p, m).unwrap();
-                        }
-                        black_box(a.take_result());
-                    });
+                    timed(
+                        &mut g,
+                        BenchmarkId::new(id, d),
+                        format!("agg/{tag}"),
+                        || (fx.aggregator.clone(), fx.unmask.clone()),
+                        |(mut a, msgs)| {
+                            for (p, m) in msgs {
+                                a.handle_message(fx.now, p, m).unwrap();
+                            }
+                            black_box(a.take_result());
+                        },
+                    );
                     g.finish();
                     WORDS.lock().unwrap().insert(format!("agg/{tag}"), words);
                 }
                 if drop == 0.0 {
-                    WORDS.lock().unwrap().insert(format!("client/{name}/{d}"), fx.client0_words);
+                    WORDS
+                        .lock()
+                        .unwrap()
+                        .insert(format!("client/{name}/{d}"), fx.client0_words);
                 }
             }
         }
@@ -328,24 +401,51 @@ fn pre_masking_copy(fx: &Fixture) -> SecAggClient<u32> {
 fn report() {
     println!("\n=== sotto-mpc secagg benchmark summary (medians of per-iteration means) ===");
     for d in DIMS {
-        if let (Some(raw), Some(m32)) = (median(&format!("raw4/{d}")), median(&format!("mask32/{d}"))) {
-            println!("prg d={d}: raw keystream 4d bytes {:.3} ms, mask_u32 {:.3} ms, mask rate / raw rate = {:.3}", raw * 1e3, m32 * 1e3, raw / m32);
+        if let (Some(raw), Some(m32)) =
+            (median(&format!("raw4/{d}")), median(&format!("mask32/{d}")))
+        {
+            println!(
+                "prg d={d}: raw keystream 4d bytes {:.3} ms, mask_u32 {:.3} ms, mask rate / raw rate = {:.3}",
+                raw * 1e3,
+                m32 * 1e3,
+                raw / m32
+            );
         }
-        if let (Some(raw), Some(m64)) = (median(&format!("raw8/{d}")), median(&format!("mask64/{d}"))) {
-            println!("prg d={d}: raw keystream 8d bytes {:.3} ms, mask_u64 {:.3} ms, mask rate / raw rate = {:.3}", raw * 1e3, m64 * 1e3, raw / m64);
+        if let (Some(raw), Some(m64)) =
+            (median(&format!("raw8/{d}")), median(&format!("mask64/{d}")))
+        {
+            println!(
+                "prg d={d}: raw keystream 8d bytes {:.3} ms, mask_u64 {:.3} ms, mask rate / raw rate = {:.3}",
+                raw * 1e3,
+                m64 * 1e3,
+                raw / m64
+            );
         }
     }
     let words = WORDS.lock().unwrap().clone();
     for (key, w) in &words {
-        let d: usize = key.rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let d: usize = key
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let Some(t) = median(key) else { continue };
         match median(&format!("raw4/{d}")) {
             Some(raw) => {
                 let raw_per_word = raw / d as f64;
                 let prg = raw_per_word * *w as f64;
-                println!("{key}: median {:.3} ms; PRG words {w}; raw keystream for them {:.3} ms; time / PRG time = {:.3} (work beyond PRG: {:.1}%)", t * 1e3, prg * 1e3, t / prg, (t / prg - 1.0) * 100.0);
+                println!(
+                    "{key}: median {:.3} ms; PRG words {w}; raw keystream for them {:.3} ms; time / PRG time = {:.3} (work beyond PRG: {:.1}%)",
+                    t * 1e3,
+                    prg * 1e3,
+                    t / prg,
+                    (t / prg - 1.0) * 100.0
+                );
             }
-            None => println!("{key}: median {:.3} ms (run the prg group in the same run for the ratio)", t * 1e3),
+            None => println!(
+                "{key}: median {:.3} ms (run the prg group in the same run for the ratio)",
+                t * 1e3
+            ),
         }
     }
     for n in NOTES.lock().unwrap().iter() {

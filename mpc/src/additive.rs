@@ -167,7 +167,9 @@ pub struct AdditivePeer<W: RingWord> {
 
 impl<W: RingWord> std::fmt::Debug for AdditivePeer<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdditivePeer").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("AdditivePeer")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,13 +186,25 @@ impl<W: RingWord> AdditivePeer<W> {
         encoding: ShareEncoding,
     ) -> Result<Self> {
         if !(2..=1 << 20).contains(&parties) {
-            return Err(Error::invalid("parties", parties, "must be between 2 and 2^20"));
+            return Err(Error::invalid(
+                "parties",
+                parties,
+                "must be between 2 and 2^20",
+            ));
         }
         if id.index() >= parties {
-            return Err(Error::invalid("id", id.0, format!("must be below parties = {parties}")));
+            return Err(Error::invalid(
+                "id",
+                id.0,
+                format!("must be below parties = {parties}"),
+            ));
         }
         if input.is_empty() {
-            return Err(Error::invalid("input", "empty", "must hold at least one word"));
+            return Err(Error::invalid(
+                "input",
+                "empty",
+                "must hold at least one word",
+            ));
         }
         let dim = input.len();
         Ok(Self {
@@ -297,10 +311,16 @@ impl<W: RingWord> AdditivePeer<W> {
             return Err(Error::misbehaved(peer, "unknown or own party id"));
         }
         if h.session != self.session {
-            return Err(Error::misbehaved(peer, "message for another session (replayed?)"));
+            return Err(Error::misbehaved(
+                peer,
+                "message for another session (replayed?)",
+            ));
         }
         if h.to != self.id {
-            return Err(Error::misbehaved(peer, format!("message addressed to {}", h.to)));
+            return Err(Error::misbehaved(
+                peer,
+                format!("message addressed to {}", h.to),
+            ));
         }
         let dim = self.acc.len();
         match (h.round, msg.body) {
@@ -332,7 +352,12 @@ impl<W: RingWord> AdditivePeer<W> {
                 self.partials.insert(h.from, v.0);
                 self.maybe_finish();
             }
-            _ => return Err(Error::misbehaved(peer, "message body does not match its round")),
+            _ => {
+                return Err(Error::misbehaved(
+                    peer,
+                    "message body does not match its round",
+                ));
+            }
         }
         Ok(())
     }
@@ -360,7 +385,16 @@ mod tests {
         let mut peers: Vec<AdditivePeer<u64>> = inputs
             .iter()
             .enumerate()
-            .map(|(i, x)| AdditivePeer::new(SessionId([1; 16]), PartyId(i as u32), n, x.clone(), encoding).unwrap())
+            .map(|(i, x)| {
+                AdditivePeer::new(
+                    SessionId([1; 16]),
+                    PartyId(i as u32),
+                    n,
+                    x.clone(),
+                    encoding,
+                )
+                .unwrap()
+            })
             .collect();
         for p in &mut peers {
             p.start(&mut rng).unwrap();
@@ -412,28 +446,66 @@ mod tests {
                 assert_ne!(partial, &inputs[who.index()]);
             }
         }
-        let mut p = AdditivePeer::<u64>::new(SessionId([1; 16]), PartyId(0), 3, vec![1; 4], ShareEncoding::Full).unwrap();
+        let mut p = AdditivePeer::<u64>::new(
+            SessionId([1; 16]),
+            PartyId(0),
+            3,
+            vec![1; 4],
+            ShareEncoding::Full,
+        )
+        .unwrap();
         let msg = |from: u32, to: u32, session: u8, len: usize| AdditiveMessage {
-            header: AdditiveHeader { session: SessionId([session; 16]), round: AdditiveRound::PartialSum, from: PartyId(from), to: PartyId(to) },
+            header: AdditiveHeader {
+                session: SessionId([session; 16]),
+                round: AdditiveRound::PartialSum,
+                from: PartyId(from),
+                to: PartyId(to),
+            },
             body: AdditiveBody::PartialSum(RingVector(vec![0u64; len])),
         };
-        assert_eq!(p.handle_message(msg(1, 0, 2, 4)).unwrap_err().culprit(), Some(Peer::Party(PartyId(1))));
+        assert_eq!(
+            p.handle_message(msg(1, 0, 2, 4)).unwrap_err().culprit(),
+            Some(Peer::Party(PartyId(1)))
+        );
         assert!(p.handle_message(msg(1, 2, 1, 4)).is_err());
         assert!(p.handle_message(msg(2, 0, 1, 3)).is_err());
         assert!(p.handle_message(msg(0, 0, 1, 4)).is_err());
         p.handle_message(msg(1, 0, 1, 4)).unwrap();
         let e = p.handle_message(msg(1, 0, 1, 4)).unwrap_err();
         assert!(e.to_string().contains("duplicate"), "{e}");
-        assert!(AdditivePeer::<u64>::new(SessionId([1; 16]), PartyId(3), 3, vec![1], ShareEncoding::Full).is_err());
+        assert!(
+            AdditivePeer::<u64>::new(
+                SessionId([1; 16]),
+                PartyId(3),
+                3,
+                vec![1],
+                ShareEncoding::Full
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn seeds_make_shares_small_on_the_wire() {
-        let mut p = AdditivePeer::<u32>::new(SessionId([1; 16]), PartyId(0), 3, vec![1; 1000], ShareEncoding::Seed).unwrap();
+        let mut p = AdditivePeer::<u32>::new(
+            SessionId([1; 16]),
+            PartyId(0),
+            3,
+            vec![1; 1000],
+            ShareEncoding::Seed,
+        )
+        .unwrap();
         p.start(&mut seeded_rng(2)).unwrap();
         let m = p.poll_transmit().unwrap();
         assert!(crate::wire::encode(&m).unwrap().len() < 80);
-        let mut q = AdditivePeer::<u32>::new(SessionId([1; 16]), PartyId(0), 3, vec![1; 1000], ShareEncoding::Full).unwrap();
+        let mut q = AdditivePeer::<u32>::new(
+            SessionId([1; 16]),
+            PartyId(0),
+            3,
+            vec![1; 1000],
+            ShareEncoding::Full,
+        )
+        .unwrap();
         q.start(&mut seeded_rng(2)).unwrap();
         let m = q.poll_transmit().unwrap();
         assert!(crate::wire::encode(&m).unwrap().len() >= 4000);

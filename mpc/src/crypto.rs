@@ -82,7 +82,11 @@ pub struct PublicKey(pub [u8; 32]);
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "PublicKey({:02x}{:02x}{:02x}{:02x}..)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -145,8 +149,12 @@ fn aead_key(key: &Seed) -> Result<LessSafeKey> {
 pub fn seal(key: &Seed, nonce: [u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let k = aead_key(key)?;
     let mut buf = plaintext.to_vec();
-    k.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
-        .map_err(|_| Error::InvalidState("AEAD seal failed".into()))?;
+    k.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| Error::InvalidState("AEAD seal failed".into()))?;
     Ok(buf)
 }
 
@@ -157,7 +165,11 @@ pub fn seal(key: &Seed, nonce: [u8; 12], aad: &[u8], plaintext: &[u8]) -> Result
 pub fn open(key: &Seed, nonce: [u8; 12], aad: &[u8], ciphertext: &[u8]) -> Result<Option<Vec<u8>>> {
     let k = aead_key(key)?;
     let mut buf = ciphertext.to_vec();
-    let len = match k.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf) {
+    let len = match k.open_in_place(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    ) {
         Ok(pt) => pt.len(),
         Err(_) => {
             buf.zeroize();

@@ -88,16 +88,17 @@ impl FixedPointEncoder {
             return Err(Error::invalid(
                 "scale",
                 scale,
-                format!("clipping bound times scale is {cs:e}; it must stay below 2^52: lower `scale` or the clipping bound"),
+                format!(
+                    "clipping bound times scale is {cs:e}; it must stay below 2^52: lower `scale` or the clipping bound"
+                ),
             ));
         }
         let d = dim as f64;
         let (l2_bound, coordinate_bound) = match clipping {
             Clipping::L2 { .. } => {
                 // Kairouz et al. 2021, Theorem 1: conditional rounding bound.
-                let sq = cs * cs
-                    + d / 4.0
-                    + (2.0 * ROUNDING_LN_INV_BETA).sqrt() * (cs + d.sqrt() / 2.0);
+                let sq =
+                    cs * cs + d / 4.0 + (2.0 * ROUNDING_LN_INV_BETA).sqrt() * (cs + d.sqrt() / 2.0);
                 let b = sq.sqrt() * (1.0 + 1e-12);
                 // |z_i| <= min(floor(B), ceil(cs)) for an integer vector of norm <= B.
                 let coord = b.floor().min(cs.ceil());
@@ -157,7 +158,11 @@ impl FixedPointEncoder {
     /// # Errors
     /// [`Error::InvalidParameter`] naming `input` if `x.len() != dim` or a value is NaN or
     /// infinite.
-    pub fn encode<R: RngCore + CryptoRng + ?Sized>(&self, x: &[f64], rng: &mut R) -> Result<Vec<i64>> {
+    pub fn encode<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        x: &[f64],
+        rng: &mut R,
+    ) -> Result<Vec<i64>> {
         if x.len() != self.dim {
             return Err(Error::invalid(
                 "input",
@@ -173,7 +178,10 @@ impl FixedPointEncoder {
             ));
         }
         let scaled: Vec<f64> = match self.clipping {
-            Clipping::LInf { bound } => x.iter().map(|v| v.clamp(-bound, bound) * self.scale).collect(),
+            Clipping::LInf { bound } => x
+                .iter()
+                .map(|v| v.clamp(-bound, bound) * self.scale)
+                .collect(),
             Clipping::L2 { norm } => {
                 let n2 = x.iter().map(|v| v * v).sum::<f64>().sqrt();
                 let f = if n2 > norm { norm / n2 } else { 1.0 };
@@ -243,7 +251,8 @@ pub fn noise_tail(parties: usize, sigma_per_party: f64, dim: usize) -> u128 {
     if sigma_per_party.is_nan() || sigma_per_party <= 0.0 || parties == 0 {
         return 0;
     }
-    let ln_terms = (2.0 * dim.max(1) as f64).ln() + f64::from(WRAP_FAILURE_LOG2) * std::f64::consts::LN_2;
+    let ln_terms =
+        (2.0 * dim.max(1) as f64).ln() + f64::from(WRAP_FAILURE_LOG2) * std::f64::consts::LN_2;
     let t = sigma_per_party * (parties as f64).sqrt() * (2.0 * ln_terms).sqrt();
     let t = (t * (1.0 + 1e-9)).ceil() + 1.0;
     if t >= 1.7e38 { u128::MAX } else { t as u128 }

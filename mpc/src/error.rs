@@ -96,7 +96,9 @@ pub enum Error {
     },
     /// The shares of a party's secret are inconsistent (they do not reconstruct the committed
     /// secret) and no single bad holder could be identified.
-    #[error("the shares of {owner}'s secret are inconsistent and no single bad holder could be identified")]
+    #[error(
+        "the shares of {owner}'s secret are inconsistent and no single bad holder could be identified"
+    )]
     InconsistentShares {
         /// Whose secret could not be reconstructed.
         owner: PartyId,
@@ -117,7 +119,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// Builds an [`Error::InvalidParameter`].
-    pub fn invalid(name: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+    pub fn invalid(
+        name: &'static str,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::InvalidParameter {
             name,
             value: value.to_string(),

@@ -118,7 +118,11 @@ impl DistributedNoise {
     ///
     /// # Privacy
     /// The share is secret: it is zeroized after use. Call this before masking.
-    pub fn add_share<W: RingWord, R: RngCore + CryptoRng + ?Sized>(&self, input: &mut [W], rng: &mut R) {
+    pub fn add_share<W: RingWord, R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        input: &mut [W],
+        rng: &mut R,
+    ) {
         let mut z = vec![0i64; input.len()];
         self.ddg.fill_share(rng, &mut z);
         for (x, n) in input.iter_mut().zip(&z) {
@@ -131,8 +135,17 @@ impl DistributedNoise {
     ///
     /// # Errors
     /// [`Error::RingOverflow`] naming the bound to change.
-    pub fn check_no_wrap<W: RingWord>(&self, parties: usize, encoder: &FixedPointEncoder) -> Result<NoWrap> {
-        check_no_wrap::<W>(parties, encoder.coordinate_bound(), self.sigma_per_party(), encoder.dim())
+    pub fn check_no_wrap<W: RingWord>(
+        &self,
+        parties: usize,
+        encoder: &FixedPointEncoder,
+    ) -> Result<NoWrap> {
+        check_no_wrap::<W>(
+            parties,
+            encoder.coordinate_bound(),
+            self.sigma_per_party(),
+            encoder.dim(),
+        )
     }
 
     /// The privacy of a sum released with `contributors` honest noise shares in it.
@@ -148,7 +161,9 @@ impl DistributedNoise {
         delta: f64,
     ) -> Result<ReleasePrivacy> {
         check_open_unit("delta", delta)?;
-        let rho = self.ddg.zcdp_rho(sensitivity.l2, sensitivity.l1, dim, contributors)?;
+        let rho = self
+            .ddg
+            .zcdp_rho(sensitivity.l2, sensitivity.l1, dim, contributors)?;
         let epsilon = zcdp_to_epsilon(rho, delta)?;
         Ok(ReleasePrivacy {
             contributors,

@@ -19,17 +19,7 @@ mod sealed {
 
 /// A word of the ring Z_2^k: `u32` (k = 32) or `u64` (k = 64). Sealed.
 pub trait RingWord:
-    sealed::Sealed
-    + Copy
-    + Default
-    + Eq
-    + Ord
-    + Hash
-    + Debug
-    + Send
-    + Sync
-    + Zeroize
-    + 'static
+    sealed::Sealed + Copy + Default + Eq + Ord + Hash + Debug + Send + Sync + Zeroize + 'static
 {
     /// k, the number of bits.
     const BITS: u32;

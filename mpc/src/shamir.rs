@@ -249,8 +249,11 @@ mod tests {
         let xs: Vec<u32> = (1..=6).collect();
         let mut shares = split(&secret, 3, &xs, &mut rng).unwrap();
         shares[1] = SecretScalar::random(&mut rng);
-        let list: Vec<(u32, u32, &SecretScalar)> =
-            xs.iter().zip(&shares).map(|(&x, s)| (x * 10, x, s)).collect();
+        let list: Vec<(u32, u32, &SecretScalar)> = xs
+            .iter()
+            .zip(&shares)
+            .map(|(&x, s)| (x * 10, x, s))
+            .collect();
         let mut cache = BTreeMap::new();
         let r = reconstruct_checked(&list, 3, &mut cache, |s| s.public_key() == pk);
         assert_eq!(r.unwrap_err(), CheckedFailure::BadShare(20));

@@ -109,7 +109,9 @@ pub struct Simulation<W: RingWord> {
 
 impl<W: RingWord> std::fmt::Debug for Simulation<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulation").field("parties", &self.clients.len()).finish_non_exhaustive()
+        f.debug_struct("Simulation")
+            .field("parties", &self.clients.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -181,7 +183,11 @@ impl<W: RingWord> Simulation<W> {
         if let Some(h) = self.tamper.as_mut() {
             h(&mut env);
         }
-        let copies = if self.unit() < self.options.duplicate_probability { 2 } else { 1 };
+        let copies = if self.unit() < self.options.duplicate_probability {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let (lo, hi) = self.options.latency;
             let span = hi.saturating_sub(lo).as_nanos() as f64;
@@ -208,7 +214,9 @@ impl<W: RingWord> Simulation<W> {
             if self.dead.contains(&id) {
                 continue;
             }
-            let Ok(bytes) = wire::encode(&msg) else { continue };
+            let Ok(bytes) = wire::encode(&msg) else {
+                continue;
+            };
             *self
                 .report
                 .bytes_sent
@@ -228,7 +236,9 @@ impl<W: RingWord> Simulation<W> {
     fn flush_aggregator(&mut self) {
         while let Some((to, msg)) = self.aggregator.poll_transmit() {
             let round = msg.header().round;
-            let Ok(bytes) = wire::encode(&msg) else { continue };
+            let Ok(bytes) = wire::encode(&msg) else {
+                continue;
+            };
             self.schedule(Envelope {
                 from: Peer::Aggregator,
                 to: Peer::Party(to),
@@ -259,12 +269,13 @@ impl<W: RingWord> Simulation<W> {
                 if self.dead.contains(&to) || i >= self.clients.len() {
                     return;
                 }
-                let r = wire::decode_from::<ServerMessage>(env.from, &env.bytes).and_then(|msg| {
-                    match (self.clients.get_mut(i), self.client_rngs.get_mut(i)) {
-                        (Some(c), Some(rng)) => c.handle_message(msg, rng),
-                        _ => Ok(()),
-                    }
-                });
+                let r =
+                    wire::decode_from::<ServerMessage>(env.from, &env.bytes).and_then(
+                        |msg| match (self.clients.get_mut(i), self.client_rngs.get_mut(i)) {
+                            (Some(c), Some(rng)) => c.handle_message(msg, rng),
+                            _ => Ok(()),
+                        },
+                    );
                 if let Err(e) = r {
                     self.report.client_errors.push((to, e));
                 }

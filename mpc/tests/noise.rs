@@ -18,7 +18,11 @@ fn noised_secure_sum_decodes_close_to_the_truth_and_reports_privacy() {
     noise.check_no_wrap::<u32>(n, &enc).unwrap();
     let mut rng = seeded_rng(11);
     let xs: Vec<Vec<f64>> = (0..n)
-        .map(|i| (0..dim).map(|j| ((i * dim + j) as f64 * 0.37).sin() * 0.1).collect())
+        .map(|i| {
+            (0..dim)
+                .map(|j| ((i * dim + j) as f64 * 0.37).sin() * 0.1)
+                .collect()
+        })
         .collect();
     let inputs: Vec<Vec<u32>> = xs
         .iter()
@@ -32,9 +36,17 @@ fn noised_secure_sum_decodes_close_to_the_truth_and_reports_privacy() {
     let mut dropouts = BTreeMap::new();
     dropouts.insert(PartyId(2), Round::ShareKeys);
     dropouts.insert(PartyId(6), Round::MaskedInput);
-    let report = Simulation::new(config, inputs, SimOptions { seed: 11, dropouts, ..SimOptions::default() })
-        .unwrap()
-        .run();
+    let report = Simulation::new(
+        config,
+        inputs,
+        SimOptions {
+            seed: 11,
+            dropouts,
+            ..SimOptions::default()
+        },
+    )
+    .unwrap()
+    .run();
     let out = report.result.unwrap();
     assert_eq!(out.survivors().len(), 6);
     let got = enc.decode_sum(out.sum());
@@ -43,19 +55,26 @@ fn noised_secure_sum_decodes_close_to_the_truth_and_reports_privacy() {
     let sd = noise.sigma_per_party() * 6f64.sqrt() / 1024.0;
     for (j, g) in got.iter().enumerate() {
         let truth: f64 = out.survivors().iter().map(|p| xs[p.index()][j]).sum();
-        assert!((g - truth).abs() < 6.0 * sd + 1e-2, "coordinate {j}: {g} vs {truth}");
+        assert!(
+            (g - truth).abs() < 6.0 * sd + 1e-2,
+            "coordinate {j}: {g} vs {truth}"
+        );
     }
     let sens = Sensitivity::of_encoder(&enc, Neighbouring::AddRemove);
     let p = noise.privacy_of(&out, sens, 0, 1e-6).unwrap();
     assert_eq!(p.contributors, 6);
     assert!(p.epsilon.is_finite() && p.epsilon > 0.0);
     // With two survivors colluding only 4 honest shares remain: below t, refused.
-    assert!(matches!(noise.privacy_of(&out, sens, 2, 1e-6), Err(Error::Dp(_))));
+    assert!(matches!(
+        noise.privacy_of(&out, sens, 2, 1e-6),
+        Err(Error::Dp(_))
+    ));
 }
 
 #[test]
 fn a_configuration_that_could_wrap_is_rejected_before_any_round() {
-    let enc = FixedPointEncoder::new(Clipping::LInf { bound: 1.0 }, (1u64 << 26) as f64, 10).unwrap();
+    let enc =
+        FixedPointEncoder::new(Clipping::LInf { bound: 1.0 }, (1u64 << 26) as f64, 10).unwrap();
     let noise = DistributedNoise::new(100.0, 3).unwrap();
     let e = noise.check_no_wrap::<u32>(100, &enc).unwrap_err();
     assert!(matches!(e, Error::RingOverflow { .. }));

@@ -13,7 +13,12 @@ fn inputs_u32(n: usize, dim: usize, seed: u64) -> Vec<Vec<u32>> {
     (0..n)
         .map(|i| {
             (0..dim)
-                .map(|j| (seed.wrapping_mul(31).wrapping_add((i * 1000 + j) as u64 * 2654435761) >> 7) as u32)
+                .map(|j| {
+                    (seed
+                        .wrapping_mul(31)
+                        .wrapping_add((i * 1000 + j) as u64 * 2654435761)
+                        >> 7) as u32
+                })
                 .collect()
         })
         .collect()
@@ -102,11 +107,23 @@ fn fewer_than_t_survivors_is_a_clean_error() {
     let mut dropouts = BTreeMap::new();
     dropouts.insert(PartyId(0), Round::MaskedInput);
     dropouts.insert(PartyId(1), Round::MaskedInput);
-    let options = SimOptions { dropouts, ..SimOptions::default() };
-    let report = Simulation::new(config, inputs_u32(5, 8, 1), options).unwrap().run();
+    let options = SimOptions {
+        dropouts,
+        ..SimOptions::default()
+    };
+    let report = Simulation::new(config, inputs_u32(5, 8, 1), options)
+        .unwrap()
+        .run();
     let e = report.result.unwrap_err();
     assert!(
-        matches!(e, Error::NotEnoughParties { round: "masked-input", available: 3, needed: 4 }),
+        matches!(
+            e,
+            Error::NotEnoughParties {
+                round: "masked-input",
+                available: 3,
+                needed: 4
+            }
+        ),
         "{e}"
     );
 }
@@ -115,8 +132,14 @@ fn fewer_than_t_survivors_is_a_clean_error() {
 fn duplicated_messages_are_rejected_and_the_sum_is_exact() {
     let config = SecAggConfig::new(SessionId([2; 16]), 6, 4, 16).unwrap();
     let inputs = inputs_u32(6, 16, 2);
-    let options = SimOptions { seed: 2, duplicate_probability: 0.5, ..SimOptions::default() };
-    let report = Simulation::new(config, inputs.clone(), options).unwrap().run();
+    let options = SimOptions {
+        seed: 2,
+        duplicate_probability: 0.5,
+        ..SimOptions::default()
+    };
+    let report = Simulation::new(config, inputs.clone(), options)
+        .unwrap()
+        .run();
     let out = report.result.unwrap();
     assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
     assert!(!report.aggregator_rejections.is_empty());
@@ -132,13 +155,25 @@ fn a_late_masked_vector_is_rejected_and_its_owner_stays_hidden() {
     let inputs = inputs_u32(n, 16, 3);
     let mut delayed = BTreeMap::new();
     delayed.insert(PartyId(5), Round::MaskedInput);
-    let options = SimOptions { seed: 3, delayed, record_view: true, ..SimOptions::default() };
-    let report = Simulation::new(config, inputs.clone(), options).unwrap().run();
+    let options = SimOptions {
+        seed: 3,
+        delayed,
+        record_view: true,
+        ..SimOptions::default()
+    };
+    let report = Simulation::new(config, inputs.clone(), options)
+        .unwrap()
+        .run();
     let out = report.result.unwrap();
     assert!(!out.survivors().contains(&PartyId(5)));
     assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
     // The late vector was rejected, naming party 5 ...
-    assert!(report.aggregator_rejections.iter().any(|e| e.culprit() == Some(Peer::Party(PartyId(5)))));
+    assert!(
+        report
+            .aggregator_rejections
+            .iter()
+            .any(|e| e.culprit() == Some(Peer::Party(PartyId(5))))
+    );
     // ... and no self-mask share of party 5 ever reached the aggregator, so its masked vector
     // (which the aggregator did see) can never be unmasked.
     for (_, msg) in &report.aggregator_view {
@@ -154,10 +189,17 @@ fn a_late_masked_vector_is_rejected_and_its_owner_stays_hidden() {
 
 fn tamper_run(hook: impl FnMut(&mut Envelope) + 'static) -> sotto_mpc::sim::SimReport<u32> {
     let config = SecAggConfig::new(SessionId([4; 16]), 6, 4, 8).unwrap();
-    Simulation::new(config, inputs_u32(6, 8, 4), SimOptions { seed: 4, ..SimOptions::default() })
-        .unwrap()
-        .with_tamper(Box::new(hook))
-        .run()
+    Simulation::new(
+        config,
+        inputs_u32(6, 8, 4),
+        SimOptions {
+            seed: 4,
+            ..SimOptions::default()
+        },
+    )
+    .unwrap()
+    .with_tamper(Box::new(hook))
+    .run()
 }
 
 #[test]
@@ -170,7 +212,12 @@ fn tampered_headers_are_rejected_naming_the_party() {
             env.bytes = wire::encode(&msg).unwrap();
         }
     });
-    assert!(report.aggregator_rejections.iter().any(|e| e.culprit() == Some(Peer::Party(PartyId(3)))));
+    assert!(
+        report
+            .aggregator_rejections
+            .iter()
+            .any(|e| e.culprit() == Some(Peer::Party(PartyId(3))))
+    );
     let out = report.result.unwrap();
     assert!(!out.survivors().contains(&PartyId(3)));
 
@@ -242,7 +289,10 @@ fn a_bad_unmasking_share_is_caught_and_its_sender_named() {
         }
     });
     assert_eq!(report.misbehaved.len(), 1);
-    assert_eq!(report.misbehaved[0].culprit(), Some(Peer::Party(PartyId(0))));
+    assert_eq!(
+        report.misbehaved[0].culprit(),
+        Some(Peer::Party(PartyId(0)))
+    );
     let out = report.result.unwrap();
     assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
 }
@@ -259,8 +309,14 @@ fn sparse_graph_with_many_parties_sums_exactly() {
     for i in (0..n).step_by(7) {
         dropouts.insert(PartyId(i as u32), round_of((i % 4) as u8).unwrap());
     }
-    let options = SimOptions { seed: 5, dropouts, ..SimOptions::default() };
-    let report = Simulation::new(config, inputs.clone(), options).unwrap().run();
+    let options = SimOptions {
+        seed: 5,
+        dropouts,
+        ..SimOptions::default()
+    };
+    let report = Simulation::new(config, inputs.clone(), options)
+        .unwrap()
+        .run();
     let out = report.result.unwrap();
     assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
     // Each party sent O(degree) keys and shares, not O(n).
@@ -279,9 +335,14 @@ fn aggregator_view_is_independent_of_the_inputs() {
         let mut h = [0f64; 16];
         for run in 0..120u64 {
             let config = SecAggConfig::new(SessionId([run as u8; 16]), n, 2, dim).unwrap();
-            let inputs: Vec<Vec<u32>> =
-                (0..n).map(|_| vec![if big { 0xF000_0000 } else { 0 }; dim]).collect();
-            let options = SimOptions { seed: run + if big { 1 << 32 } else { 0 }, record_view: true, ..SimOptions::default() };
+            let inputs: Vec<Vec<u32>> = (0..n)
+                .map(|_| vec![if big { 0xF000_0000 } else { 0 }; dim])
+                .collect();
+            let options = SimOptions {
+                seed: run + if big { 1 << 32 } else { 0 },
+                record_view: true,
+                ..SimOptions::default()
+            };
             let report = Simulation::new(config, inputs, options).unwrap().run();
             assert!(report.result.is_ok());
             for (_, msg) in &report.aggregator_view {
@@ -303,7 +364,11 @@ fn aggregator_view_is_independent_of_the_inputs() {
     // 15 degrees of freedom: critical value 37.70 at 0.001.
     assert!(chi_a < 37.7 && chi_b < 37.7, "{chi_a} {chi_b}");
     // Two-sample homogeneity test, 15 degrees of freedom.
-    let chi_ab: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y) / (x + y)).sum();
+    let chi_ab: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y) * (x - y) / (x + y))
+        .sum();
     assert!(chi_ab < 37.7, "{chi_ab}");
 }
 

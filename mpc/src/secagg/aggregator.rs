@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use super::messages::{
-    ClientMessage, EncryptedShare, ForwardedShare, Header, PartyKeys, RevealedShare,
-    ServerMessage, ShareKind,
+    ClientMessage, EncryptedShare, ForwardedShare, Header, PartyKeys, RevealedShare, ServerMessage,
+    ShareKind,
 };
 use super::{Round, SecAggConfig, pair_mask_seed, self_mask_seed};
 use crate::crypto::{SecretScalar, TAG_LEN};
@@ -176,7 +176,9 @@ impl<W: RingWord> SecAggAggregator<W> {
     /// [`Error::InvalidState`] if already started.
     pub fn start(&mut self, now: Instant) -> Result<()> {
         if self.current.is_some() || self.result.is_some() {
-            return Err(Error::InvalidState("the aggregator has already started".into()));
+            return Err(Error::InvalidState(
+                "the aggregator has already started".into(),
+            ));
         }
         self.current = Some(Round::AdvertiseKeys);
         self.deadline = Some(now + self.round_timeout);
@@ -190,7 +192,11 @@ impl<W: RingWord> SecAggAggregator<W> {
 
     /// When [`Self::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.current.is_some() { self.deadline } else { None }
+        if self.current.is_some() {
+            self.deadline
+        } else {
+            None
+        }
     }
 
     /// The next message to send: `(recipient, message)`.
@@ -289,16 +295,27 @@ impl<W: RingWord> SecAggAggregator<W> {
     /// [`Error::PeerMisbehaved`] naming `from` for a spoofed, misaddressed, replayed,
     /// duplicated, out-of-round (including late) or malformed message; the message is dropped
     /// and the state is unchanged.
-    pub fn handle_message(&mut self, now: Instant, from: PartyId, msg: ClientMessage<W>) -> Result<()> {
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: PartyId,
+        msg: ClientMessage<W>,
+    ) -> Result<()> {
         let peer = Peer::Party(from);
         if from.index() >= self.config.parties() {
             return Err(Error::misbehaved(peer, "unknown party id"));
         }
         let Some(round) = self.current else {
-            return Err(Error::misbehaved(peer, "message outside a running protocol"));
+            return Err(Error::misbehaved(
+                peer,
+                "message outside a running protocol",
+            ));
         };
         if msg.kind_round() != msg.header().round {
-            return Err(Error::misbehaved(peer, "message type does not match its round"));
+            return Err(Error::misbehaved(
+                peer,
+                "message type does not match its round",
+            ));
         }
         self.config
             .check_header(msg.header(), peer, Peer::Aggregator, round)?;
@@ -310,10 +327,14 @@ impl<W: RingWord> SecAggAggregator<W> {
                 ..
             } => {
                 if self.keys.contains_key(&from) {
-                    return Err(Error::misbehaved(peer, "duplicate (replayed) key advertisement"));
+                    return Err(Error::misbehaved(
+                        peer,
+                        "duplicate (replayed) key advertisement",
+                    ));
                 }
                 let reused = self.keys.values().any(|k| {
-                    [k.enc_pk, k.mask_pk].contains(&enc_pk) || [k.enc_pk, k.mask_pk].contains(&mask_pk)
+                    [k.enc_pk, k.mask_pk].contains(&enc_pk)
+                        || [k.enc_pk, k.mask_pk].contains(&mask_pk)
                 }) || enc_pk == mask_pk;
                 if reused {
                     return Err(Error::misbehaved(peer, "reuses a public key"));
@@ -351,14 +372,20 @@ impl<W: RingWord> SecAggAggregator<W> {
                     ));
                 }
                 if shares.iter().any(|s| s.ciphertext.len() != 64 + TAG_LEN) {
-                    return Err(Error::misbehaved(peer, "share ciphertext of the wrong length"));
+                    return Err(Error::misbehaved(
+                        peer,
+                        "share ciphertext of the wrong length",
+                    ));
                 }
                 self.share_msgs.insert(from, shares);
                 self.share_msgs.len() == self.keys.len()
             }
             ClientMessage::MaskedInput { masked, .. } => {
                 if !self.u2.contains(&from) {
-                    return Err(Error::misbehaved(peer, "not in U2 (did not share its keys)"));
+                    return Err(Error::misbehaved(
+                        peer,
+                        "not in U2 (did not share its keys)",
+                    ));
                 }
                 if self.u3.contains(&from) {
                     return Err(Error::misbehaved(peer, "duplicate (replayed) masked input"));
@@ -366,7 +393,11 @@ impl<W: RingWord> SecAggAggregator<W> {
                 if masked.len() != self.config.dim() {
                     return Err(Error::misbehaved(
                         peer,
-                        format!("masked vector of length {}, expected {}", masked.len(), self.config.dim()),
+                        format!(
+                            "masked vector of length {}, expected {}",
+                            masked.len(),
+                            self.config.dim()
+                        ),
                     ));
                 }
                 ring::add_assign(&mut self.sum, masked.as_slice());
@@ -378,7 +409,10 @@ impl<W: RingWord> SecAggAggregator<W> {
                     return Err(Error::misbehaved(peer, "not a survivor (U3)"));
                 }
                 if self.unmask.contains_key(&from) {
-                    return Err(Error::misbehaved(peer, "duplicate (replayed) unmasking shares"));
+                    return Err(Error::misbehaved(
+                        peer,
+                        "duplicate (replayed) unmasking shares",
+                    ));
                 }
                 let graph = self.config.graph();
                 let expected: Vec<PartyId> = graph
@@ -406,7 +440,10 @@ impl<W: RingWord> SecAggAggregator<W> {
                         ));
                     }
                     if SecretScalar::from_canonical(s.value.0).is_none() {
-                        return Err(Error::misbehaved(peer, "share is not a canonical field element"));
+                        return Err(Error::misbehaved(
+                            peer,
+                            "share is not a canonical field element",
+                        ));
                     }
                 }
                 self.unmask.insert(from, shares);
@@ -487,7 +524,8 @@ impl<W: RingWord> SecAggAggregator<W> {
         let mut cache = BTreeMap::new();
         'retry: loop {
             self.need(Round::Unmask, self.unmask.len())?;
-            let mut by_owner: BTreeMap<PartyId, Vec<(PartyId, u32, SecretScalar)>> = BTreeMap::new();
+            let mut by_owner: BTreeMap<PartyId, Vec<(PartyId, u32, SecretScalar)>> =
+                BTreeMap::new();
             for (r, shares) in &self.unmask {
                 for s in shares {
                     if let Some(v) = SecretScalar::from_canonical(s.value.0) {
@@ -497,7 +535,9 @@ impl<W: RingWord> SecAggAggregator<W> {
             }
             let mut out = BTreeMap::new();
             for &owner in &self.u2 {
-                let Some(k) = self.keys.get(&owner) else { continue };
+                let Some(k) = self.keys.get(&owner) else {
+                    continue;
+                };
                 let list = by_owner.remove(&owner).unwrap_or_default();
                 let refs: Vec<(PartyId, u32, &SecretScalar)> =
                     list.iter().map(|(r, x, v)| (*r, *x, v)).collect();
@@ -513,7 +553,9 @@ impl<W: RingWord> SecAggAggregator<W> {
                 } else {
                     k.mask_pk
                 };
-                match shamir::reconstruct_checked(&refs, t_s, &mut cache, |s| s.public_key() == target) {
+                match shamir::reconstruct_checked(&refs, t_s, &mut cache, |s| {
+                    s.public_key() == target
+                }) {
                     Ok(s) => {
                         self.stats.secrets_reconstructed += 1;
                         out.insert(owner, s);
@@ -521,7 +563,9 @@ impl<W: RingWord> SecAggAggregator<W> {
                     Err(CheckedFailure::BadShare(r)) => {
                         self.misbehaved.push(Error::misbehaved(
                             Peer::Party(r),
-                            format!("sent a bad share of {owner}'s secret; its shares were ignored"),
+                            format!(
+                                "sent a bad share of {owner}'s secret; its shares were ignored"
+                            ),
                         ));
                         self.unmask.remove(&r);
                         continue 'retry;

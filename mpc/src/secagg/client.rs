@@ -9,9 +9,7 @@ use super::messages::{
     ClientMessage, EncryptedShare, Header, PartyKeys, RevealedShare, ServerMessage, ShareKind,
     ShareValue,
 };
-use super::{
-    Round, SecAggConfig, pair_mask_seed, self_mask_seed, share_key, share_nonce_aad,
-};
+use super::{Round, SecAggConfig, pair_mask_seed, self_mask_seed, share_key, share_nonce_aad};
 use crate::crypto::{SecretScalar, open, seal};
 use crate::error::{Error, PartyId, Peer, Result};
 use crate::prg;
@@ -283,11 +281,17 @@ impl<W: RingWord> SecAggClient<W> {
         let mut found_self = false;
         for k in &parties {
             if prev.is_some_and(|p| p >= k.party) {
-                return Err(Error::misbehaved(agg, "roster not sorted or has duplicates"));
+                return Err(Error::misbehaved(
+                    agg,
+                    "roster not sorted or has duplicates",
+                ));
             }
             prev = Some(k.party);
             if !holders.contains(&k.party) {
-                return Err(Error::misbehaved(agg, format!("roster lists {}, not a neighbour", k.party)));
+                return Err(Error::misbehaved(
+                    agg,
+                    format!("roster lists {}, not a neighbour", k.party),
+                ));
             }
             if !keys_seen.insert(k.enc_pk) || !keys_seen.insert(k.mask_pk) {
                 return Err(Error::misbehaved(agg, "roster repeats a public key"));
@@ -297,7 +301,10 @@ impl<W: RingWord> SecAggClient<W> {
                     || k.mask_pk != mask_sk.public_key()
                     || k.self_mask_commitment != b.public_key()
                 {
-                    return Err(Error::misbehaved(agg, "roster has wrong keys for this party"));
+                    return Err(Error::misbehaved(
+                        agg,
+                        "roster has wrong keys for this party",
+                    ));
                 }
                 found_self = true;
             }
@@ -386,11 +393,18 @@ impl<W: RingWord> SecAggClient<W> {
         )?;
         match msg {
             ServerMessage::Shares { shares, .. } => self.on_shares(shares, false),
-            _ => Err(Error::misbehaved(Peer::Aggregator, "expected the round-1 shares")),
+            _ => Err(Error::misbehaved(
+                Peer::Aggregator,
+                "expected the round-1 shares",
+            )),
         }
     }
 
-    fn on_shares(&mut self, shares: Vec<super::messages::ForwardedShare>, mask: bool) -> Result<()> {
+    fn on_shares(
+        &mut self,
+        shares: Vec<super::messages::ForwardedShare>,
+        mask: bool,
+    ) -> Result<()> {
         let agg = Peer::Aggregator;
         let State::AwaitShares {
             input,
@@ -412,10 +426,16 @@ impl<W: RingWord> SecAggClient<W> {
             }
             prev = Some(s.from);
             if s.from == self.id {
-                return Err(Error::misbehaved(agg, "forwarded a share from this party to itself"));
+                return Err(Error::misbehaved(
+                    agg,
+                    "forwarded a share from this party to itself",
+                ));
             }
             let Some(k) = roster.get(&s.from) else {
-                return Err(Error::misbehaved(agg, format!("share from {}, not in the roster", s.from)));
+                return Err(Error::misbehaved(
+                    agg,
+                    format!("share from {}, not in the roster", s.from),
+                ));
             };
             let culprit = Peer::Party(s.from);
             let shared = enc_sk.diffie_hellman(&k.enc_pk, culprit)?;
@@ -453,7 +473,11 @@ impl<W: RingWord> SecAggClient<W> {
             });
         }
         // Mask: y = x + PRG(b) + sum_{v in U2} +-PRG(s_uv).
-        let mut y = if mask { input.clone() } else { SecretVec(Vec::new()) };
+        let mut y = if mask {
+            input.clone()
+        } else {
+            SecretVec(Vec::new())
+        };
         if mask {
             prg::add_mask(&self_mask_seed(b, &session, self.id)?, &mut y.0);
         }
@@ -487,10 +511,14 @@ impl<W: RingWord> SecAggClient<W> {
         let mut prev: Option<PartyId> = None;
         for s in &survivors {
             if prev.is_some_and(|p| p >= *s) || s.index() >= self.config.parties() {
-                return Err(Error::misbehaved(agg, "survivor list not sorted, duplicated or out of range"));
+                return Err(Error::misbehaved(
+                    agg,
+                    "survivor list not sorted, duplicated or out of range",
+                ));
             }
             prev = Some(*s);
-            if (*s == self.id || self.config.graph().adjacent(self.id, *s)) && !held.contains_key(s) {
+            if (*s == self.id || self.config.graph().adjacent(self.id, *s)) && !held.contains_key(s)
+            {
                 return Err(Error::misbehaved(
                     agg,
                     format!("{s} listed as a survivor but it never shared its keys"),

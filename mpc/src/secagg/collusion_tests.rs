@@ -20,12 +20,19 @@ impl Run {
     fn new(n: usize, t: usize, inputs: &[Vec<u64>]) -> Self {
         let config = SecAggConfig::new(SessionId([42; 16]), n, t, inputs[0].len()).unwrap();
         let clients = (0..n)
-            .map(|i| SecAggClient::new(config.clone(), PartyId(i as u32), inputs[i].clone()).unwrap())
+            .map(|i| {
+                SecAggClient::new(config.clone(), PartyId(i as u32), inputs[i].clone()).unwrap()
+            })
             .collect();
         let now = Instant::now();
         let mut aggregator = SecAggAggregator::new(config, Duration::from_secs(1));
         aggregator.start(now).unwrap();
-        Run { seen: Vec::new(), aggregator, clients, now }
+        Run {
+            seen: Vec::new(),
+            aggregator,
+            clients,
+            now,
+        }
     }
 
     /// One step: delivers the queued client messages (except from `silent` parties, whose
@@ -70,14 +77,23 @@ fn a_late_honest_party_stays_masked_against_t_minus_1_colluders() {
     run.pump(&[]); // round 1 (shares forwarded, masked inputs computed and queued)
     // Party 4 (honest) is late with its masked input; the coalition keeps its vector anyway.
     let corrupt = [PartyId(0), PartyId(1)]; // t - 1 parties
-    let coalition_shares: Vec<_> = corrupt.iter().map(|p| run.clients[p.index()].held_for_test()).collect();
+    let coalition_shares: Vec<_> = corrupt
+        .iter()
+        .map(|p| run.clients[p.index()].held_for_test())
+        .collect();
     let late = run.pump(&[4]);
     run.aggregator.close_round(run.now); // deadline: U3 = {0, 1, 2, 3}
     run.pump(&[]); // survivor lists delivered, unmask shares queued
     run.pump(&[]); // unmask shares delivered
     let out = run.aggregator.take_result().unwrap().unwrap();
-    assert_eq!(out.survivors(), &[PartyId(0), PartyId(1), PartyId(2), PartyId(3)]);
-    assert!(late.iter().any(|m| matches!(m, ClientMessage::MaskedInput { .. })));
+    assert_eq!(
+        out.survivors(),
+        &[PartyId(0), PartyId(1), PartyId(2), PartyId(3)]
+    );
+    assert!(
+        late.iter()
+            .any(|m| matches!(m, ClientMessage::MaskedInput { .. }))
+    );
 
     // The coalition's shares of party 4's self-mask secret: t - 1 of them.
     let b_shares: Vec<(PartyId, SecretScalar)> = corrupt
@@ -120,7 +136,10 @@ fn a_surviving_honest_party_keeps_its_pairwise_masks_against_t_minus_1_colluders
     run.pump(&[]);
     run.pump(&[]);
     let corrupt = [PartyId(0), PartyId(1)];
-    let coalition: Vec<_> = corrupt.iter().map(|p| run.clients[p.index()].held_for_test()).collect();
+    let coalition: Vec<_> = corrupt
+        .iter()
+        .map(|p| run.clients[p.index()].held_for_test())
+        .collect();
     run.pump(&[]);
     run.pump(&[]);
     let out = run.aggregator.take_result().unwrap().unwrap();

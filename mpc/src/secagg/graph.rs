@@ -158,7 +158,9 @@ mod tests {
                 assert!(g.adjacent(PartyId(u), *v));
                 assert!(g.neighbours(*v).contains(&PartyId(u)));
             }
-            let non: usize = (0..50u32).filter(|&v| g.adjacent(PartyId(u), PartyId(v))).count();
+            let non: usize = (0..50u32)
+                .filter(|&v| g.adjacent(PartyId(u), PartyId(v)))
+                .count();
             assert_eq!(non, 6);
         }
         // Different sessions relabel differently.

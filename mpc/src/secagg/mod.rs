@@ -22,11 +22,11 @@ use crate::prg::Seed;
 
 pub mod aggregator;
 pub mod client;
+#[cfg(test)]
+mod collusion_tests;
 pub mod graph;
 pub mod hazmat;
 pub mod messages;
-#[cfg(test)]
-mod collusion_tests;
 
 pub use aggregator::{AggregateOutput, SecAggAggregator};
 pub use client::SecAggClient;
@@ -123,16 +123,26 @@ impl SecAggConfig {
     /// honest party's input beyond the sum of the survivors' inputs.
     pub fn new(session: SessionId, parties: usize, threshold: usize, dim: usize) -> Result<Self> {
         if !(2..=1 << 20).contains(&parties) {
-            return Err(Error::invalid("parties", parties, "must be between 2 and 2^20"));
+            return Err(Error::invalid(
+                "parties",
+                parties,
+                "must be between 2 and 2^20",
+            ));
         }
         if dim == 0 || dim > crate::wire::MAX_FRAME / 8 {
-            return Err(Error::invalid("dim", dim, "must be between 1 and MAX_FRAME / 8"));
+            return Err(Error::invalid(
+                "dim",
+                dim,
+                "must be between 1 and MAX_FRAME / 8",
+            ));
         }
         if threshold * 2 <= parties || threshold > parties {
             return Err(Error::invalid(
                 "threshold",
                 threshold,
-                format!("must be a majority of the {parties} parties (more than half, at most all)"),
+                format!(
+                    "must be a majority of the {parties} parties (more than half, at most all)"
+                ),
             ));
         }
         Ok(Self {
@@ -162,7 +172,10 @@ impl SecAggConfig {
             return Err(Error::invalid(
                 "degree",
                 degree,
-                format!("must be even, at least 2 and below parties = {}", self.parties),
+                format!(
+                    "must be even, at least 2 and below parties = {}",
+                    self.parties
+                ),
             ));
         }
         if share_threshold < 2 || share_threshold > degree + 1 {
@@ -229,10 +242,16 @@ impl SecAggConfig {
             ));
         }
         if h.session != self.session {
-            return Err(Error::misbehaved(blame, "message for another session (replayed?)"));
+            return Err(Error::misbehaved(
+                blame,
+                "message for another session (replayed?)",
+            ));
         }
         if h.to != expected_to {
-            return Err(Error::misbehaved(blame, format!("message addressed to {}", h.to)));
+            return Err(Error::misbehaved(
+                blame,
+                format!("message addressed to {}", h.to),
+            ));
         }
         if h.round != round {
             return Err(Error::misbehaved(
@@ -267,7 +286,11 @@ pub(crate) fn pair_mask_seed(
 }
 
 /// The seed of `party`'s self mask, from its self-mask secret `b`.
-pub(crate) fn self_mask_seed(b: &SecretScalar, session: &SessionId, party: PartyId) -> Result<Seed> {
+pub(crate) fn self_mask_seed(
+    b: &SecretScalar,
+    session: &SessionId,
+    party: PartyId,
+) -> Result<Seed> {
     b.derive_seed(&[
         b"self-mask",
         &session.0,
@@ -295,7 +318,11 @@ pub(crate) fn share_key(
 }
 
 /// Nonce and associated data of the share ciphertext from `from` to `to`.
-pub(crate) fn share_nonce_aad(session: &SessionId, from: PartyId, to: PartyId) -> ([u8; 12], [u8; 25]) {
+pub(crate) fn share_nonce_aad(
+    session: &SessionId,
+    from: PartyId,
+    to: PartyId,
+) -> ([u8; 12], [u8; 25]) {
     let mut nonce = [0u8; 12];
     nonce[..4].copy_from_slice(&from.0.to_le_bytes());
     nonce[4..8].copy_from_slice(&to.0.to_le_bytes());
@@ -371,7 +398,9 @@ impl SparseParams {
                 // (b) at least s corrupt among the k + 1 holders (conservatively including
                 // the party itself).
                 let insec = log2_binomial_upper_tail(holders, corrupt, s) + log2n;
-                if fail <= -correctness_bits && insec <= -security_bits && isolation <= -security_bits
+                if fail <= -correctness_bits
+                    && insec <= -security_bits
+                    && isolation <= -security_bits
                 {
                     return Ok(SparseParams {
                         degree: k,
@@ -402,7 +431,8 @@ fn log2_binomial_pmfs(m: usize, p: f64) -> Vec<f64> {
         if i > 0 {
             lc += ((m - i + 1) as f64).ln() - (i as f64).ln();
         }
-        let term = lc + if i > 0 { i as f64 * lp } else { 0.0 }
+        let term = lc
+            + if i > 0 { i as f64 * lp } else { 0.0 }
             + if m > i { (m - i) as f64 * lq } else { 0.0 };
         out.push(term / std::f64::consts::LN_2);
     }
@@ -440,13 +470,40 @@ mod tests {
     #[test]
     fn config_validation_names_parameters() {
         let s = SessionId([0; 16]);
-        assert!(SecAggConfig::new(s, 1, 1, 4).unwrap_err().to_string().contains("parties"));
-        assert!(SecAggConfig::new(s, 10, 5, 4).unwrap_err().to_string().contains("threshold"));
+        assert!(
+            SecAggConfig::new(s, 1, 1, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("parties")
+        );
+        assert!(
+            SecAggConfig::new(s, 10, 5, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("threshold")
+        );
         assert!(SecAggConfig::new(s, 10, 11, 4).is_err());
-        assert!(SecAggConfig::new(s, 10, 6, 0).unwrap_err().to_string().contains("dim"));
+        assert!(
+            SecAggConfig::new(s, 10, 6, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("dim")
+        );
         let c = SecAggConfig::new(s, 10, 6, 4).unwrap();
-        assert!(c.clone().sparse(3, 3).unwrap_err().to_string().contains("degree"));
-        assert!(c.clone().sparse(4, 1).unwrap_err().to_string().contains("share_threshold"));
+        assert!(
+            c.clone()
+                .sparse(3, 3)
+                .unwrap_err()
+                .to_string()
+                .contains("degree")
+        );
+        assert!(
+            c.clone()
+                .sparse(4, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("share_threshold")
+        );
         assert!(c.clone().sparse(4, 6).is_err());
         assert!(c.sparse(4, 3).is_ok());
     }

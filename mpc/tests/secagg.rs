@@ -98,6 +98,8 @@ proptest! {
         let _ = wire::decode::<ClientMessage<u32>>(&bytes);
         let _ = wire::decode::<ClientMessage<u64>>(&bytes);
         let _ = wire::decode::<ServerMessage>(&bytes);
+        let _ = wire::decode::<sotto_mpc::additive::AdditiveMessage<u32>>(&bytes);
+        let _ = wire::decode::<sotto_mpc::additive::AdditiveMessage<u64>>(&bytes);
     }
 }
 

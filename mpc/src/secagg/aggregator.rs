@@ -1,0 +1,614 @@
+//! The aggregator (server) role of the aggregator protocol, as a sans-IO state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use super::messages::{
+    ClientMessage, EncryptedShare, ForwardedShare, Header, PartyKeys, RevealedShare, ServerMessage,
+    ShareKind,
+};
+use super::{Round, SecAggConfig, pair_mask_seed, self_mask_seed};
+use crate::crypto::{SecretScalar, TAG_LEN};
+use crate::error::{Error, PartyId, Peer, Result};
+use crate::prg;
+use crate::ring::{self, RingWord};
+use crate::shamir::{self, CheckedFailure};
+
+/// The result of an aggregation: the sum of the survivors' (noised) inputs.
+///
+/// # Security
+/// The sum is zeroized on drop and not printed by `Debug`.
+pub struct AggregateOutput<W: RingWord> {
+    sum: Zeroizing<Vec<W>>,
+    survivors: Vec<PartyId>,
+}
+
+impl<W: RingWord> std::fmt::Debug for AggregateOutput<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateOutput")
+            .field("sum", &"[redacted]")
+            .field("survivors", &self.survivors)
+            .finish()
+    }
+}
+
+impl<W: RingWord> AggregateOutput<W> {
+    /// The sum in the ring (decode with [`crate::encoding::FixedPointEncoder::decode_sum`] or
+    /// [`crate::ring::to_signed`]).
+    pub fn sum(&self) -> &[W] {
+        &self.sum
+    }
+    /// The parties whose inputs (and noise shares) are in the sum (U3).
+    pub fn survivors(&self) -> &[PartyId] {
+        &self.survivors
+    }
+}
+
+/// Work counters of the aggregator (for benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AggregatorStats {
+    /// Ring words of PRG output expanded while unmasking.
+    pub prg_words: u64,
+    /// Secrets reconstructed.
+    pub secrets_reconstructed: u64,
+}
+
+/// The aggregator of the aggregator protocol (SecAgg / SecAgg+).
+///
+/// Drive it with [`Self::start`], [`Self::handle_message`] for each party message,
+/// [`Self::handle_timeout`] when [`Self::poll_timeout`] has passed, and send what
+/// [`Self::poll_transmit`] returns. A round ends when every expected party has answered or
+/// at its deadline (then at least the threshold must have answered). The result is in
+/// [`Self::result`].
+///
+/// # Security
+/// Semi-honest aggregator: it only ever holds masked vectors and the final noised sum. Once
+/// the survivor set U3 is fixed, a late masked vector is rejected, and no party ever reveals
+/// the self-mask share of a party outside U3, so a party reported as dropped keeps its input
+/// hidden even if its masked vector arrives later.
+///
+/// # Example
+/// Driving three parties and the aggregator by hand (a transport does the same over QUIC):
+/// ```rust
+/// use std::time::{Duration, Instant};
+/// use sotto_mpc::secagg::{SecAggAggregator, SecAggClient, SecAggConfig, SessionId};
+/// use sotto_mpc::PartyId;
+///
+/// let mut rng = sotto_dp::rng::seeded_rng(5);
+/// let config = SecAggConfig::new(SessionId::random(&mut rng), 3, 2, 2)?;
+/// let mut clients: Vec<SecAggClient<u64>> = (0..3)
+///     .map(|i| SecAggClient::new(config.clone(), PartyId(i), vec![i as u64, 100]))
+///     .collect::<Result<_, _>>()?;
+/// let now = Instant::now();
+/// let mut aggregator = SecAggAggregator::new(config, Duration::from_secs(10));
+/// aggregator.start(now)?;
+/// for c in &mut clients {
+///     c.start(&mut rng)?;
+/// }
+/// while aggregator.result().is_none() {
+///     for c in &mut clients {
+///         while let Some(msg) = c.poll_transmit() {
+///             aggregator.handle_message(now, c.id(), msg)?;
+///         }
+///     }
+///     while let Some((to, msg)) = aggregator.poll_transmit() {
+///         clients[to.index()].handle_message(msg, &mut rng)?;
+///     }
+/// }
+/// let out = aggregator.take_result().unwrap()?;
+/// assert_eq!(out.sum(), &[3, 300]);
+/// # Ok::<(), sotto_mpc::Error>(())
+/// ```
+pub struct SecAggAggregator<W: RingWord> {
+    config: SecAggConfig,
+    round_timeout: Duration,
+    current: Option<Round>,
+    deadline: Option<Instant>,
+    keys: BTreeMap<PartyId, PartyKeys>,
+    share_msgs: BTreeMap<PartyId, Vec<EncryptedShare>>,
+    u2: BTreeSet<PartyId>,
+    sum: Zeroizing<Vec<W>>,
+    u3: BTreeSet<PartyId>,
+    unmask: BTreeMap<PartyId, Vec<RevealedShare>>,
+    outbox: VecDeque<(PartyId, ServerMessage)>,
+    result: Option<Result<AggregateOutput<W>>>,
+    misbehaved: Vec<Error>,
+    stats: AggregatorStats,
+}
+
+impl<W: RingWord> std::fmt::Debug for SecAggAggregator<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecAggAggregator")
+            .field("round", &self.current)
+            .field("finished", &self.result.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: RingWord> Clone for SecAggAggregator<W> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            round_timeout: self.round_timeout,
+            current: self.current,
+            deadline: self.deadline,
+            keys: self.keys.clone(),
+            share_msgs: self.share_msgs.clone(),
+            u2: self.u2.clone(),
+            sum: self.sum.clone(),
+            u3: self.u3.clone(),
+            unmask: self.unmask.clone(),
+            outbox: self.outbox.clone(),
+            result: None,
+            misbehaved: self.misbehaved.clone(),
+            stats: self.stats,
+        }
+    }
+}
+
+impl<W: RingWord> SecAggAggregator<W> {
+    /// An aggregator for `config`; each round lasts at most `round_timeout` after it starts.
+    pub fn new(config: SecAggConfig, round_timeout: Duration) -> Self {
+        let dim = config.dim();
+        Self {
+            config,
+            round_timeout,
+            current: None,
+            deadline: None,
+            keys: BTreeMap::new(),
+            share_msgs: BTreeMap::new(),
+            u2: BTreeSet::new(),
+            sum: Zeroizing::new(vec![W::default(); dim]),
+            u3: BTreeSet::new(),
+            unmask: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            result: None,
+            misbehaved: Vec::new(),
+            stats: AggregatorStats::default(),
+        }
+    }
+
+    /// Opens round 0 at time `now`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] if already started.
+    pub fn start(&mut self, now: Instant) -> Result<()> {
+        if self.current.is_some() || self.result.is_some() {
+            return Err(Error::InvalidState(
+                "the aggregator has already started".into(),
+            ));
+        }
+        self.current = Some(Round::AdvertiseKeys);
+        self.deadline = Some(now + self.round_timeout);
+        Ok(())
+    }
+
+    /// The round being collected (`None` before start and after the end).
+    pub fn round(&self) -> Option<Round> {
+        self.current
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.current.is_some() {
+            self.deadline
+        } else {
+            None
+        }
+    }
+
+    /// The next message to send: `(recipient, message)`.
+    pub fn poll_transmit(&mut self) -> Option<(PartyId, ServerMessage)> {
+        self.outbox.pop_front()
+    }
+
+    /// The outcome, once the protocol has ended.
+    pub fn result(&self) -> Option<&Result<AggregateOutput<W>>> {
+        self.result.as_ref()
+    }
+
+    /// Takes the outcome, once the protocol has ended.
+    pub fn take_result(&mut self) -> Option<Result<AggregateOutput<W>>> {
+        self.result.take()
+    }
+
+    /// Parties caught sending bad shares during unmasking (their shares were ignored).
+    pub fn misbehaved(&self) -> &[Error] {
+        &self.misbehaved
+    }
+
+    /// Work counters.
+    pub fn stats(&self) -> AggregatorStats {
+        self.stats
+    }
+
+    /// The public keys advertised in round 0 (U1), once received.
+    pub fn roster(&self) -> Vec<PartyKeys> {
+        self.keys.values().copied().collect()
+    }
+
+    /// The parties whose masked input was accepted (U3), once round 2 has closed.
+    pub fn survivors(&self) -> Vec<PartyId> {
+        self.u3.iter().copied().collect()
+    }
+
+    /// Closes the current round at `now` if its deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.current.is_some() && self.deadline.is_some_and(|d| now >= d) {
+            self.close_round(now);
+        }
+    }
+
+    /// Closes the current round now, whatever its deadline (for drivers with their own
+    /// notion of time).
+    pub fn close_round(&mut self, now: Instant) {
+        let Some(round) = self.current else { return };
+        let r = match round {
+            Round::AdvertiseKeys => self.close_keys(),
+            Round::ShareKeys => self.close_shares(),
+            Round::MaskedInput => self.close_masked(),
+            Round::Unmask => self.finish(),
+        };
+        match r {
+            Ok(Some(next)) => {
+                self.current = Some(next);
+                self.deadline = Some(now + self.round_timeout);
+            }
+            Ok(None) => {
+                self.current = None;
+                self.deadline = None;
+            }
+            Err(e) => {
+                self.current = None;
+                self.deadline = None;
+                self.outbox.clear();
+                self.result = Some(Err(e));
+            }
+        }
+    }
+
+    fn header(&self, round: Round, to: PartyId) -> Header {
+        Header {
+            session: self.config.session(),
+            round,
+            from: Peer::Aggregator,
+            to: Peer::Party(to),
+        }
+    }
+
+    fn need(&self, round: Round, available: usize) -> Result<()> {
+        if available < self.config.threshold() {
+            return Err(Error::NotEnoughParties {
+                round: round.name(),
+                available,
+                needed: self.config.threshold(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Handles a message from party `from` (as authenticated by the transport) at `now`.
+    ///
+    /// # Errors
+    /// [`Error::PeerMisbehaved`] naming `from` for a spoofed, misaddressed, replayed,
+    /// duplicated, out-of-round (including late) or malformed message; the message is dropped
+    /// and the state is unchanged.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: PartyId,
+        msg: ClientMessage<W>,
+    ) -> Result<()> {
+        let peer = Peer::Party(from);
+        if from.index() >= self.config.parties() {
+            return Err(Error::misbehaved(peer, "unknown party id"));
+        }
+        let Some(round) = self.current else {
+            return Err(Error::misbehaved(
+                peer,
+                "message outside a running protocol",
+            ));
+        };
+        if msg.kind_round() != msg.header().round {
+            return Err(Error::misbehaved(
+                peer,
+                "message type does not match its round",
+            ));
+        }
+        self.config
+            .check_header(msg.header(), peer, Peer::Aggregator, round)?;
+        let complete = match msg {
+            ClientMessage::AdvertiseKeys {
+                enc_pk,
+                mask_pk,
+                self_mask_commitment,
+                ..
+            } => {
+                if self.keys.contains_key(&from) {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "duplicate (replayed) key advertisement",
+                    ));
+                }
+                let reused = self.keys.values().any(|k| {
+                    [k.enc_pk, k.mask_pk].contains(&enc_pk)
+                        || [k.enc_pk, k.mask_pk].contains(&mask_pk)
+                }) || enc_pk == mask_pk;
+                if reused {
+                    return Err(Error::misbehaved(peer, "reuses a public key"));
+                }
+                self.keys.insert(
+                    from,
+                    PartyKeys {
+                        party: from,
+                        enc_pk,
+                        mask_pk,
+                        self_mask_commitment,
+                    },
+                );
+                self.keys.len() == self.config.parties()
+            }
+            ClientMessage::ShareKeys { shares, .. } => {
+                if !self.keys.contains_key(&from) {
+                    return Err(Error::misbehaved(peer, "not in the roster U1"));
+                }
+                if self.share_msgs.contains_key(&from) {
+                    return Err(Error::misbehaved(peer, "duplicate (replayed) shares"));
+                }
+                let expected: Vec<PartyId> = self
+                    .config
+                    .graph()
+                    .neighbours(from)
+                    .into_iter()
+                    .filter(|v| self.keys.contains_key(v))
+                    .collect();
+                let got: Vec<PartyId> = shares.iter().map(|s| s.to).collect();
+                if got != expected {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "shares must go to each neighbour in U1 exactly once, in order",
+                    ));
+                }
+                if shares.iter().any(|s| s.ciphertext.len() != 64 + TAG_LEN) {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "share ciphertext of the wrong length",
+                    ));
+                }
+                self.share_msgs.insert(from, shares);
+                self.share_msgs.len() == self.keys.len()
+            }
+            ClientMessage::MaskedInput { masked, .. } => {
+                if !self.u2.contains(&from) {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "not in U2 (did not share its keys)",
+                    ));
+                }
+                if self.u3.contains(&from) {
+                    return Err(Error::misbehaved(peer, "duplicate (replayed) masked input"));
+                }
+                if masked.len() != self.config.dim() {
+                    return Err(Error::misbehaved(
+                        peer,
+                        format!(
+                            "masked vector of length {}, expected {}",
+                            masked.len(),
+                            self.config.dim()
+                        ),
+                    ));
+                }
+                ring::add_assign(&mut self.sum, masked.as_slice());
+                self.u3.insert(from);
+                self.u3.len() == self.u2.len()
+            }
+            ClientMessage::Unmask { shares, .. } => {
+                if !self.u3.contains(&from) {
+                    return Err(Error::misbehaved(peer, "not a survivor (U3)"));
+                }
+                if self.unmask.contains_key(&from) {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "duplicate (replayed) unmasking shares",
+                    ));
+                }
+                let graph = self.config.graph();
+                let expected: Vec<PartyId> = graph
+                    .holders(from)
+                    .into_iter()
+                    .filter(|v| self.u2.contains(v))
+                    .collect();
+                let owners: Vec<PartyId> = shares.iter().map(|s| s.owner).collect();
+                if owners != expected {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "must reveal one share per owner in its U2 neighbourhood, in order",
+                    ));
+                }
+                for s in &shares {
+                    let want = if self.u3.contains(&s.owner) {
+                        ShareKind::SelfMask
+                    } else {
+                        ShareKind::MaskKey
+                    };
+                    if s.kind != want {
+                        return Err(Error::misbehaved(
+                            peer,
+                            format!("revealed the wrong kind of share for {}", s.owner),
+                        ));
+                    }
+                    if SecretScalar::from_canonical(s.value.0).is_none() {
+                        return Err(Error::misbehaved(
+                            peer,
+                            "share is not a canonical field element",
+                        ));
+                    }
+                }
+                self.unmask.insert(from, shares);
+                self.unmask.len() == self.u3.len()
+            }
+        };
+        if complete {
+            self.close_round(now);
+        }
+        Ok(())
+    }
+
+    fn close_keys(&mut self) -> Result<Option<Round>> {
+        self.need(Round::AdvertiseKeys, self.keys.len())?;
+        let graph = self.config.graph().clone();
+        let parties: Vec<PartyId> = self.keys.keys().copied().collect();
+        for u in parties {
+            let roster: Vec<PartyKeys> = graph
+                .holders(u)
+                .into_iter()
+                .filter_map(|v| self.keys.get(&v).copied())
+                .collect();
+            let header = self.header(Round::AdvertiseKeys, u);
+            self.outbox.push_back((
+                u,
+                ServerMessage::Roster {
+                    header,
+                    parties: roster,
+                },
+            ));
+        }
+        Ok(Some(Round::ShareKeys))
+    }
+
+    fn close_shares(&mut self) -> Result<Option<Round>> {
+        self.need(Round::ShareKeys, self.share_msgs.len())?;
+        self.u2 = self.share_msgs.keys().copied().collect();
+        let mut inbox: BTreeMap<PartyId, Vec<ForwardedShare>> = BTreeMap::new();
+        for (from, shares) in std::mem::take(&mut self.share_msgs) {
+            for s in shares {
+                if self.u2.contains(&s.to) {
+                    inbox.entry(s.to).or_default().push(ForwardedShare {
+                        from,
+                        ciphertext: s.ciphertext,
+                    });
+                }
+            }
+        }
+        for v in self.u2.clone() {
+            let shares = inbox.remove(&v).unwrap_or_default();
+            let header = self.header(Round::ShareKeys, v);
+            self.outbox
+                .push_back((v, ServerMessage::Shares { header, shares }));
+        }
+        Ok(Some(Round::MaskedInput))
+    }
+
+    fn close_masked(&mut self) -> Result<Option<Round>> {
+        self.need(Round::MaskedInput, self.u3.len())?;
+        let survivors: Vec<PartyId> = self.u3.iter().copied().collect();
+        for &u in &survivors {
+            let header = self.header(Round::MaskedInput, u);
+            self.outbox.push_back((
+                u,
+                ServerMessage::Survivors {
+                    header,
+                    survivors: survivors.clone(),
+                },
+            ));
+        }
+        Ok(Some(Round::Unmask))
+    }
+
+    /// Reconstructs the secrets of every owner in U2 from the responders' shares, dropping a
+    /// responder caught with a bad share and retrying.
+    fn reconstruct_all(&mut self) -> Result<BTreeMap<PartyId, SecretScalar>> {
+        let t_s = self.config.share_threshold();
+        let mut cache = BTreeMap::new();
+        'retry: loop {
+            self.need(Round::Unmask, self.unmask.len())?;
+            let mut by_owner: BTreeMap<PartyId, Vec<(PartyId, u32, SecretScalar)>> =
+                BTreeMap::new();
+            for (r, shares) in &self.unmask {
+                for s in shares {
+                    if let Some(v) = SecretScalar::from_canonical(s.value.0) {
+                        by_owner.entry(s.owner).or_default().push((*r, r.0 + 1, v));
+                    }
+                }
+            }
+            let mut out = BTreeMap::new();
+            for &owner in &self.u2 {
+                let Some(k) = self.keys.get(&owner) else {
+                    continue;
+                };
+                let list = by_owner.remove(&owner).unwrap_or_default();
+                let refs: Vec<(PartyId, u32, &SecretScalar)> =
+                    list.iter().map(|(r, x, v)| (*r, *x, v)).collect();
+                if refs.len() < t_s {
+                    return Err(Error::NotEnoughParties {
+                        round: Round::Unmask.name(),
+                        available: refs.len(),
+                        needed: t_s,
+                    });
+                }
+                let target = if self.u3.contains(&owner) {
+                    k.self_mask_commitment
+                } else {
+                    k.mask_pk
+                };
+                match shamir::reconstruct_checked(&refs, t_s, &mut cache, |s| {
+                    s.public_key() == target
+                }) {
+                    Ok(s) => {
+                        self.stats.secrets_reconstructed += 1;
+                        out.insert(owner, s);
+                    }
+                    Err(CheckedFailure::BadShare(r)) => {
+                        self.misbehaved.push(Error::misbehaved(
+                            Peer::Party(r),
+                            format!(
+                                "sent a bad share of {owner}'s secret; its shares were ignored"
+                            ),
+                        ));
+                        self.unmask.remove(&r);
+                        continue 'retry;
+                    }
+                    Err(CheckedFailure::Unidentified) => {
+                        return Err(Error::InconsistentShares { owner });
+                    }
+                }
+            }
+            return Ok(out);
+        }
+    }
+
+    fn finish(&mut self) -> Result<Option<Round>> {
+        let secrets = self.reconstruct_all()?;
+        let session = self.config.session();
+        let graph = self.config.graph().clone();
+        let mut sum = self.sum.clone();
+        let dim = sum.len() as u64;
+        for (&owner, secret) in &secrets {
+            if self.u3.contains(&owner) {
+                prg::sub_mask(&self_mask_seed(secret, &session, owner)?, &mut sum);
+                self.stats.prg_words += dim;
+            } else {
+                // owner dropped after sharing: remove its pairwise masks from the survivors.
+                for u in graph.neighbours(owner) {
+                    if !self.u3.contains(&u) {
+                        continue;
+                    }
+                    let Some(k) = self.keys.get(&u) else { continue };
+                    let shared = secret.diffie_hellman(&k.mask_pk, Peer::Party(u))?;
+                    let seed = pair_mask_seed(&shared, &session, u, owner)?;
+                    // y_u holds +PRG if u < owner, -PRG otherwise: undo it.
+                    prg::apply_mask(&seed, &mut sum, u < owner);
+                    self.stats.prg_words += dim;
+                }
+            }
+        }
+        self.result = Some(Ok(AggregateOutput {
+            sum,
+            survivors: self.u3.iter().copied().collect(),
+        }));
+        self.unmask.clear();
+        Ok(None)
+    }
+}

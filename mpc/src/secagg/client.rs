@@ -1,0 +1,592 @@
+//! The party (client) role of the aggregator protocol, as a sans-IO state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand_core::{CryptoRng, RngCore};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::messages::{
+    ClientMessage, EncryptedShare, Header, PartyKeys, RevealedShare, ServerMessage, ShareKind,
+    ShareValue,
+};
+use super::{Round, SecAggConfig, pair_mask_seed, self_mask_seed, share_key, share_nonce_aad};
+use crate::crypto::{SecretScalar, open, seal};
+use crate::error::{Error, PartyId, Peer, Result};
+use crate::prg;
+use crate::ring::{RingVector, RingWord};
+use crate::shamir;
+
+/// A secret vector (an unmasked input): zeroized on drop, never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SecretVec<W: RingWord>(pub(crate) Vec<W>);
+
+impl<W: RingWord> std::fmt::Debug for SecretVec<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretVec([redacted])")
+    }
+}
+
+#[derive(Clone)]
+struct Held {
+    mask_key: SecretScalar,
+    self_mask: SecretScalar,
+}
+
+#[derive(Clone)]
+enum State<W: RingWord> {
+    Init {
+        input: SecretVec<W>,
+    },
+    AwaitRoster {
+        input: SecretVec<W>,
+        enc_sk: SecretScalar,
+        mask_sk: SecretScalar,
+        b: SecretScalar,
+    },
+    AwaitShares {
+        input: SecretVec<W>,
+        enc_sk: SecretScalar,
+        mask_sk: SecretScalar,
+        b: SecretScalar,
+        roster: BTreeMap<PartyId, PartyKeys>,
+        own: Held,
+    },
+    AwaitSurvivors {
+        held: BTreeMap<PartyId, Held>,
+    },
+    Done,
+    Aborted,
+}
+
+/// A party in the aggregator protocol (SecAgg / SecAgg+).
+///
+/// Drive it with [`Self::start`], then [`Self::handle_message`] for each aggregator message,
+/// and send what [`Self::poll_transmit`] returns. Randomness is passed in; there is no clock
+/// (the aggregator decides when rounds end).
+///
+/// # Security
+/// The input, private keys and self-mask secret are zeroized when no longer needed and on
+/// drop. The party reveals, for every other party, either the share of its self-mask secret
+/// (if the aggregator lists it as a survivor) or the share of its mask key (if not), never
+/// both; if the aggregator lists *this* party as dropped, it reveals nothing.
+///
+/// # Example
+/// ```rust
+/// use sotto_mpc::secagg::{SecAggConfig, SessionId};
+/// use sotto_mpc::sim::{SimOptions, Simulation};
+/// // Three parties, threshold 2, vectors of length 4, simulated in memory.
+/// let config = SecAggConfig::new(SessionId([1; 16]), 3, 2, 4)?;
+/// let inputs: Vec<Vec<u32>> = vec![vec![1, 2, 3, 4], vec![10, 20, 30, 40], vec![5, 5, 5, 5]];
+/// let report = Simulation::new(config, inputs, SimOptions::default())?.run();
+/// assert_eq!(report.result?.sum(), &[16, 27, 38, 49]);
+/// # Ok::<(), sotto_mpc::Error>(())
+/// ```
+pub struct SecAggClient<W: RingWord> {
+    config: SecAggConfig,
+    id: PartyId,
+    state: State<W>,
+    outbox: VecDeque<ClientMessage<W>>,
+}
+
+impl<W: RingWord> std::fmt::Debug for SecAggClient<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecAggClient")
+            .field("id", &self.id)
+            .field("round", &self.round())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: RingWord> SecAggClient<W> {
+    /// A party with id `id` and its (encoded, noised) input in the ring.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `id` is not below the number of parties or the input
+    /// length is not `config.dim()`.
+    pub fn new(config: SecAggConfig, id: PartyId, input: Vec<W>) -> Result<Self> {
+        if id.index() >= config.parties() {
+            return Err(Error::invalid(
+                "id",
+                id.0,
+                format!("party ids run from 0 to {}", config.parties() - 1),
+            ));
+        }
+        if input.len() != config.dim() {
+            let mut input = input;
+            let len = input.len();
+            input.zeroize();
+            return Err(Error::invalid(
+                "input",
+                format!("length {len}"),
+                format!("the session's vectors have length dim = {}", config.dim()),
+            ));
+        }
+        Ok(Self {
+            config,
+            id,
+            state: State::Init {
+                input: SecretVec(input),
+            },
+            outbox: VecDeque::new(),
+        })
+    }
+
+    /// A party that adds its share of `noise` to its encoded input in the ring before masking
+    /// (the aggregator then never holds an un-noised sum).
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    ///
+    /// # Privacy
+    /// Calibrate `noise` with `min_parties = config.threshold()`: the shares of any `t`
+    /// survivors alone meet the target.
+    pub fn new_noised<R: RngCore + CryptoRng + ?Sized>(
+        config: SecAggConfig,
+        id: PartyId,
+        mut input: Vec<W>,
+        noise: &crate::noise::DistributedNoise,
+        rng: &mut R,
+    ) -> Result<Self> {
+        noise.add_share(&mut input, rng);
+        Self::new(config, id, input)
+    }
+
+    /// This party's id.
+    pub fn id(&self) -> PartyId {
+        self.id
+    }
+
+    /// The round whose aggregator message the party waits for (`None` when finished).
+    pub fn round(&self) -> Option<Round> {
+        match self.state {
+            State::Init { .. } | State::AwaitRoster { .. } => Some(Round::AdvertiseKeys),
+            State::AwaitShares { .. } => Some(Round::ShareKeys),
+            State::AwaitSurvivors { .. } => Some(Round::MaskedInput),
+            State::Done | State::Aborted => None,
+        }
+    }
+
+    /// Whether the party has sent its last message.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// The decrypted shares this party holds (owner, mask-key share, self-mask share): what a
+    /// corrupt party would hand to a colluding aggregator. Test-only.
+    #[cfg(test)]
+    pub(crate) fn held_for_test(&self) -> Vec<(PartyId, SecretScalar, SecretScalar)> {
+        match &self.state {
+            State::AwaitSurvivors { held } => held
+                .iter()
+                .map(|(p, h)| (*p, h.mask_key.clone(), h.self_mask.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The next message to send to the aggregator.
+    pub fn poll_transmit(&mut self) -> Option<ClientMessage<W>> {
+        self.outbox.pop_front()
+    }
+
+    fn header(&self, round: Round) -> Header {
+        Header {
+            session: self.config.session(),
+            round,
+            from: Peer::Party(self.id),
+            to: Peer::Aggregator,
+        }
+    }
+
+    /// Round 0: generates the session keys and queues `AdvertiseKeys`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] if already started.
+    pub fn start<R: RngCore + CryptoRng + ?Sized>(&mut self, rng: &mut R) -> Result<()> {
+        let State::Init { input } = std::mem::replace(&mut self.state, State::Aborted) else {
+            return Err(Error::InvalidState("the party has already started".into()));
+        };
+        let enc_sk = SecretScalar::random(rng);
+        let mask_sk = SecretScalar::random(rng);
+        let b = SecretScalar::random(rng);
+        self.outbox.push_back(ClientMessage::AdvertiseKeys {
+            header: self.header(Round::AdvertiseKeys),
+            enc_pk: enc_sk.public_key(),
+            mask_pk: mask_sk.public_key(),
+            self_mask_commitment: b.public_key(),
+        });
+        self.state = State::AwaitRoster {
+            input,
+            enc_sk,
+            mask_sk,
+            b,
+        };
+        Ok(())
+    }
+
+    /// Handles a message from the aggregator.
+    ///
+    /// # Errors
+    /// [`Error::PeerMisbehaved`] naming the aggregator (bad header, out of round, malformed
+    /// list) or the party whose share ciphertext fails authentication; the message is then
+    /// ignored and the state is unchanged. [`Error::NotEnoughParties`] (fatal) if fewer than the
+    /// threshold remain; [`Error::InvalidState`] (fatal) if the aggregator lists this party as
+    /// dropped, in which case it reveals nothing.
+    pub fn handle_message<R: RngCore + CryptoRng + ?Sized>(
+        &mut self,
+        msg: ServerMessage,
+        rng: &mut R,
+    ) -> Result<()> {
+        let agg = Peer::Aggregator;
+        let expected = match self.state {
+            State::AwaitRoster { .. } => Round::AdvertiseKeys,
+            State::AwaitShares { .. } => Round::ShareKeys,
+            State::AwaitSurvivors { .. } => Round::MaskedInput,
+            State::Init { .. } => {
+                return Err(Error::misbehaved(agg, "message before the party started"));
+            }
+            State::Done | State::Aborted => {
+                return Err(Error::misbehaved(agg, "message after the party finished"));
+            }
+        };
+        self.config
+            .check_header(msg.header(), agg, Peer::Party(self.id), expected)?;
+        match msg {
+            ServerMessage::Roster { parties, .. } => self.on_roster(parties, rng),
+            ServerMessage::Shares { shares, .. } => self.on_shares(shares, true),
+            ServerMessage::Survivors { survivors, .. } => self.on_survivors(survivors),
+        }
+        .inspect_err(|e| {
+            if !matches!(e, Error::PeerMisbehaved { .. }) {
+                self.state = State::Aborted;
+            }
+        })
+    }
+
+    fn on_roster<R: RngCore + CryptoRng + ?Sized>(
+        &mut self,
+        parties: Vec<PartyKeys>,
+        rng: &mut R,
+    ) -> Result<()> {
+        let agg = Peer::Aggregator;
+        let State::AwaitRoster {
+            enc_sk, mask_sk, b, ..
+        } = &self.state
+        else {
+            return Err(Error::misbehaved(agg, "roster in the wrong round"));
+        };
+        let holders: BTreeSet<PartyId> = self.config.graph().holders(self.id).into_iter().collect();
+        let mut prev: Option<PartyId> = None;
+        let mut keys_seen = BTreeSet::new();
+        let mut found_self = false;
+        for k in &parties {
+            if prev.is_some_and(|p| p >= k.party) {
+                return Err(Error::misbehaved(
+                    agg,
+                    "roster not sorted or has duplicates",
+                ));
+            }
+            prev = Some(k.party);
+            if !holders.contains(&k.party) {
+                return Err(Error::misbehaved(
+                    agg,
+                    format!("roster lists {}, not a neighbour", k.party),
+                ));
+            }
+            if !keys_seen.insert(k.enc_pk) || !keys_seen.insert(k.mask_pk) {
+                return Err(Error::misbehaved(agg, "roster repeats a public key"));
+            }
+            if k.party == self.id {
+                if k.enc_pk != enc_sk.public_key()
+                    || k.mask_pk != mask_sk.public_key()
+                    || k.self_mask_commitment != b.public_key()
+                {
+                    return Err(Error::misbehaved(
+                        agg,
+                        "roster has wrong keys for this party",
+                    ));
+                }
+                found_self = true;
+            }
+        }
+        if !found_self {
+            return Err(Error::misbehaved(agg, "roster omits this party"));
+        }
+        let needed = self.config.share_threshold();
+        if parties.len() < needed {
+            return Err(Error::NotEnoughParties {
+                round: Round::AdvertiseKeys.name(),
+                available: parties.len(),
+                needed,
+            });
+        }
+        // Shamir-share the mask key and the self-mask secret among the holders in U1.
+        let xs: Vec<u32> = parties.iter().map(|k| k.party.0 + 1).collect();
+        let key_shares = shamir::split(mask_sk, needed, &xs, rng)?;
+        let b_shares = shamir::split(b, needed, &xs, rng)?;
+        let session = self.config.session();
+        let mut out = Vec::with_capacity(parties.len().saturating_sub(1));
+        let mut own = None;
+        for ((k, ks), bs) in parties.iter().zip(key_shares).zip(b_shares) {
+            if k.party == self.id {
+                own = Some(Held {
+                    mask_key: ks,
+                    self_mask: bs,
+                });
+                continue;
+            }
+            let shared = enc_sk.diffie_hellman(&k.enc_pk, Peer::Party(k.party))?;
+            let key = share_key(&shared, &session, self.id, k.party)?;
+            let (nonce, aad) = share_nonce_aad(&session, self.id, k.party);
+            let mut pt = [0u8; 64];
+            pt[..32].copy_from_slice(&ks.to_bytes());
+            pt[32..].copy_from_slice(&bs.to_bytes());
+            let ct = seal(&key, nonce, &aad, &pt);
+            pt.zeroize();
+            out.push(EncryptedShare {
+                to: k.party,
+                ciphertext: ct?,
+            });
+        }
+        let own = own.ok_or_else(|| Error::misbehaved(agg, "roster omits this party"))?;
+        let State::AwaitRoster {
+            input,
+            enc_sk,
+            mask_sk,
+            b,
+        } = std::mem::replace(&mut self.state, State::Aborted)
+        else {
+            return Err(Error::InvalidState("state changed".into()));
+        };
+        self.outbox.push_back(ClientMessage::ShareKeys {
+            header: self.header(Round::ShareKeys),
+            shares: out,
+        });
+        self.state = State::AwaitShares {
+            input,
+            enc_sk,
+            mask_sk,
+            b,
+            roster: parties.into_iter().map(|k| (k.party, k)).collect(),
+            own,
+        };
+        Ok(())
+    }
+
+    /// Hazmat: a copy of this party, state and secrets included.
+    pub(crate) fn duplicate(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            id: self.id,
+            state: self.state.clone(),
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    /// Hazmat: handles the round-1 shares without computing (or sending) a masked input.
+    pub(crate) fn accept_shares_unmasked(&mut self, msg: ServerMessage) -> Result<()> {
+        self.config.check_header(
+            msg.header(),
+            Peer::Aggregator,
+            Peer::Party(self.id),
+            Round::ShareKeys,
+        )?;
+        match msg {
+            ServerMessage::Shares { shares, .. } => self.on_shares(shares, false),
+            _ => Err(Error::misbehaved(
+                Peer::Aggregator,
+                "expected the round-1 shares",
+            )),
+        }
+    }
+
+    fn on_shares(
+        &mut self,
+        shares: Vec<super::messages::ForwardedShare>,
+        mask: bool,
+    ) -> Result<()> {
+        let agg = Peer::Aggregator;
+        let State::AwaitShares {
+            input,
+            enc_sk,
+            mask_sk,
+            b,
+            roster,
+            ..
+        } = &self.state
+        else {
+            return Err(Error::misbehaved(agg, "shares in the wrong round"));
+        };
+        let session = self.config.session();
+        let mut held = BTreeMap::new();
+        let mut prev: Option<PartyId> = None;
+        for s in &shares {
+            if prev.is_some_and(|p| p >= s.from) {
+                return Err(Error::misbehaved(agg, "shares not sorted or duplicated"));
+            }
+            prev = Some(s.from);
+            if s.from == self.id {
+                return Err(Error::misbehaved(
+                    agg,
+                    "forwarded a share from this party to itself",
+                ));
+            }
+            let Some(k) = roster.get(&s.from) else {
+                return Err(Error::misbehaved(
+                    agg,
+                    format!("share from {}, not in the roster", s.from),
+                ));
+            };
+            let culprit = Peer::Party(s.from);
+            let shared = enc_sk.diffie_hellman(&k.enc_pk, culprit)?;
+            let key = share_key(&shared, &session, s.from, self.id)?;
+            let (nonce, aad) = share_nonce_aad(&session, s.from, self.id);
+            let Some(mut pt) = open(&key, nonce, &aad, &s.ciphertext)? else {
+                return Err(Error::misbehaved(
+                    culprit,
+                    "share ciphertext fails authentication (tampered in transit or by the sender)",
+                ));
+            };
+            let parsed = (|| {
+                let a: [u8; 32] = pt.get(..32)?.try_into().ok()?;
+                let c: [u8; 32] = pt.get(32..64)?.try_into().ok()?;
+                if pt.len() != 64 {
+                    return None;
+                }
+                Some(Held {
+                    mask_key: SecretScalar::from_canonical(a)?,
+                    self_mask: SecretScalar::from_canonical(c)?,
+                })
+            })();
+            pt.zeroize();
+            let Some(h) = parsed else {
+                return Err(Error::misbehaved(culprit, "share plaintext is malformed"));
+            };
+            held.insert(s.from, h);
+        }
+        let needed = self.config.share_threshold();
+        if held.len() + 1 < needed {
+            return Err(Error::NotEnoughParties {
+                round: Round::ShareKeys.name(),
+                available: held.len() + 1,
+                needed,
+            });
+        }
+        // Mask: y = x + PRG(b) + sum_{v in U2} +-PRG(s_uv).
+        let mut y = if mask {
+            input.clone()
+        } else {
+            SecretVec(Vec::new())
+        };
+        if mask {
+            prg::add_mask(&self_mask_seed(b, &session, self.id)?, &mut y.0);
+        }
+        for v in held.keys().filter(|_| mask) {
+            let Some(k) = roster.get(v) else { continue };
+            let shared = mask_sk.diffie_hellman(&k.mask_pk, Peer::Party(*v))?;
+            let seed = pair_mask_seed(&shared, &session, self.id, *v)?;
+            prg::apply_mask(&seed, &mut y.0, self.id > *v);
+        }
+        let State::AwaitShares { own, .. } = std::mem::replace(&mut self.state, State::Aborted)
+        else {
+            return Err(Error::InvalidState("state changed".into()));
+        };
+        held.insert(self.id, own);
+        if mask {
+            self.outbox.push_back(ClientMessage::MaskedInput {
+                header: self.header(Round::MaskedInput),
+                masked: RingVector(std::mem::take(&mut y.0)),
+            });
+        }
+        // input, keys and b are dropped (zeroized) with the old state.
+        self.state = State::AwaitSurvivors { held };
+        Ok(())
+    }
+
+    fn on_survivors(&mut self, survivors: Vec<PartyId>) -> Result<()> {
+        let agg = Peer::Aggregator;
+        let State::AwaitSurvivors { held } = &self.state else {
+            return Err(Error::misbehaved(agg, "survivor list in the wrong round"));
+        };
+        let mut prev: Option<PartyId> = None;
+        for s in &survivors {
+            if prev.is_some_and(|p| p >= *s) || s.index() >= self.config.parties() {
+                return Err(Error::misbehaved(
+                    agg,
+                    "survivor list not sorted, duplicated or out of range",
+                ));
+            }
+            prev = Some(*s);
+            if (*s == self.id || self.config.graph().adjacent(self.id, *s)) && !held.contains_key(s)
+            {
+                return Err(Error::misbehaved(
+                    agg,
+                    format!("{s} listed as a survivor but it never shared its keys"),
+                ));
+            }
+        }
+        let set: BTreeSet<PartyId> = survivors.into_iter().collect();
+        if !set.contains(&self.id) {
+            self.state = State::Aborted;
+            return Err(Error::InvalidState(
+                "the aggregator reports this party as dropped; it reveals nothing".into(),
+            ));
+        }
+        if set.len() < self.config.threshold() {
+            return Err(Error::NotEnoughParties {
+                round: Round::MaskedInput.name(),
+                available: set.len(),
+                needed: self.config.threshold(),
+            });
+        }
+        let shares = held
+            .iter()
+            .map(|(owner, h)| {
+                if set.contains(owner) {
+                    RevealedShare {
+                        owner: *owner,
+                        kind: ShareKind::SelfMask,
+                        value: ShareValue(h.self_mask.to_bytes()),
+                    }
+                } else {
+                    RevealedShare {
+                        owner: *owner,
+                        kind: ShareKind::MaskKey,
+                        value: ShareValue(h.mask_key.to_bytes()),
+                    }
+                }
+            })
+            .collect();
+        self.outbox.push_back(ClientMessage::Unmask {
+            header: self.header(Round::Unmask),
+            shares,
+        });
+        self.state = State::Done;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secagg::SessionId;
+    use sotto_dp::rng::seeded_rng;
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let config = SecAggConfig::new(SessionId([1; 16]), 3, 2, 2).unwrap();
+        let mut c = SecAggClient::<u32>::new(config, PartyId(0), vec![123_456_789, 987_654_321]).unwrap();
+        c.start(&mut seeded_rng(1)).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("123456789") && !dbg.contains("987654321"), "{dbg}");
+        let v = SecretVec(vec![123_456_789u32]);
+        assert_eq!(format!("{v:?}"), "SecretVec([redacted])");
+        let share = RevealedShare { owner: PartyId(1), kind: ShareKind::SelfMask, value: ShareValue([0xAB; 32]) };
+        let dbg = format!("{share:?}");
+        assert!(dbg.contains("[redacted]") && !dbg.contains("171"), "{dbg}");
+        // A party outside the session's range or with a wrong-length input is a clean error.
+        let config = SecAggConfig::new(SessionId([1; 16]), 3, 2, 2).unwrap();
+        assert!(SecAggClient::<u32>::new(config.clone(), PartyId(3), vec![0, 0]).is_err());
+        assert!(SecAggClient::<u32>::new(config, PartyId(0), vec![0]).is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! Who masks with whom: the complete graph (SecAgg) or a sparse random regular graph
+//! (SecAgg+, Bell et al. 2020).
+//!
+//! The sparse graph is a Harary graph H(k, n) (node at position `p` is joined to positions
+//! `p +- 1, ..., p +- k/2` mod n) under a random relabeling of the parties. The relabeling is
+//! derived from the session id, so every party and the aggregator compute the same graph
+//! without extra messages. Each party masks with its `k` neighbours and Shamir-shares its
+//! secrets among its neighbours and itself (`k + 1` holders) with threshold `share_threshold`.
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::SessionId;
+use crate::error::PartyId;
+
+/// The masking graph of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaskGraph {
+    /// Every pair of parties shares a mask.
+    Complete {
+        /// Number of parties.
+        parties: usize,
+    },
+    /// A randomly relabeled Harary graph of even degree `degree`.
+    Harary {
+        /// Number of parties.
+        parties: usize,
+        /// The degree k (even, 2 <= k < n).
+        degree: usize,
+        /// Position of each party.
+        position: Vec<u32>,
+        /// Party at each position.
+        party_at: Vec<u32>,
+    },
+}
+
+impl MaskGraph {
+    /// The complete graph on `parties` nodes.
+    pub fn complete(parties: usize) -> Self {
+        MaskGraph::Complete { parties }
+    }
+
+    /// The Harary graph of degree `degree` relabeled by a permutation derived from `session`.
+    /// The caller ([`super::SecAggConfig`]) validates `degree`.
+    pub fn harary(parties: usize, degree: usize, session: &SessionId) -> Self {
+        let mut seed = [0u8; 32];
+        seed[..16].copy_from_slice(&session.0);
+        seed[16..].copy_from_slice(b"sotto-mask-graph");
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut party_at: Vec<u32> = (0..parties as u32).collect();
+        for i in (1..parties).rev() {
+            // Uniform in [0, i] by rejection.
+            let bound = i as u64 + 1;
+            let zone = u64::MAX - (u64::MAX % bound);
+            let j = loop {
+                let r = rng.next_u64();
+                if r < zone {
+                    break (r % bound) as usize;
+                }
+            };
+            party_at.swap(i, j);
+        }
+        let mut position = vec![0u32; parties];
+        for (pos, &p) in party_at.iter().enumerate() {
+            if let Some(slot) = position.get_mut(p as usize) {
+                *slot = pos as u32;
+            }
+        }
+        MaskGraph::Harary {
+            parties,
+            degree,
+            position,
+            party_at,
+        }
+    }
+
+    /// Number of parties.
+    pub fn parties(&self) -> usize {
+        match self {
+            MaskGraph::Complete { parties } | MaskGraph::Harary { parties, .. } => *parties,
+        }
+    }
+
+    /// The neighbours of `party` (sorted, without `party` itself).
+    pub fn neighbours(&self, party: PartyId) -> Vec<PartyId> {
+        match self {
+            MaskGraph::Complete { parties } => (0..*parties as u32)
+                .filter(|&v| v != party.0)
+                .map(PartyId)
+                .collect(),
+            MaskGraph::Harary {
+                parties,
+                degree,
+                position,
+                party_at,
+            } => {
+                let n = *parties;
+                let Some(&p) = position.get(party.index()) else {
+                    return Vec::new();
+                };
+                let mut out: Vec<PartyId> = (1..=degree / 2)
+                    .flat_map(|off| [(p as usize + off) % n, (p as usize + n - off % n) % n])
+                    .filter_map(|pos| party_at.get(pos).copied())
+                    .filter(|&v| v != party.0)
+                    .map(PartyId)
+                    .collect();
+                out.sort_unstable();
+                out.dedup();
+                out
+            }
+        }
+    }
+
+    /// Whether `a` and `b` are neighbours.
+    pub fn adjacent(&self, a: PartyId, b: PartyId) -> bool {
+        if a == b || a.index() >= self.parties() || b.index() >= self.parties() {
+            return false;
+        }
+        match self {
+            MaskGraph::Complete { .. } => true,
+            MaskGraph::Harary {
+                parties,
+                degree,
+                position,
+                ..
+            } => {
+                let (Some(&pa), Some(&pb)) = (position.get(a.index()), position.get(b.index()))
+                else {
+                    return false;
+                };
+                let diff = (pa as usize + parties - pb as usize) % parties;
+                let dist = diff.min(parties - diff);
+                dist >= 1 && dist <= degree / 2
+            }
+        }
+    }
+
+    /// The holders of `party`'s shares: its neighbours and itself, sorted.
+    pub fn holders(&self, party: PartyId) -> Vec<PartyId> {
+        let mut h = self.neighbours(party);
+        h.push(party);
+        h.sort_unstable();
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn harary_graph_is_regular_and_symmetric() {
+        let g = MaskGraph::harary(50, 6, &SessionId([5; 16]));
+        for u in 0..50u32 {
+            let nb = g.neighbours(PartyId(u));
+            assert_eq!(nb.len(), 6);
+            for v in &nb {
+                assert!(g.adjacent(PartyId(u), *v));
+                assert!(g.neighbours(*v).contains(&PartyId(u)));
+            }
+            let non: usize = (0..50u32)
+                .filter(|&v| g.adjacent(PartyId(u), PartyId(v)))
+                .count();
+            assert_eq!(non, 6);
+        }
+        // Different sessions relabel differently.
+        let h = MaskGraph::harary(50, 6, &SessionId([6; 16]));
+        assert_ne!(g, h);
+    }
+}

@@ -1,0 +1,197 @@
+//! The messages of the aggregator protocol (serde types; see [`crate::wire`] for the codec).
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::{Round, SessionId};
+use crate::crypto::PublicKey;
+use crate::error::{PartyId, Peer};
+use crate::ring::{RingVector, RingWord};
+
+/// The header every message carries: session, round, sender and recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// The session.
+    pub session: SessionId,
+    /// The round the message belongs to.
+    pub round: Round,
+    /// The sender.
+    pub from: Peer,
+    /// The recipient.
+    pub to: Peer,
+}
+
+/// A party's public keys for one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyKeys {
+    /// The party.
+    pub party: PartyId,
+    /// X25519 key for encrypting shares.
+    pub enc_pk: PublicKey,
+    /// X25519 key for pairwise masks.
+    pub mask_pk: PublicKey,
+    /// `b * G` for the self-mask secret `b`: lets the aggregator verify the reconstructed
+    /// secret (and spot a bad share) without learning anything about `b`.
+    pub self_mask_commitment: PublicKey,
+}
+
+/// A share ciphertext addressed to `to` (round 1, party to aggregator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedShare {
+    /// Recipient (holder).
+    pub to: PartyId,
+    /// ChaCha20-Poly1305 ciphertext of the two 32-byte shares.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A share ciphertext from `from` (round 1, aggregator to party).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedShare {
+    /// The share's owner (sender).
+    pub from: PartyId,
+    /// The ciphertext, as the owner sent it.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Which secret a revealed share belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShareKind {
+    /// The self-mask secret `b` of a survivor.
+    SelfMask,
+    /// The mask private key of a party that dropped after sharing.
+    MaskKey,
+}
+
+/// A share value on the wire: 32 bytes (a canonical field element). Zeroized on drop.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+pub struct ShareValue(pub [u8; 32]);
+
+impl std::fmt::Debug for ShareValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShareValue([redacted])")
+    }
+}
+
+/// A share revealed for unmasking (round 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealedShare {
+    /// Whose secret it is.
+    pub owner: PartyId,
+    /// Which secret.
+    pub kind: ShareKind,
+    /// The share.
+    pub value: ShareValue,
+}
+
+/// Party-to-aggregator messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum ClientMessage<W: RingWord> {
+    /// Round 0.
+    AdvertiseKeys {
+        /// Header.
+        header: Header,
+        /// Share-encryption public key.
+        enc_pk: PublicKey,
+        /// Mask public key.
+        mask_pk: PublicKey,
+        /// Commitment to the self-mask secret.
+        self_mask_commitment: PublicKey,
+    },
+    /// Round 1.
+    ShareKeys {
+        /// Header.
+        header: Header,
+        /// One ciphertext per holder (other than the sender) in the roster.
+        shares: Vec<EncryptedShare>,
+    },
+    /// Round 2.
+    MaskedInput {
+        /// Header.
+        header: Header,
+        /// The masked vector.
+        masked: RingVector<W>,
+    },
+    /// Round 3.
+    Unmask {
+        /// Header.
+        header: Header,
+        /// One share per owner in the sender's U2 neighbourhood (itself included).
+        shares: Vec<RevealedShare>,
+    },
+}
+
+impl<W: RingWord> ClientMessage<W> {
+    /// The header.
+    pub fn header(&self) -> &Header {
+        match self {
+            ClientMessage::AdvertiseKeys { header, .. }
+            | ClientMessage::ShareKeys { header, .. }
+            | ClientMessage::MaskedInput { header, .. }
+            | ClientMessage::Unmask { header, .. } => header,
+        }
+    }
+    /// Mutable header (for tampering tests and transports that re-stamp).
+    pub fn header_mut(&mut self) -> &mut Header {
+        match self {
+            ClientMessage::AdvertiseKeys { header, .. }
+            | ClientMessage::ShareKeys { header, .. }
+            | ClientMessage::MaskedInput { header, .. }
+            | ClientMessage::Unmask { header, .. } => header,
+        }
+    }
+    /// The round this message type belongs to.
+    pub fn kind_round(&self) -> Round {
+        match self {
+            ClientMessage::AdvertiseKeys { .. } => Round::AdvertiseKeys,
+            ClientMessage::ShareKeys { .. } => Round::ShareKeys,
+            ClientMessage::MaskedInput { .. } => Round::MaskedInput,
+            ClientMessage::Unmask { .. } => Round::Unmask,
+        }
+    }
+}
+
+/// Aggregator-to-party messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// End of round 0: the keys of the recipient's neighbours (and its own) in U1.
+    Roster {
+        /// Header.
+        header: Header,
+        /// Sorted by party.
+        parties: Vec<PartyKeys>,
+    },
+    /// End of round 1: ciphertexts addressed to the recipient from its neighbours in U2.
+    Shares {
+        /// Header.
+        header: Header,
+        /// Sorted by owner.
+        shares: Vec<ForwardedShare>,
+    },
+    /// End of round 2: the survivors U3 (parties whose masked input was accepted).
+    Survivors {
+        /// Header.
+        header: Header,
+        /// Sorted.
+        survivors: Vec<PartyId>,
+    },
+}
+
+impl ServerMessage {
+    /// The header.
+    pub fn header(&self) -> &Header {
+        match self {
+            ServerMessage::Roster { header, .. }
+            | ServerMessage::Shares { header, .. }
+            | ServerMessage::Survivors { header, .. } => header,
+        }
+    }
+    /// Mutable header.
+    pub fn header_mut(&mut self) -> &mut Header {
+        match self {
+            ServerMessage::Roster { header, .. }
+            | ServerMessage::Shares { header, .. }
+            | ServerMessage::Survivors { header, .. } => header,
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! t-of-n Shamir secret sharing over the prime field of order
+//! l = 2^252 + 27742317777372353535851937790883648493 (curve25519-dalek's `Scalar`).
+//!
+//! A secret is the constant term of a random polynomial of degree `t - 1`; the share of the
+//! holder with evaluation point `x` (never 0) is the polynomial at `x`. Any `t` shares
+//! determine the secret by Lagrange interpolation at 0; any `t - 1` shares are uniformly
+//! distributed and independent of the secret.
+
+use std::collections::BTreeMap;
+
+use curve25519_dalek::Scalar;
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroize;
+
+use crate::crypto::SecretScalar;
+use crate::error::{Error, Result};
+
+/// Evaluations of a fresh random polynomial of degree `threshold - 1` with constant term
+/// `secret` at the points `xs` (all distinct and non-zero).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] if `threshold == 0`, a point is 0, or points repeat.
+///
+/// # Example
+/// ```rust
+/// use sotto_mpc::crypto::SecretScalar;
+/// use sotto_mpc::shamir::{reconstruct, split};
+/// let mut rng = sotto_dp::rng::seeded_rng(1);
+/// let secret = SecretScalar::random(&mut rng);
+/// let shares = split(&secret, 3, &[1, 2, 3, 4, 5], &mut rng)?;
+/// let some: Vec<_> = [(2, shares[1].clone()), (4, shares[3].clone()), (5, shares[4].clone())].into();
+/// let back = reconstruct(&some, 3)?;
+/// assert!(back.ct_eq(&secret));
+/// # Ok::<(), sotto_mpc::Error>(())
+/// ```
+pub fn split<R: RngCore + CryptoRng + ?Sized>(
+    secret: &SecretScalar,
+    threshold: usize,
+    xs: &[u32],
+    rng: &mut R,
+) -> Result<Vec<SecretScalar>> {
+    if threshold == 0 {
+        return Err(Error::invalid("threshold", threshold, "must be at least 1"));
+    }
+    check_points(xs.iter().copied())?;
+    let mut coeffs: Vec<SecretScalar> = Vec::with_capacity(threshold);
+    coeffs.push(secret.clone());
+    for _ in 1..threshold {
+        coeffs.push(SecretScalar::random(rng));
+    }
+    let out = xs
+        .iter()
+        .map(|&x| {
+            let x = Scalar::from(x);
+            let mut acc = Scalar::ZERO;
+            for c in coeffs.iter().rev() {
+                acc = acc * x + c.0;
+            }
+            SecretScalar(acc)
+        })
+        .collect();
+    drop(coeffs);
+    Ok(out)
+}
+
+fn check_points(xs: impl Iterator<Item = u32>) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for x in xs {
+        if x == 0 {
+            return Err(Error::invalid("x", x, "evaluation points must be non-zero"));
+        }
+        if !seen.insert(x) {
+            return Err(Error::invalid("x", x, "evaluation points must be distinct"));
+        }
+    }
+    Ok(())
+}
+
+/// Lagrange coefficients at 0 for the points `xs` (distinct, non-zero):
+/// `lambda_i = prod_{j != i} x_j / (x_j - x_i)`.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a zero or repeated point.
+pub fn lagrange_at_zero(xs: &[u32]) -> Result<Vec<Scalar>> {
+    check_points(xs.iter().copied())?;
+    let pts: Vec<Scalar> = xs.iter().map(|&x| Scalar::from(x)).collect();
+    let mut nums = Vec::with_capacity(pts.len());
+    let mut dens = Vec::with_capacity(pts.len());
+    for (i, xi) in pts.iter().enumerate() {
+        let mut num = Scalar::ONE;
+        let mut den = Scalar::ONE;
+        for (j, xj) in pts.iter().enumerate() {
+            if i != j {
+                num *= xj;
+                den *= xj - xi;
+            }
+        }
+        nums.push(num);
+        dens.push(den);
+    }
+    Scalar::invert_batch_alloc(&mut dens);
+    Ok(nums.iter().zip(&dens).map(|(n, d)| n * d).collect())
+}
+
+/// Combines share values with precomputed Lagrange coefficients.
+pub fn combine(coeffs: &[Scalar], ys: &[&SecretScalar]) -> SecretScalar {
+    let mut acc = Scalar::ZERO;
+    for (c, y) in coeffs.iter().zip(ys) {
+        acc += c * y.0;
+    }
+    SecretScalar(acc)
+}
+
+/// The secret from the first `threshold` of `shares` (`(x, y)` pairs).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] if fewer than `threshold` shares are given (or `threshold`
+/// is 0) or points repeat.
+pub fn reconstruct(shares: &[(u32, SecretScalar)], threshold: usize) -> Result<SecretScalar> {
+    if threshold == 0 || shares.len() < threshold {
+        return Err(Error::invalid(
+            "shares",
+            shares.len(),
+            format!("at least threshold = {threshold} (>= 1) shares are needed"),
+        ));
+    }
+    let used = shares.get(..threshold).unwrap_or(shares);
+    let xs: Vec<u32> = used.iter().map(|(x, _)| *x).collect();
+    let coeffs = lagrange_at_zero(&xs)?;
+    let ys: Vec<&SecretScalar> = used.iter().map(|(_, y)| y).collect();
+    Ok(combine(&coeffs, &ys))
+}
+
+/// Outcome of [`reconstruct_checked`] when the shares are inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckedFailure<H> {
+    /// Leaving out this holder's share gives a secret that passes the check: its share is bad.
+    BadShare(H),
+    /// No single bad share explains the failure (or there are too few shares to tell).
+    Unidentified,
+}
+
+/// Reconstructs from `shares` (holder, x, y) and verifies the result with `check` (e.g.
+/// against a public key). If the check fails and there are spare shares, finds a single
+/// holder whose share, left out, makes the check pass. Lagrange coefficients are cached in
+/// `cache` by point set.
+///
+/// # Errors
+/// `Err(CheckedFailure)` when the check cannot be satisfied (or fewer than `threshold` shares).
+pub fn reconstruct_checked<H: Copy>(
+    shares: &[(H, u32, &SecretScalar)],
+    threshold: usize,
+    cache: &mut BTreeMap<Vec<u32>, Vec<Scalar>>,
+    check: impl Fn(&SecretScalar) -> bool,
+) -> std::result::Result<SecretScalar, CheckedFailure<H>> {
+    let attempt = |skip: Option<usize>, cache: &mut BTreeMap<Vec<u32>, Vec<Scalar>>| {
+        let chosen: Vec<&(H, u32, &SecretScalar)> = shares
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .map(|(_, s)| s)
+            .take(threshold)
+            .collect();
+        if threshold == 0 || chosen.len() < threshold {
+            return None;
+        }
+        let xs: Vec<u32> = chosen.iter().map(|s| s.1).collect();
+        let coeffs = match cache.get(&xs) {
+            Some(c) => c.clone(),
+            None => {
+                let c = lagrange_at_zero(&xs).ok()?;
+                cache.insert(xs, c.clone());
+                c
+            }
+        };
+        let ys: Vec<&SecretScalar> = chosen.iter().map(|s| s.2).collect();
+        let secret = combine(&coeffs, &ys);
+        check(&secret).then_some(secret)
+    };
+    if let Some(s) = attempt(None, cache) {
+        return Ok(s);
+    }
+    if shares.len() > threshold {
+        for i in 0..shares.len().min(threshold + 1) {
+            if attempt(Some(i), cache).is_some()
+                && let Some((h, _, _)) = shares.get(i)
+            {
+                return Err(CheckedFailure::BadShare(*h));
+            }
+        }
+    }
+    Err(CheckedFailure::Unidentified)
+}
+
+impl SecretScalar {
+    /// Constant-time equality.
+    pub fn ct_eq(&self, other: &SecretScalar) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.ct_eq(&other.0))
+    }
+
+    /// The canonical 32-byte encoding (for an explicit wire share).
+    pub(crate) fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Parses a canonical encoding; `None` if not canonical.
+    pub(crate) fn from_canonical(mut bytes: [u8; 32]) -> Option<SecretScalar> {
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(bytes));
+        bytes.zeroize();
+        s.map(SecretScalar)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use sotto_dp::rng::seeded_rng;
+
+    proptest! {
+        #[test]
+        fn any_t_shares_reconstruct(n in 1usize..20, t_frac in 0.0f64..1.0, seed in any::<u64>(), pick in any::<u64>()) {
+            let t = 1 + ((n - 1) as f64 * t_frac) as usize;
+            let mut rng = seeded_rng(seed);
+            let secret = SecretScalar::random(&mut rng);
+            let xs: Vec<u32> = (1..=n as u32).collect();
+            let shares = split(&secret, t, &xs, &mut rng).unwrap();
+            // A pseudo-random subset of size t.
+            let mut idx: Vec<usize> = (0..n).collect();
+            let mut p = pick;
+            for i in (1..n).rev() { idx.swap(i, (p % (i as u64 + 1)) as usize); p = p.rotate_left(7) ^ 0x9e37; }
+            let subset: Vec<(u32, SecretScalar)> = idx[..t].iter().map(|&i| (xs[i], shares[i].clone())).collect();
+            prop_assert!(reconstruct(&subset, t).unwrap().ct_eq(&secret));
+            if t > 1 {
+                // t - 1 shares interpolate (as if degree t - 2) to something else.
+                let fewer = &subset[..t - 1];
+                prop_assert!(!reconstruct(fewer, t - 1).unwrap().ct_eq(&secret));
+                prop_assert!(reconstruct(fewer, t).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn checked_reconstruction_finds_a_bad_share() {
+        let mut rng = seeded_rng(9);
+        let secret = SecretScalar::random(&mut rng);
+        let pk = secret.public_key();
+        let xs: Vec<u32> = (1..=6).collect();
+        let mut shares = split(&secret, 3, &xs, &mut rng).unwrap();
+        shares[1] = SecretScalar::random(&mut rng);
+        let list: Vec<(u32, u32, &SecretScalar)> = xs
+            .iter()
+            .zip(&shares)
+            .map(|(&x, s)| (x * 10, x, s))
+            .collect();
+        let mut cache = BTreeMap::new();
+        let r = reconstruct_checked(&list, 3, &mut cache, |s| s.public_key() == pk);
+        assert_eq!(r.unwrap_err(), CheckedFailure::BadShare(20));
+        let r = reconstruct_checked(&list[2..], 3, &mut cache, |s| s.public_key() == pk);
+        assert!(r.unwrap().ct_eq(&secret));
+        assert!(split(&secret, 2, &[1, 1], &mut rng).is_err());
+        assert!(split(&secret, 2, &[0, 1], &mut rng).is_err());
+    }
+}

@@ -1,0 +1,451 @@
+//! End-to-end tests of the aggregator protocol through the simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use sotto_mpc::secagg::messages::ShareKind;
+use sotto_mpc::secagg::{ClientMessage, Round, SecAggConfig, ServerMessage, SessionId};
+use sotto_mpc::sim::{Envelope, SimOptions, Simulation};
+use sotto_mpc::{Error, PartyId, Peer, wire};
+
+fn inputs_u32(n: usize, dim: usize, seed: u64) -> Vec<Vec<u32>> {
+    (0..n)
+        .map(|i| {
+            (0..dim)
+                .map(|j| {
+                    (seed
+                        .wrapping_mul(31)
+                        .wrapping_add((i * 1000 + j) as u64 * 2654435761)
+                        >> 7) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn sum_of(inputs: &[Vec<u32>], who: &[PartyId]) -> Vec<u32> {
+    let mut s = vec![0u32; inputs[0].len()];
+    for p in who {
+        for (a, b) in s.iter_mut().zip(&inputs[p.index()]) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+    s
+}
+
+fn round_of(k: u8) -> Option<Round> {
+    match k {
+        0 => Some(Round::AdvertiseKeys),
+        1 => Some(Round::ShareKeys),
+        2 => Some(Round::MaskedInput),
+        3 => Some(Round::Unmask),
+        _ => None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn sums_are_exact_for_any_dropout_pattern(
+        n in 2usize..10,
+        t_extra in 0usize..5,
+        dim in 1usize..40,
+        drops in proptest::collection::vec(0u8..12, 10),
+        seed in any::<u64>(),
+        sparse in any::<bool>(),
+    ) {
+        let t = (n / 2 + 1 + t_extra).min(n);
+        let mut config = SecAggConfig::new(SessionId([seed as u8; 16]), n, t, dim).unwrap();
+        let sparse = sparse && n >= 5;
+        if sparse {
+            config = config.sparse(4, 3).unwrap();
+        }
+        let inputs = inputs_u32(n, dim, seed);
+        let mut dropouts = BTreeMap::new();
+        for (i, d) in drops.iter().take(n).enumerate() {
+            if let Some(r) = round_of(*d) { dropouts.insert(PartyId(i as u32), r); }
+        }
+        let alive = |r: Round| (0..n).filter(|i| dropouts.get(&PartyId(*i as u32)).is_none_or(|d| *d > r)).count();
+        let enough_global = [Round::AdvertiseKeys, Round::ShareKeys, Round::MaskedInput, Round::Unmask]
+            .iter().all(|r| alive(*r) >= t);
+        let options = SimOptions { seed, dropouts: dropouts.clone(), ..SimOptions::default() };
+        let report = Simulation::new(config, inputs.clone(), options).unwrap().run();
+        match report.result {
+            Ok(out) => {
+                prop_assert!(out.survivors().len() >= t);
+                let expected = sum_of(&inputs, out.survivors());
+                prop_assert_eq!(out.sum(), &expected[..]);
+                // Survivors are exactly the parties that sent a masked input.
+                for p in out.survivors() {
+                    prop_assert!(dropouts.get(p).is_none_or(|d| *d > Round::MaskedInput));
+                }
+                prop_assert!(enough_global);
+            }
+            Err(e) => {
+                // Only a lack of parties may stop the protocol (sparse: a neighbourhood may
+                // run short even when enough parties survive globally).
+                prop_assert!(matches!(e, Error::NotEnoughParties { .. }), "{e}");
+                prop_assert!(!enough_global || sparse, "{e}");
+            }
+        }
+        prop_assert!(report.aggregator_rejections.is_empty());
+        prop_assert!(report.misbehaved.is_empty());
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = wire::decode::<ClientMessage<u32>>(&bytes);
+        let _ = wire::decode::<ClientMessage<u64>>(&bytes);
+        let _ = wire::decode::<ServerMessage>(&bytes);
+        let _ = wire::decode::<sotto_mpc::additive::AdditiveMessage<u32>>(&bytes);
+        let _ = wire::decode::<sotto_mpc::additive::AdditiveMessage<u64>>(&bytes);
+    }
+}
+
+#[test]
+fn fewer_than_t_survivors_is_a_clean_error() {
+    let config = SecAggConfig::new(SessionId([1; 16]), 5, 4, 8).unwrap();
+    let mut dropouts = BTreeMap::new();
+    dropouts.insert(PartyId(0), Round::MaskedInput);
+    dropouts.insert(PartyId(1), Round::MaskedInput);
+    let options = SimOptions {
+        dropouts,
+        ..SimOptions::default()
+    };
+    let report = Simulation::new(config, inputs_u32(5, 8, 1), options)
+        .unwrap()
+        .run();
+    let e = report.result.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NotEnoughParties {
+                round: "masked-input",
+                available: 3,
+                needed: 4
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicated_messages_are_rejected_and_the_sum_is_exact() {
+    let config = SecAggConfig::new(SessionId([2; 16]), 6, 4, 16).unwrap();
+    let inputs = inputs_u32(6, 16, 2);
+    let options = SimOptions {
+        seed: 2,
+        duplicate_probability: 0.5,
+        ..SimOptions::default()
+    };
+    let report = Simulation::new(config, inputs.clone(), options)
+        .unwrap()
+        .run();
+    let out = report.result.unwrap();
+    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+    assert!(!report.aggregator_rejections.is_empty());
+    for e in &report.aggregator_rejections {
+        assert!(matches!(e.culprit(), Some(Peer::Party(_))), "{e}");
+    }
+}
+
+#[test]
+fn a_late_masked_vector_is_rejected_and_its_owner_stays_hidden() {
+    let n = 6;
+    let config = SecAggConfig::new(SessionId([3; 16]), n, 4, 16).unwrap();
+    let inputs = inputs_u32(n, 16, 3);
+    let mut delayed = BTreeMap::new();
+    delayed.insert(PartyId(5), Round::MaskedInput);
+    let options = SimOptions {
+        seed: 3,
+        delayed,
+        record_view: true,
+        ..SimOptions::default()
+    };
+    let report = Simulation::new(config, inputs.clone(), options)
+        .unwrap()
+        .run();
+    let out = report.result.unwrap();
+    assert!(!out.survivors().contains(&PartyId(5)));
+    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+    // The late vector was rejected, naming party 5 ...
+    assert!(
+        report
+            .aggregator_rejections
+            .iter()
+            .any(|e| e.culprit() == Some(Peer::Party(PartyId(5))))
+    );
+    // ... and no self-mask share of party 5 ever reached the aggregator, so its masked vector
+    // (which the aggregator did see) can never be unmasked.
+    for (_, msg) in &report.aggregator_view {
+        if let ClientMessage::Unmask { shares, .. } = msg {
+            for s in shares {
+                if s.owner == PartyId(5) {
+                    assert_eq!(s.kind, ShareKind::MaskKey);
+                }
+            }
+        }
+    }
+}
+
+fn tamper_run(hook: impl FnMut(&mut Envelope) + 'static) -> sotto_mpc::sim::SimReport<u32> {
+    let config = SecAggConfig::new(SessionId([4; 16]), 6, 4, 8).unwrap();
+    Simulation::new(
+        config,
+        inputs_u32(6, 8, 4),
+        SimOptions {
+            seed: 4,
+            ..SimOptions::default()
+        },
+    )
+    .unwrap()
+    .with_tamper(Box::new(hook))
+    .run()
+}
+
+#[test]
+fn tampered_headers_are_rejected_naming_the_party() {
+    // Party 3's masked input is re-stamped with another session: rejected, 3 treated as dropped.
+    let report = tamper_run(|env| {
+        if env.from == Peer::Party(PartyId(3)) && env.round == Round::MaskedInput {
+            let mut msg: ClientMessage<u32> = wire::decode(&env.bytes).unwrap();
+            msg.header_mut().session = SessionId([9; 16]);
+            env.bytes = wire::encode(&msg).unwrap();
+        }
+    });
+    assert!(
+        report
+            .aggregator_rejections
+            .iter()
+            .any(|e| e.culprit() == Some(Peer::Party(PartyId(3))))
+    );
+    let out = report.result.unwrap();
+    assert!(!out.survivors().contains(&PartyId(3)));
+
+    // Garbage bytes and trailing bytes from party 2 in round 0.
+    let report = tamper_run(|env| {
+        if env.from == Peer::Party(PartyId(2)) && env.round == Round::AdvertiseKeys {
+            env.bytes.push(0);
+        }
+    });
+    let e = &report.aggregator_rejections[0];
+    assert_eq!(e.culprit(), Some(Peer::Party(PartyId(2))), "{e}");
+    assert!(e.to_string().contains("trailing"), "{e}");
+}
+
+#[test]
+fn out_of_round_replays_are_rejected_naming_the_party() {
+    let mut saved: Option<Vec<u8>> = None;
+    let report = tamper_run(move |env| {
+        if env.from == Peer::Party(PartyId(1)) {
+            if env.round == Round::AdvertiseKeys {
+                saved = Some(env.bytes.clone());
+            } else if env.round == Round::MaskedInput {
+                // Replace the masked input by the old key advertisement.
+                if let Some(b) = saved.clone() {
+                    env.bytes = b;
+                }
+            }
+        }
+    });
+    let e = report
+        .aggregator_rejections
+        .iter()
+        .find(|e| e.culprit() == Some(Peer::Party(PartyId(1))))
+        .unwrap();
+    assert!(e.to_string().contains("out-of-round"), "{e}");
+}
+
+#[test]
+fn tampered_share_ciphertexts_are_rejected_naming_the_owner() {
+    let report = tamper_run(|env| {
+        if env.to == Peer::Party(PartyId(0)) && env.round == Round::ShareKeys {
+            let mut msg: ServerMessage = wire::decode(&env.bytes).unwrap();
+            if let ServerMessage::Shares { shares, .. } = &mut msg {
+                for s in shares.iter_mut() {
+                    if s.from == PartyId(2) {
+                        s.ciphertext[5] ^= 1;
+                    }
+                }
+            }
+            env.bytes = wire::encode(&msg).unwrap();
+        }
+    });
+    let (who, e) = &report.client_errors[0];
+    assert_eq!(*who, PartyId(0));
+    assert_eq!(e.culprit(), Some(Peer::Party(PartyId(2))), "{e}");
+}
+
+#[test]
+fn a_bad_unmasking_share_is_caught_and_its_sender_named() {
+    let inputs = inputs_u32(6, 8, 4);
+    let report = tamper_run(|env| {
+        // Party 0's shares are among the first t used for interpolation.
+        if env.from == Peer::Party(PartyId(0)) && env.round == Round::Unmask {
+            let mut msg: ClientMessage<u32> = wire::decode(&env.bytes).unwrap();
+            if let ClientMessage::Unmask { shares, .. } = &mut msg {
+                shares[0].value.0 = [1; 32];
+            }
+            env.bytes = wire::encode(&msg).unwrap();
+        }
+    });
+    assert_eq!(report.misbehaved.len(), 1);
+    assert_eq!(
+        report.misbehaved[0].culprit(),
+        Some(Peer::Party(PartyId(0)))
+    );
+    let out = report.result.unwrap();
+    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+}
+
+#[test]
+fn sparse_graph_with_many_parties_sums_exactly() {
+    let n = 60;
+    let config = SecAggConfig::new(SessionId([5; 16]), n, 31, 4)
+        .unwrap()
+        .sparse(10, 7)
+        .unwrap();
+    let inputs = inputs_u32(n, 4, 5);
+    let mut dropouts = BTreeMap::new();
+    for i in (0..n).step_by(7) {
+        dropouts.insert(PartyId(i as u32), round_of((i % 4) as u8).unwrap());
+    }
+    let options = SimOptions {
+        seed: 5,
+        dropouts,
+        ..SimOptions::default()
+    };
+    let report = Simulation::new(config, inputs.clone(), options)
+        .unwrap()
+        .run();
+    let out = report.result.unwrap();
+    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+    // Each party sent O(degree) keys and shares, not O(n).
+    let b = &report.bytes_sent[&PartyId(1)];
+    assert!(b[&Round::ShareKeys] < 11 * 100, "{b:?}");
+}
+
+/// The aggregator's view (every masked vector) does not depend on the inputs: the top 4 bits
+/// of masked words are uniform for all-zero inputs and for large inputs, and the two
+/// histograms agree (chi-square tests at significance 0.001 each).
+#[test]
+fn aggregator_view_is_independent_of_the_inputs() {
+    let n = 3;
+    let dim = 64;
+    let hist = |big: bool| {
+        let mut h = [0f64; 16];
+        for run in 0..120u64 {
+            let config = SecAggConfig::new(SessionId([run as u8; 16]), n, 2, dim).unwrap();
+            let inputs: Vec<Vec<u32>> = (0..n)
+                .map(|_| vec![if big { 0xF000_0000 } else { 0 }; dim])
+                .collect();
+            let options = SimOptions {
+                seed: run + if big { 1 << 32 } else { 0 },
+                record_view: true,
+                ..SimOptions::default()
+            };
+            let report = Simulation::new(config, inputs, options).unwrap().run();
+            assert!(report.result.is_ok());
+            for (_, msg) in &report.aggregator_view {
+                if let ClientMessage::MaskedInput { masked, .. } = msg {
+                    for w in masked.as_slice() {
+                        h[(w >> 28) as usize] += 1.0;
+                    }
+                }
+            }
+        }
+        h
+    };
+    let a = hist(false);
+    let b = hist(true);
+    let total: f64 = a.iter().sum();
+    let e = total / 16.0;
+    let chi_a: f64 = a.iter().map(|c| (c - e) * (c - e) / e).sum();
+    let chi_b: f64 = b.iter().map(|c| (c - e) * (c - e) / e).sum();
+    // 15 degrees of freedom: critical value 37.70 at 0.001.
+    assert!(chi_a < 37.7 && chi_b < 37.7, "{chi_a} {chi_b}");
+    // Two-sample homogeneity test, 15 degrees of freedom.
+    let chi_ab: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y) * (x - y) / (x + y))
+        .sum();
+    assert!(chi_ab < 37.7, "{chi_ab}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Tampering with the header of any one frame, or replacing it by an earlier frame of the
+    /// same sender (replay), or appending/truncating bytes, is rejected with an error that
+    /// names the sender; the run still ends with the exact sum or a clean lack of parties.
+    #[test]
+    fn any_tampered_or_replayed_frame_is_rejected_naming_its_sender(
+        target in 0usize..40,
+        kind in 0u8..6,
+        seed in any::<u64>(),
+    ) {
+        let n = 6;
+        let inputs = inputs_u32(n, 8, seed);
+        let config = SecAggConfig::new(SessionId([6; 16]), n, 4, 8).unwrap();
+        let mut count = 0usize;
+        let mut history: Vec<Envelope> = Vec::new();
+        let tampered_from = std::rc::Rc::new(std::cell::Cell::new(None));
+        let tf = tampered_from.clone();
+        let hook = move |env: &mut Envelope| {
+            count += 1;
+            history.push(env.clone());
+            if count - 1 != target {
+                return;
+            }
+            let before = env.bytes.clone();
+            match (kind, env.from) {
+                (0..=2, Peer::Party(_)) => {
+                    let mut m: ClientMessage<u32> = wire::decode(&env.bytes).unwrap();
+                    let h = m.header_mut();
+                    match kind {
+                        0 => h.session = SessionId([0xEE; 16]),
+                        1 => h.to = Peer::Party(PartyId(0)),
+                        _ => h.round = if h.round == Round::AdvertiseKeys { Round::Unmask } else { Round::AdvertiseKeys },
+                    }
+                    env.bytes = wire::encode(&m).unwrap();
+                }
+                (0..=2, Peer::Aggregator) => {
+                    let mut m: ServerMessage = wire::decode(&env.bytes).unwrap();
+                    let h = m.header_mut();
+                    match kind {
+                        0 => h.session = SessionId([0xEE; 16]),
+                        1 => h.to = Peer::Aggregator,
+                        _ => h.round = if h.round == Round::AdvertiseKeys { Round::Unmask } else { Round::AdvertiseKeys },
+                    }
+                    env.bytes = wire::encode(&m).unwrap();
+                }
+                (3, _) => {
+                    if let Some(old) = history.iter().find(|o| o.from == env.from && o.to == env.to && o.round < env.round) {
+                        env.bytes = old.bytes.clone();
+                    }
+                }
+                (4, _) => env.bytes.push(1),
+                _ => { env.bytes.pop(); }
+            }
+            if env.bytes != before {
+                tf.set(Some(env.from));
+            }
+        };
+        let options = SimOptions { seed, ..SimOptions::default() };
+        let report = Simulation::new(config, inputs.clone(), options).unwrap().with_tamper(Box::new(hook)).run();
+        if let Some(culprit) = tampered_from.get() {
+            let named = report.aggregator_rejections.iter().map(|e| e.culprit())
+                .chain(report.client_errors.iter().map(|(_, e)| e.culprit()))
+                .any(|c| c == Some(culprit));
+            prop_assert!(named, "no rejection named {culprit}: {:?} {:?}", report.aggregator_rejections, report.client_errors);
+        }
+        for e in &report.aggregator_rejections {
+            prop_assert!(e.culprit().is_some(), "{e}");
+        }
+        match report.result {
+            Ok(out) => prop_assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]),
+            Err(e) => prop_assert!(matches!(e, Error::NotEnoughParties { .. }), "{e}"),
+        }
+    }
+}

@@ -201,7 +201,10 @@ pub fn generate_dev_pki_with(out_dir: &Path, options: &DevPkiOptions) -> Result<
     let ca_key = Zeroizing::new(KeyPair::generate().map_err(rcgen_error)?);
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error)?;
     ca_params.distinguished_name = rcgen::DistinguishedName::new();
-    ca_params.distinguished_name.push(DnType::CommonName, "sotto deployment dev CA");
+    // A random tag in the name tells deployments apart (and their certificates' issuers).
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("sotto deployment dev CA {}", deployment_tag()?));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = not_before;
@@ -267,6 +270,16 @@ fn validity_window(validity: Duration) -> (Duration, Duration) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let skew = Duration::from_secs(3600);
     (now.saturating_sub(skew), now.saturating_add(validity))
+}
+
+/// 8 random bytes in hex.
+fn deployment_tag() -> Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| Error::Tls {
+        reason: "the operating system's random number generator failed".to_owned(),
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn rcgen_error(e: rcgen::Error) -> Error {
@@ -364,7 +377,7 @@ impl DeploymentCa {
 /// Explains a certificate verification failure with the fix.
 pub(crate) fn describe_webpki_error(e: &webpki::Error, ca: &Path) -> String {
     match e {
-        webpki::Error::UnknownIssuer => format!(
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => format!(
             "certificate not signed by the deployment CA {}; use the certificates generated together with that `ca.pem` (or regenerate the deployment with `sotto certs`)",
             ca.display()
         ),

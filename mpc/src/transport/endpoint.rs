@@ -165,6 +165,9 @@ struct Inner {
 
 /// An authenticated connection to one peer. Cheap to clone (clones share the connection).
 ///
+/// Dropping the last clone closes the connection at once, discarding messages still in
+/// flight: keep it until the peer has answered, or use [`Connection::close_gracefully`].
+///
 /// Sends are serialized and receives are serialized, so concurrent callers never interleave
 /// frames. [`Connection::recv_envelope`] is cancel-safe: a receive abandoned half-way (e.g. at a
 /// deadline) resumes where it stopped on the next call. Sends are not: a send interrupted by
@@ -310,7 +313,41 @@ impl Connection {
         Ok(envelope.body)
     }
 
-    /// Closes the connection with code [`CLOSE_DONE`]; the peer sees `reason`.
+    /// Finishes this side's message stream, waits (at most `timeout`) until the peer has
+    /// acknowledged every byte sent, then closes the connection with code [`CLOSE_DONE`].
+    ///
+    /// Use it after a last message that gets no answer: dropping the last clone of a
+    /// connection, [`Connection::close`], or shutting the endpoint down discard data still in
+    /// flight.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if the peer did not acknowledge in time (the connection is closed
+    /// anyway); [`Error::ConnectionLost`] if the connection had already ended.
+    pub async fn close_gracefully(&self, timeout: Duration) -> Result<()> {
+        let peer = Peer::Known(self.inner.peer);
+        let mut state = self.inner.send.lock().await;
+        let result = match &mut *state {
+            SendState::Open(stream) => {
+                let _ = stream.finish();
+                match tokio::time::timeout(timeout, stream.stopped()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(Error::ConnectionLost { party: peer, reason: e.to_string() }),
+                    Err(_) => Err(Error::Timeout { party: peer, what: "acknowledgement of our last messages" }),
+                }
+            }
+            SendState::NotOpened => Ok(()),
+            SendState::Broken => Err(Error::ConnectionLost {
+                party: peer,
+                reason: "an earlier send failed; the connection is closed".to_owned(),
+            }),
+        };
+        *state = SendState::Broken;
+        self.close_with(CLOSE_DONE, "done");
+        result
+    }
+
+    /// Closes the connection at once with code [`CLOSE_DONE`]; the peer sees `reason`. Data
+    /// still in flight is discarded (see [`Connection::close_gracefully`]).
     pub fn close(&self, reason: &str) {
         self.close_with(CLOSE_DONE, reason);
     }
@@ -584,6 +621,8 @@ impl Server {
     /// told, and releases the UDP port.
     pub async fn shutdown(self) {
         self.accept_task.abort();
+        // The accept loop holds a handle on the endpoint: wait until it is gone.
+        let _ = self.accept_task.await;
         close_endpoint(self.endpoint).await;
     }
 }
@@ -610,13 +649,32 @@ async fn accept_loop(
     }
 }
 
+/// How long [`close_endpoint`] waits for connections to drain and the socket to be released.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 async fn close_endpoint(endpoint: quinn::Endpoint) {
+    let local = endpoint.local_addr().ok();
     endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
     // Bounded: closed connections drain in a few round trips on a live network.
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout_at(deadline, endpoint.wait_idle()).await;
     drop(endpoint);
-    // Let the endpoint driver observe the drop and release the socket.
-    tokio::task::yield_now().await;
+    // quinn's driver task owns the socket and releases it once it sees the last handle gone;
+    // wait (bounded) until the port can be bound again, so callers may reuse it at once.
+    let Some(local) = local else { return };
+    if local.port() == 0 {
+        return;
+    }
+    loop {
+        if std::net::UdpSocket::bind(local).is_ok() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(%local, "the UDP port was not released within the shutdown grace period");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// An endpoint that dials servers: a party connecting to the aggregator, or a peer dialing
@@ -682,8 +740,10 @@ impl Client {
     ///
     /// let (to_server, from_client) =
     ///     tokio::join!(client.connect(server.local_addr(), Identity::Aggregator), server.accept());
-    /// to_server?.send(session, 0, &vec![1u64, 2, 3]).await?;
-    /// let got: Vec<u64> = from_client?.recv(session, 0, Duration::from_secs(5)).await?;
+    /// let (to_server, from_client) = (to_server?, from_client?);
+    /// assert_eq!(from_client.peer(), Identity::party(1));
+    /// to_server.send(session, 0, &vec![1u64, 2, 3]).await?;
+    /// let got: Vec<u64> = from_client.recv(session, 0, Duration::from_secs(5)).await?;
     /// assert_eq!(got, [1, 2, 3]);
     ///
     /// client.shutdown().await;

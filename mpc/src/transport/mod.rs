@@ -39,15 +39,17 @@
 //! let session = SessionId([1; 16]);
 //!
 //! // Each party connects and sends its value for round 0.
+//! let mut party_tasks = Vec::new();
 //! for party in parties {
 //!     let tls = TlsConfig::from_dir(&dir, party, [Identity::Aggregator])?;
-//!     tokio::spawn(async move {
+//!     party_tasks.push(tokio::spawn(async move {
 //!         let client = Client::new(&tls, TransportOptions::default())?;
 //!         let conn = client.connect(addr, Identity::Aggregator).await?;
 //!         conn.send(session, 0, &vec![10u64 * u64::from(party.party_id().unwrap().0)]).await?;
 //!         conn.recv::<()>(session, 1, Duration::from_secs(5)).await?; // wait for "done"
+//!         client.shutdown().await;
 //!         Ok::<_, sotto_mpc::transport::Error>(())
-//!     });
+//!     }));
 //! }
 //!
 //! let accepted = server.accept_peers(parties, Duration::from_secs(5)).await;
@@ -57,6 +59,9 @@
 //! assert_eq!(sum, 30);
 //! assert!(round0.dropped().is_empty());
 //! sotto_mpc::transport::send_all(&accepted.connections, session, 1, &()).await?;
+//! for task in party_tasks {
+//!     task.await.unwrap()?;
+//! }
 //! server.shutdown().await;
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! # Ok(())

@@ -26,7 +26,9 @@ use tokio::time::Instant;
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_LIMIT, f).await.expect("test exceeded its time limit")
+    tokio::time::timeout(TEST_LIMIT, f)
+        .await
+        .expect("test exceeded its time limit")
 }
 
 /// A scratch directory removed on drop.
@@ -36,8 +38,8 @@ impl TempDir {
     fn new(tag: &str) -> Self {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir()
-            .join(format!("sotto-transport-{tag}-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sotto-transport-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         TempDir(dir)
     }
@@ -75,7 +77,11 @@ fn aggregator(dir: &Path, allowed: &[Identity], options: TransportOptions) -> Se
     Server::bind(localhost(), &tls, options).unwrap()
 }
 
-async fn connect_party(dir: &Path, id: u32, addr: SocketAddr) -> Result<(Client, Connection), Error> {
+async fn connect_party(
+    dir: &Path,
+    id: u32,
+    addr: SocketAddr,
+) -> Result<(Client, Connection), Error> {
     let tls = TlsConfig::from_dir(dir, Identity::party(id), [Identity::Aggregator])?;
     let client = Client::new(&tls, options())?;
     let conn = client.connect(addr, Identity::Aggregator).await?;
@@ -94,8 +100,15 @@ async fn connect_all(
         tokio::spawn(async move { connect_party(&dir, id, addr).await.unwrap() })
     });
     let dials: Vec<_> = dials.collect();
-    let accepted = server.accept_peers(parties(ids.iter().copied()), Duration::from_secs(10)).await;
-    assert!(accepted.missing.is_empty(), "missing: {:?}, refused: {:?}", accepted.missing, accepted.refused);
+    let accepted = server
+        .accept_peers(parties(ids.iter().copied()), Duration::from_secs(10))
+        .await;
+    assert!(
+        accepted.missing.is_empty(),
+        "missing: {:?}, refused: {:?}",
+        accepted.missing,
+        accepted.refused
+    );
     let mut clients = Vec::new();
     for dial in dials {
         clients.push(dial.await.unwrap());
@@ -117,13 +130,24 @@ async fn honest_round(
         conn.send(session, round, &vec![id, id * 10]).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    collect::<Vec<u64>>(at_server, expected.iter().copied(), session, round, deadline).await
+    collect::<Vec<u64>>(
+        at_server,
+        expected.iter().copied(),
+        session,
+        round,
+        deadline,
+    )
+    .await
 }
 
 fn assert_honest_messages(collected: &sotto_mpc::transport::Collected<Vec<u64>>, ids: &[u32]) {
     for &id in ids {
         let got = collected.messages.get(&Identity::party(id));
-        assert_eq!(got, Some(&vec![u64::from(id), u64::from(id) * 10]), "party {id}");
+        assert_eq!(
+            got,
+            Some(&vec![u64::from(id), u64::from(id) * 10]),
+            "party {id}"
+        );
     }
 }
 
@@ -170,7 +194,8 @@ async fn honest_mutual_tls_exchange() {
             client.shutdown().await;
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        let last = collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 3, deadline).await;
+        let last =
+            collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 3, deadline).await;
         assert_honest_messages(&last, &[1, 2, 3]);
         server.shutdown().await;
     })
@@ -194,14 +219,21 @@ async fn certificate_from_another_ca_is_refused() {
         let forged = Credentials::load_role(other.path(), Identity::party(3), &other_ca).unwrap();
         let intruder_tls = TlsConfig::new(&forged, &real_ca, [Identity::Aggregator]).unwrap();
         let intruder = Client::new(&intruder_tls, options()).unwrap();
-        let attempt = intruder.connect(server.local_addr(), Identity::Aggregator).await;
+        let attempt = intruder
+            .connect(server.local_addr(), Identity::Aggregator)
+            .await;
         match attempt {
             Err(Error::Refused { .. }) => {}
             other => panic!("expected a refusal, got {other:?}"),
         }
-        let refusal = tokio::time::timeout(Duration::from_secs(10), server.accept()).await.unwrap();
+        let refusal = tokio::time::timeout(Duration::from_secs(10), server.accept())
+            .await
+            .unwrap();
         match refusal {
-            Err(Error::Unauthorized { peer: Peer::Address(_), reason }) => {
+            Err(Error::Unauthorized {
+                peer: Peer::Address(_),
+                reason,
+            }) => {
                 assert!(reason.contains("handshake"), "{reason}");
             }
             other => panic!("expected the server to refuse, got {other:?}"),
@@ -210,14 +242,22 @@ async fn certificate_from_another_ca_is_refused() {
         // A party trusting only the other CA does not accept the real aggregator either.
         let wrong_trust = TlsConfig::new(&forged, &other_ca, [Identity::Aggregator]).unwrap();
         let confused = Client::new(&wrong_trust, options()).unwrap();
-        match confused.connect(server.local_addr(), Identity::Aggregator).await {
+        match confused
+            .connect(server.local_addr(), Identity::Aggregator)
+            .await
+        {
             Err(Error::Unauthorized { reason, .. }) => {
-                assert!(reason.contains("UnknownIssuer") || reason.contains("certificate"), "{reason}")
+                assert!(
+                    reason.contains("UnknownIssuer") || reason.contains("certificate"),
+                    "{reason}"
+                )
             }
             other => panic!("expected the client to refuse the server, got {other:?}"),
         }
         // Drain the server's record of that failed handshake.
-        let _ = tokio::time::timeout(Duration::from_secs(10), server.accept()).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), server.accept())
+            .await
+            .unwrap();
 
         // The honest parties are unaffected.
         let (clients, at_server) = connect_all(&server, dir.path(), &[1, 2, 3]).await;
@@ -245,7 +285,10 @@ async fn unknown_party_is_refused() {
             }
             other => panic!("expected a refusal, got {other:?}"),
         }
-        match tokio::time::timeout(Duration::from_secs(10), server.accept()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), server.accept())
+            .await
+            .unwrap()
+        {
             Err(err @ Error::Unauthorized { .. }) => {
                 assert!(err.to_string().contains("unknown party 4"), "{err}");
             }
@@ -282,18 +325,33 @@ async fn replayed_message_from_an_earlier_session_is_rejected() {
             conn.send(current, 0, &vec![id, id * 10]).await.unwrap();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let got = collect::<Vec<u64>>(&at_server, expected.iter().copied(), current, 0, deadline).await;
+        let got =
+            collect::<Vec<u64>>(&at_server, expected.iter().copied(), current, 0, deadline).await;
         assert_honest_messages(&got, &[1, 2]);
-        let err = got.failed.get(&Identity::party(3)).expect("party 3 must be rejected");
+        let err = got
+            .failed
+            .get(&Identity::party(3))
+            .expect("party 3 must be rejected");
         match err {
-            Error::PeerMisbehaved { party, reason: Misbehavior::WrongSession { session, round, expected } } => {
+            Error::PeerMisbehaved {
+                party,
+                reason:
+                    Misbehavior::WrongSession {
+                        session,
+                        round,
+                        expected,
+                    },
+            } => {
                 assert_eq!(*party, Peer::Known(Identity::party(3)));
                 assert_eq!((*session, *round, *expected), (earlier, 0, current));
             }
             other => panic!("expected WrongSession, got {other:?}"),
         }
         let text = err.to_string();
-        assert!(text.contains("party 3") && text.contains(&earlier.to_string()), "{text}");
+        assert!(
+            text.contains("party 3") && text.contains(&earlier.to_string()),
+            "{text}"
+        );
         server.shutdown().await;
     })
     .await;
@@ -314,21 +372,36 @@ async fn late_message_is_rejected_in_the_next_round() {
             conn.send(session, 5, &vec![0u64]).await.unwrap();
         }
         let deadline = Instant::now() + Duration::from_millis(300);
-        let round5 = collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 5, deadline).await;
+        let round5 =
+            collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 5, deadline).await;
         assert_eq!(round5.silent, [Identity::party(3)].into());
         clients[2].1.send(session, 5, &vec![0u64]).await.unwrap();
         for (_, conn) in &clients[..2] {
             conn.send(session, 6, &vec![0u64]).await.unwrap();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let round6 = collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 6, deadline).await;
+        let round6 =
+            collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 6, deadline).await;
         assert_eq!(round6.messages.len(), 2);
         let err = round6.failed.get(&Identity::party(3)).unwrap();
         assert!(
-            matches!(err, Error::PeerMisbehaved { reason: Misbehavior::WrongRound { round: 5, expected: 6, .. }, .. }),
+            matches!(
+                err,
+                Error::PeerMisbehaved {
+                    reason: Misbehavior::WrongRound {
+                        round: 5,
+                        expected: 6,
+                        ..
+                    },
+                    ..
+                }
+            ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("round 5, expected round 6"), "{err}");
+        assert!(
+            err.to_string().contains("round 5, expected round 6"),
+            "{err}"
+        );
 
         server.shutdown().await;
     })
@@ -341,7 +414,10 @@ async fn oversized_frame_is_refused_without_waiting_for_it() {
         let dir = TempDir::new("oversized");
         generate_dev_pki(dir.path(), 3, &[]).unwrap();
         let expected = parties(1..=3);
-        let small = TransportOptions { max_frame: 64 * 1024, ..options() };
+        let small = TransportOptions {
+            max_frame: 64 * 1024,
+            ..options()
+        };
         let server = aggregator(dir.path(), &expected, small);
         let (clients, at_server) = connect_all(&server, dir.path(), &[1, 2, 3]).await;
         let session = SessionId([4; 16]);
@@ -362,21 +438,42 @@ async fn oversized_frame_is_refused_without_waiting_for_it() {
         };
         assert_honest_messages(&got, &[1, 2]);
         match got.failed.get(&Identity::party(3)) {
-            Some(Error::PeerMisbehaved { reason: Misbehavior::FrameTooLarge { len, max }, .. }) => {
+            Some(Error::PeerMisbehaved {
+                reason: Misbehavior::FrameTooLarge { len, max },
+                ..
+            }) => {
                 assert_eq!((*len, *max), (1 << 30, 64 * 1024));
             }
             other => panic!("expected FrameTooLarge, got {other:?}"),
         }
         // Refused on the header alone: long before the deadline, with the payload never read.
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
         // And the offender's connection was closed as misbehaving.
-        let closed = tokio::time::timeout(Duration::from_secs(5), clients[2].1.quic().closed()).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), clients[2].1.quic().closed())
+            .await
+            .unwrap();
         assert!(closed.to_string().contains("frame"), "{closed}");
 
         // A sender refuses to produce such a frame in the first place.
         let big = vec![u64::MAX; 20_000];
-        let err = at_server[&Identity::party(1)].send(session, 1, &big).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidParameter { parameter: "max_frame", .. }), "{err:?}");
+        let err = at_server[&Identity::party(1)]
+            .send(session, 1, &big)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidParameter {
+                    parameter: "max_frame",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         server.shutdown().await;
     })
     .await;
@@ -449,13 +546,17 @@ async fn silent_party_is_reported_dropped_after_the_deadline() {
         }
         let started = Instant::now();
         let deadline = started + Duration::from_millis(500);
-        let got = collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 0, deadline).await;
+        let got =
+            collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 0, deadline).await;
         let elapsed = started.elapsed();
         assert_honest_messages(&got, &[1, 2]);
         assert_eq!(got.silent, parties([3, 4]).into_iter().collect());
         assert!(got.failed.is_empty(), "{:?}", got.failed);
         assert_eq!(got.dropped(), parties([3, 4]).into_iter().collect());
-        assert!(elapsed >= Duration::from_millis(450), "returned before the deadline: {elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(450),
+            "returned before the deadline: {elapsed:?}"
+        );
         assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 
         // The connection of the silent party still works for the next round.
@@ -486,7 +587,10 @@ async fn shutdown_frees_the_port() {
 
         // The party notices the shutdown.
         let (client, conn) = clients.into_iter().next().unwrap();
-        let err = conn.recv::<u64>(SessionId([7; 16]), 1, Duration::from_secs(5)).await.unwrap_err();
+        let err = conn
+            .recv::<u64>(SessionId([7; 16]), 1, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::ConnectionLost { .. }), "{err:?}");
         drop(conn);
         client.shutdown().await;
@@ -507,16 +611,44 @@ async fn connecting_to_a_silent_address_times_out() {
         generate_dev_pki(dir.path(), 1, &[]).unwrap();
         // A UDP socket that never answers.
         let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tls = TlsConfig::from_dir(dir.path(), Identity::party(1), [Identity::Aggregator]).unwrap();
-        let quick = TransportOptions { handshake_timeout: Duration::from_millis(300), ..options() };
+        let tls =
+            TlsConfig::from_dir(dir.path(), Identity::party(1), [Identity::Aggregator]).unwrap();
+        let quick = TransportOptions {
+            handshake_timeout: Duration::from_millis(300),
+            ..options()
+        };
         let client = Client::new(&tls, quick).unwrap();
         let started = Instant::now();
-        let err = client.connect(blackhole.local_addr().unwrap(), Identity::Aggregator).await.unwrap_err();
-        assert!(matches!(err, Error::Timeout { what: "the TLS handshake", .. }), "{err:?}");
+        let err = client
+            .connect(blackhole.local_addr().unwrap(), Identity::Aggregator)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Timeout {
+                    what: "the TLS handshake",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(3));
         // Dialing an identity the TLS configuration does not allow is a caller error.
-        let err = client.connect(blackhole.local_addr().unwrap(), Identity::party(2)).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidParameter { parameter: "expected", .. }), "{err:?}");
+        let err = client
+            .connect(blackhole.local_addr().unwrap(), Identity::party(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidParameter {
+                    parameter: "expected",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         client.shutdown().await;
     })
     .await;
@@ -528,9 +660,27 @@ async fn invalid_options_are_rejected() {
     generate_dev_pki(dir.path(), 1, &[]).unwrap();
     let tls = TlsConfig::from_dir(dir.path(), Identity::Aggregator, parties([1])).unwrap();
     for (bad, name) in [
-        (TransportOptions { max_frame: 0, ..options() }, "max_frame"),
-        (TransportOptions { handshake_timeout: Duration::ZERO, ..options() }, "handshake_timeout"),
-        (TransportOptions { keep_alive: Duration::from_secs(20), ..options() }, "keep_alive"),
+        (
+            TransportOptions {
+                max_frame: 0,
+                ..options()
+            },
+            "max_frame",
+        ),
+        (
+            TransportOptions {
+                handshake_timeout: Duration::ZERO,
+                ..options()
+            },
+            "handshake_timeout",
+        ),
+        (
+            TransportOptions {
+                keep_alive: Duration::from_secs(20),
+                ..options()
+            },
+            "keep_alive",
+        ),
     ] {
         match Server::bind(localhost(), &tls, bad) {
             Err(Error::InvalidParameter { parameter, .. }) => assert_eq!(parameter, name),
@@ -544,9 +694,17 @@ async fn invalid_options_are_rejected() {
 #[test]
 fn dev_pki_layout_identities_and_names() {
     let dir = TempDir::new("pki");
-    let pki = generate_dev_pki(dir.path(), 3, &["10.1.2.3".to_owned(), "node7.example.org".to_owned()]).unwrap();
+    let pki = generate_dev_pki(
+        dir.path(),
+        3,
+        &["10.1.2.3".to_owned(), "node7.example.org".to_owned()],
+    )
+    .unwrap();
     assert_eq!(pki.ca, dir.path().join("ca.pem"));
-    assert_eq!(pki.aggregator, RoleFiles::in_dir(dir.path(), Identity::Aggregator));
+    assert_eq!(
+        pki.aggregator,
+        RoleFiles::in_dir(dir.path(), Identity::Aggregator)
+    );
     assert_eq!(pki.parties.len(), 3);
     assert_eq!(pki.parties[2].cert, dir.path().join("party-3.pem"));
     assert_eq!(pki.parties[2].key, dir.path().join("party-3.key"));
@@ -568,7 +726,13 @@ fn dev_pki_layout_identities_and_names() {
         let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
         assert_eq!(identity_of(&der).unwrap(), role.identity);
         let cert = webpki::EndEntityCert::try_from(&der).unwrap();
-        for name in ["localhost", "127.0.0.1", "::1", "10.1.2.3", "node7.example.org"] {
+        for name in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "node7.example.org",
+        ] {
             let name = rustls::pki_types::ServerName::try_from(name).unwrap();
             cert.verify_is_valid_for_subject_name(&name).unwrap();
         }
@@ -587,35 +751,62 @@ fn loading_errors_name_the_file_and_the_fix() {
 
     let missing = dir.path().join("nope.pem");
     let err = load_ca(&missing).unwrap_err().to_string();
-    assert!(err.contains("nope.pem") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("nope.pem") && err.contains("not found"),
+        "{err}"
+    );
 
     // A key file where a certificate belongs.
     let err = load_ca(&pki.parties[0].key).unwrap_err().to_string();
-    assert!(err.contains("party-1.key") && err.contains("not a PEM certificate"), "{err}");
+    assert!(
+        err.contains("party-1.key") && err.contains("not a PEM certificate"),
+        "{err}"
+    );
 
     let garbage = dir.path().join("garbage.pem");
-    std::fs::write(&garbage, b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &garbage,
+        b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let err = load_ca(&garbage).unwrap_err().to_string();
     assert!(err.contains("not a PEM certificate"), "{err}");
 
     // A certificate from another deployment.
     let foreign = &other_pki.parties[0];
-    let err = Credentials::load(&foreign.cert, &foreign.key, &ca).unwrap_err().to_string();
-    assert!(err.contains("certificate not signed by the deployment CA"), "{err}");
+    let err = Credentials::load(&foreign.cert, &foreign.key, &ca)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("certificate not signed by the deployment CA"),
+        "{err}"
+    );
 
     // A key that belongs to another certificate.
-    let err = Credentials::load(&pki.parties[0].cert, &pki.parties[1].key, &ca).unwrap_err().to_string();
-    assert!(err.contains("party-2.key") && err.contains("does not match"), "{err}");
+    let err = Credentials::load(&pki.parties[0].cert, &pki.parties[1].key, &ca)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("party-2.key") && err.contains("does not match"),
+        "{err}"
+    );
 
     // A certificate where the key belongs.
-    let err = Credentials::load(&pki.parties[0].cert, &pki.parties[0].cert, &ca).unwrap_err().to_string();
+    let err = Credentials::load(&pki.parties[0].cert, &pki.parties[0].cert, &ca)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not a PEM private key"), "{err}");
 
     // Loading a role from the wrong file.
     std::fs::copy(&pki.parties[1].cert, dir.path().join("party-9.pem")).unwrap();
     std::fs::copy(&pki.parties[1].key, dir.path().join("party-9.key")).unwrap();
-    let err = Credentials::load_role(dir.path(), Identity::party(9), &ca).unwrap_err().to_string();
-    assert!(err.contains("names party 2 but is used as party 9"), "{err}");
+    let err = Credentials::load_role(dir.path(), Identity::party(9), &ca)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("names party 2 but is used as party 9"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -636,13 +827,18 @@ fn dev_pki_parameters_are_checked() {
     options.validity = Duration::ZERO;
     assert!(matches!(
         generate_dev_pki_with(dir.path(), &options),
-        Err(Error::InvalidParameter { parameter: "validity", .. })
+        Err(Error::InvalidParameter {
+            parameter: "validity",
+            ..
+        })
     ));
 
     // An existing deployment is not overwritten unless asked.
     let first = generate_dev_pki(dir.path(), 1, &[]).unwrap();
     let before = std::fs::read(&first.ca).unwrap();
-    let err = generate_dev_pki(dir.path(), 1, &[]).unwrap_err().to_string();
+    let err = generate_dev_pki(dir.path(), 1, &[])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("refusing to overwrite"), "{err}");
     assert_eq!(std::fs::read(&first.ca).unwrap(), before);
     let mut options = DevPkiOptions::new(1);

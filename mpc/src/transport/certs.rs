@@ -162,7 +162,10 @@ pub fn generate_dev_pki_with(out_dir: &Path, options: &DevPkiOptions) -> Result<
     if options.validity.is_zero() || options.validity > max_validity {
         return Err(Error::invalid(
             "validity",
-            format!("{:?} is outside (0, 100 years]; the default is one year", options.validity),
+            format!(
+                "{:?} is outside (0, 100 years]; the default is one year",
+                options.validity
+            ),
         ));
     }
     let extra = checked_extra_names(&options.extra_names)?;
@@ -171,13 +174,17 @@ pub fn generate_dev_pki_with(out_dir: &Path, options: &DevPkiOptions) -> Result<
 
     let dir = out_dir.to_path_buf();
     let aggregator = RoleFiles::in_dir(&dir, Identity::Aggregator);
-    let party_files: Vec<RoleFiles> =
-        (1..=party_count).map(|i| RoleFiles::in_dir(&dir, Identity::party(i))).collect();
+    let party_files: Vec<RoleFiles> = (1..=party_count)
+        .map(|i| RoleFiles::in_dir(&dir, Identity::party(i)))
+        .collect();
     let ca_path = dir.join(CA_FILE);
 
     if !options.overwrite {
-        let all = std::iter::once(&ca_path)
-            .chain(std::iter::once(&aggregator).chain(&party_files).flat_map(|r| [&r.cert, &r.key]));
+        let all = std::iter::once(&ca_path).chain(
+            std::iter::once(&aggregator)
+                .chain(&party_files)
+                .flat_map(|r| [&r.cert, &r.key]),
+        );
         for path in all {
             if path.exists() {
                 return Err(Error::io(
@@ -202,9 +209,10 @@ pub fn generate_dev_pki_with(out_dir: &Path, options: &DevPkiOptions) -> Result<
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error)?;
     ca_params.distinguished_name = rcgen::DistinguishedName::new();
     // A random tag in the name tells deployments apart (and their certificates' issuers).
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("sotto deployment dev CA {}", deployment_tag()?));
+    ca_params.distinguished_name.push(
+        DnType::CommonName,
+        format!("sotto deployment dev CA {}", deployment_tag()?),
+    );
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = not_before;
@@ -219,13 +227,16 @@ pub fn generate_dev_pki_with(out_dir: &Path, options: &DevPkiOptions) -> Result<
         names.extend(extra.iter().cloned());
         let mut params = CertificateParams::new(names).map_err(rcgen_error)?;
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("sotto {}", role.identity.file_stem()));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("sotto {}", role.identity.file_stem()),
+        );
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;
@@ -235,7 +246,12 @@ pub fn generate_dev_pki_with(out_dir: &Path, options: &DevPkiOptions) -> Result<
         write_file(&role.cert, cert.pem().as_bytes(), false, options.overwrite)?;
         write_file(&role.key, key_pem.as_bytes(), true, options.overwrite)?;
     }
-    Ok(DevPki { dir, ca: ca_path, aggregator, parties: party_files })
+    Ok(DevPki {
+        dir,
+        ca: ca_path,
+        aggregator,
+        parties: party_files,
+    })
 }
 
 fn checked_extra_names(names: &[String]) -> Result<Vec<String>> {
@@ -248,7 +264,9 @@ fn checked_extra_names(names: &[String]) -> Result<Vec<String>> {
         if Identity::in_namespace(name) {
             return Err(Error::invalid(
                 "extra_names",
-                format!("{name:?} lies in the reserved identity domain `.sotto`; roles get their identity names automatically"),
+                format!(
+                    "{name:?} lies in the reserved identity domain `.sotto`; roles get their identity names automatically"
+                ),
             ));
         }
         if name.parse::<std::net::IpAddr>().is_err()
@@ -267,7 +285,9 @@ fn checked_extra_names(names: &[String]) -> Result<Vec<String>> {
 /// (now - 1 hour, now + validity) as offsets from the Unix epoch: the hour absorbs clock skew
 /// between machines.
 fn validity_window(validity: Duration) -> (Duration, Duration) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let skew = Duration::from_secs(3600);
     (now.saturating_sub(skew), now.saturating_add(validity))
 }
@@ -276,14 +296,18 @@ fn validity_window(validity: Duration) -> (Duration, Duration) {
 fn deployment_tag() -> Result<String> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 8];
-    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| Error::Tls {
-        reason: "the operating system's random number generator failed".to_owned(),
-    })?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::Tls {
+            reason: "the operating system's random number generator failed".to_owned(),
+        })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn rcgen_error(e: rcgen::Error) -> Error {
-    Error::Tls { reason: format!("certificate generation failed: {e}") }
+    Error::Tls {
+        reason: format!("certificate generation failed: {e}"),
+    }
 }
 
 /// Writes `contents` to `path`; secret files get mode 0600 on Unix.
@@ -309,7 +333,8 @@ fn write_file(path: &Path, contents: &[u8], secret: bool, overwrite: bool) -> Re
         file.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io(context(), e))?;
     }
-    file.write_all(contents).map_err(|e| Error::io(context(), e))?;
+    file.write_all(contents)
+        .map_err(|e| Error::io(context(), e))?;
     file.sync_all().map_err(|e| Error::io(context(), e))
 }
 
@@ -332,7 +357,10 @@ impl DeploymentCa {
             path: origin.to_path_buf(),
             reason: format!("not usable as a CA certificate ({e}); expected the `ca.pem` written by `sotto certs`"),
         })?;
-        Ok(DeploymentCa { path: origin.to_path_buf(), der })
+        Ok(DeploymentCa {
+            path: origin.to_path_buf(),
+            der,
+        })
     }
 
     /// Where the certificate was loaded from.
@@ -347,18 +375,31 @@ impl DeploymentCa {
 
     /// Checks that `chain[0]` is signed (through `chain[1..]`) by this CA and currently valid
     /// for the `client` or server usage. `origin` names the certificate's file, for errors.
-    pub(crate) fn verify(&self, chain: &[CertificateDer<'static>], client: bool, origin: &Path) -> Result<()> {
-        let cert_error = |reason: String| Error::Certificate { path: origin.to_path_buf(), reason };
-        let (leaf, intermediates) =
-            chain.split_first().ok_or_else(|| cert_error("holds no certificate".to_owned()))?;
-        let anchor = webpki::anchor_from_trusted_cert(&self.der).map_err(|e| Error::Certificate {
-            path: self.path.clone(),
-            reason: format!("not usable as a CA certificate: {e}"),
-        })?;
+    pub(crate) fn verify(
+        &self,
+        chain: &[CertificateDer<'static>],
+        client: bool,
+        origin: &Path,
+    ) -> Result<()> {
+        let cert_error = |reason: String| Error::Certificate {
+            path: origin.to_path_buf(),
+            reason,
+        };
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| cert_error("holds no certificate".to_owned()))?;
+        let anchor =
+            webpki::anchor_from_trusted_cert(&self.der).map_err(|e| Error::Certificate {
+                path: self.path.clone(),
+                reason: format!("not usable as a CA certificate: {e}"),
+            })?;
         let end_entity = webpki::EndEntityCert::try_from(leaf)
             .map_err(|e| cert_error(format!("not a valid X.509 certificate: {e}")))?;
-        let usage =
-            if client { webpki::KeyUsage::client_auth() } else { webpki::KeyUsage::server_auth() };
+        let usage = if client {
+            webpki::KeyUsage::client_auth()
+        } else {
+            webpki::KeyUsage::server_auth()
+        };
         end_entity
             .verify_for_usage(
                 webpki::ALL_VERIFICATION_ALGS,
@@ -421,7 +462,9 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 fn certificates(pem: &[u8], origin: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let not_pem = |detail: String| Error::Certificate {
         path: origin.to_path_buf(),
-        reason: format!("not a PEM certificate ({detail}); expected a `-----BEGIN CERTIFICATE-----` block as written by `sotto certs`"),
+        reason: format!(
+            "not a PEM certificate ({detail}); expected a `-----BEGIN CERTIFICATE-----` block as written by `sotto certs`"
+        ),
     };
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<Vec<_>, _>>()
@@ -433,10 +476,13 @@ fn certificates(pem: &[u8], origin: &Path) -> Result<Vec<CertificateDer<'static>
 }
 
 fn first_certificate(pem: &[u8], origin: &Path) -> Result<CertificateDer<'static>> {
-    certificates(pem, origin)?.into_iter().next().ok_or_else(|| Error::Certificate {
-        path: origin.to_path_buf(),
-        reason: "not a PEM certificate".to_owned(),
-    })
+    certificates(pem, origin)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Certificate {
+            path: origin.to_path_buf(),
+            reason: "not a PEM certificate".to_owned(),
+        })
 }
 
 /// Reads the identity a certificate carries: the one DNS subject alternative name in the
@@ -454,11 +500,15 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> std::result::Result<Identity, S
             continue;
         }
         let identity = Identity::from_dns_name(name).ok_or_else(|| {
-            format!("malformed identity name {name:?} (expected aggregator.sotto or party-<n>.sotto)")
+            format!(
+                "malformed identity name {name:?} (expected aggregator.sotto or party-<n>.sotto)"
+            )
         })?;
         match found {
             Some(previous) if previous != identity => {
-                return Err(format!("certificate names two identities, {previous} and {identity}"));
+                return Err(format!(
+                    "certificate names two identities, {previous} and {identity}"
+                ));
             }
             _ => found = Some(identity),
         }
@@ -512,8 +562,10 @@ impl Credentials {
                 reason: "holds no certificate".to_owned(),
             })
             .and_then(|leaf| {
-                identity_of(leaf)
-                    .map_err(|reason| Error::Certificate { path: cert_path.to_path_buf(), reason })
+                identity_of(leaf).map_err(|reason| Error::Certificate {
+                    path: cert_path.to_path_buf(),
+                    reason,
+                })
             })?;
         ca.verify(&chain, identity != Identity::Aggregator, cert_path)?;
 
@@ -527,7 +579,9 @@ impl Credentials {
         key.zeroize();
         let signing_key = signing_key.map_err(|e| Error::Certificate {
             path: key_path.to_path_buf(),
-            reason: format!("unsupported private key ({e}); use ECDSA P-256/P-384, Ed25519 or RSA keys"),
+            reason: format!(
+                "unsupported private key ({e}); use ECDSA P-256/P-384, Ed25519 or RSA keys"
+            ),
         })?;
         let certified = CertifiedKey::new(chain, signing_key);
         certified.keys_match().map_err(|_| Error::Certificate {
@@ -537,7 +591,10 @@ impl Credentials {
                 cert_path.display()
             ),
         })?;
-        Ok(Credentials { identity, certified: Arc::new(certified) })
+        Ok(Credentials {
+            identity,
+            certified: Arc::new(certified),
+        })
     }
 
     /// Loads `identity`'s files from deployment directory `dir` (see [`RoleFiles::in_dir`]) and

@@ -33,7 +33,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::error::{Error, Misbehavior, Result};
-use super::frame::{Envelope, FrameDecoder, MAX_FRAME, check_max_frame, decode_envelope, encode_frame};
+use super::frame::{
+    Envelope, FrameDecoder, MAX_FRAME, check_max_frame, decode_envelope, encode_frame,
+};
 use super::identity::{Identity, Peer, SessionId};
 use super::tls::TlsConfig;
 
@@ -98,7 +100,10 @@ impl TransportOptions {
             }
         }
         IdleTimeout::try_from(self.idle_timeout).map_err(|_| {
-            Error::invalid("idle_timeout", format!("{:?} is too long for QUIC", self.idle_timeout))
+            Error::invalid(
+                "idle_timeout",
+                format!("{:?} is too long for QUIC", self.idle_timeout),
+            )
         })?;
         if self.keep_alive >= self.idle_timeout {
             return Err(Error::invalid(
@@ -188,7 +193,12 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    fn new(quic: quinn::Connection, local: Identity, peer: Identity, options: TransportOptions) -> Result<Self> {
+    fn new(
+        quic: quinn::Connection,
+        local: Identity,
+        peer: Identity,
+        options: TransportOptions,
+    ) -> Result<Self> {
         let decoder = FrameDecoder::new(options.max_frame)?;
         Ok(Connection {
             inner: Arc::new(Inner {
@@ -197,7 +207,11 @@ impl Connection {
                 peer,
                 options,
                 send: Mutex::new(SendState::NotOpened),
-                recv: Mutex::new(RecvState { stream: None, decoder, broken: false }),
+                recv: Mutex::new(RecvState {
+                    stream: None,
+                    decoder,
+                    broken: false,
+                }),
             }),
         })
     }
@@ -233,7 +247,12 @@ impl Connection {
     /// [`Error::Timeout`] if it could not be sent within `write_timeout` (the connection is then
     /// closed); [`Error::ConnectionLost`] / [`Error::Refused`] if the connection ended.
     pub async fn send<T: Serialize>(&self, session: SessionId, round: u64, body: &T) -> Result<()> {
-        let envelope = Envelope { session, round, sender: self.inner.local, body };
+        let envelope = Envelope {
+            session,
+            round,
+            sender: self.inner.local,
+            body,
+        };
         let frame = encode_frame(&envelope, self.inner.options.max_frame)?;
         self.send_frame(&frame).await
     }
@@ -250,7 +269,10 @@ impl Connection {
             match &mut *state {
                 SendState::Open(stream) => stream.write_all(frame).await.map_err(|e| match e {
                     quinn::WriteError::ConnectionLost(e) => self.lost(e),
-                    other => Error::ConnectionLost { party: peer, reason: other.to_string() },
+                    other => Error::ConnectionLost {
+                        party: peer,
+                        reason: other.to_string(),
+                    },
                 }),
                 _ => Err(Error::ConnectionLost {
                     party: peer,
@@ -262,7 +284,10 @@ impl Connection {
             Ok(result) => result,
             Err(_) => {
                 self.close_with(CLOSE_TIMEOUT, "send timed out");
-                Err(Error::Timeout { party: peer, what: "sending a message (flow control)" })
+                Err(Error::Timeout {
+                    party: peer,
+                    what: "sending a message (flow control)",
+                })
             }
         };
         if result.is_err() {
@@ -283,7 +308,9 @@ impl Connection {
         let payload = self.recv_payload().await?;
         let envelope = decode_envelope::<T>(&payload).map_err(|reason| self.misbehaved(reason))?;
         if envelope.sender != self.inner.peer {
-            return Err(self.misbehaved(Misbehavior::WrongSender { claimed: envelope.sender }));
+            return Err(self.misbehaved(Misbehavior::WrongSender {
+                claimed: envelope.sender,
+            }));
         }
         Ok(envelope)
     }
@@ -295,18 +322,32 @@ impl Connection {
     /// As [`Connection::recv_envelope`], plus [`Error::PeerMisbehaved`] with
     /// [`Misbehavior::WrongSession`] (e.g. a replay from an earlier run) or
     /// [`Misbehavior::WrongRound`], and [`Error::Timeout`] if nothing arrived in time.
-    pub async fn recv<T: DeserializeOwned>(&self, session: SessionId, round: u64, timeout: Duration) -> Result<T> {
-        self.recv_until(session, round, Instant::now() + timeout).await
+    pub async fn recv<T: DeserializeOwned>(
+        &self,
+        session: SessionId,
+        round: u64,
+        timeout: Duration,
+    ) -> Result<T> {
+        self.recv_until(session, round, Instant::now() + timeout)
+            .await
     }
 
     /// [`Connection::recv`] with an absolute deadline.
     ///
     /// # Errors
     /// As [`Connection::recv`].
-    pub async fn recv_until<T: DeserializeOwned>(&self, session: SessionId, round: u64, deadline: Instant) -> Result<T> {
+    pub async fn recv_until<T: DeserializeOwned>(
+        &self,
+        session: SessionId,
+        round: u64,
+        deadline: Instant,
+    ) -> Result<T> {
         let envelope = tokio::time::timeout_at(deadline, self.recv_envelope::<T>())
             .await
-            .map_err(|_| Error::Timeout { party: Peer::Known(self.inner.peer), what: "a message" })??;
+            .map_err(|_| Error::Timeout {
+                party: Peer::Known(self.inner.peer),
+                what: "a message",
+            })??;
         envelope
             .check(self.inner.peer, session, round)
             .map_err(|reason| self.misbehaved(reason))?;
@@ -331,8 +372,14 @@ impl Connection {
                 let _ = stream.finish();
                 match tokio::time::timeout(timeout, stream.stopped()).await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(Error::ConnectionLost { party: peer, reason: e.to_string() }),
-                    Err(_) => Err(Error::Timeout { party: peer, what: "acknowledgement of our last messages" }),
+                    Ok(Err(e)) => Err(Error::ConnectionLost {
+                        party: peer,
+                        reason: e.to_string(),
+                    }),
+                    Err(_) => Err(Error::Timeout {
+                        party: peer,
+                        what: "acknowledgement of our last messages",
+                    }),
                 }
             }
             SendState::NotOpened => Ok(()),
@@ -373,7 +420,12 @@ impl Connection {
         let stream = match &mut state.stream {
             Some(stream) => stream,
             None => {
-                let stream = self.inner.quic.accept_uni().await.map_err(|e| self.lost(e))?;
+                let stream = self
+                    .inner
+                    .quic
+                    .accept_uni()
+                    .await
+                    .map_err(|e| self.lost(e))?;
                 state.stream.insert(stream)
             }
         };
@@ -389,7 +441,9 @@ impl Connection {
                             reason: "the peer finished its message stream".to_owned(),
                         });
                     }
-                    let reason = Misbehavior::Truncated { missing: state.decoder.missing() };
+                    let reason = Misbehavior::Truncated {
+                        missing: state.decoder.missing(),
+                    };
                     self.close_with(CLOSE_MISBEHAVED, &reason.to_string());
                     return Err(self.misbehaved(reason));
                 }
@@ -418,7 +472,10 @@ impl Connection {
     }
 
     fn misbehaved(&self, reason: Misbehavior) -> Error {
-        Error::PeerMisbehaved { party: Peer::Known(self.inner.peer), reason }
+        Error::PeerMisbehaved {
+            party: Peer::Known(self.inner.peer),
+            reason,
+        }
     }
 
     fn lost(&self, e: ConnectionError) -> Error {
@@ -440,9 +497,10 @@ fn connection_error(e: ConnectionError, peer: Peer, setup: bool) -> Error {
                 }
             }
         }
-        ConnectionError::ConnectionClosed(close) if setup => {
-            Error::Refused { by: peer, reason: format!("TLS/QUIC alert: {close}") }
-        }
+        ConnectionError::ConnectionClosed(close) if setup => Error::Refused {
+            by: peer,
+            reason: format!("TLS/QUIC alert: {close}"),
+        },
         ConnectionError::TransportError(err) if setup => Error::Unauthorized {
             peer,
             reason: format!("TLS handshake failed: {err}"),
@@ -455,12 +513,17 @@ fn connection_error(e: ConnectionError, peer: Peer, setup: bool) -> Error {
             party: peer,
             reason: "closed locally".to_owned(),
         },
-        other => Error::ConnectionLost { party: peer, reason: other.to_string() },
+        other => Error::ConnectionLost {
+            party: peer,
+            reason: other.to_string(),
+        },
     }
 }
 
 /// The verified certificate chain of a connection's peer.
-fn peer_chain(quic: &quinn::Connection) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
+fn peer_chain(
+    quic: &quinn::Connection,
+) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
     quic.peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .map(|chain| *chain)
@@ -468,16 +531,26 @@ fn peer_chain(quic: &quinn::Connection) -> std::result::Result<Vec<CertificateDe
 }
 
 /// Runs the server side of connection set-up for one incoming connection.
-async fn admit(incoming: quinn::Incoming, tls: TlsConfig, options: TransportOptions) -> Result<Connection> {
+async fn admit(
+    incoming: quinn::Incoming,
+    tls: TlsConfig,
+    options: TransportOptions,
+) -> Result<Connection> {
     let addr = incoming.remote_address();
-    let unauthorized = |reason: String| Error::Unauthorized { peer: Peer::Address(addr), reason };
+    let unauthorized = |reason: String| Error::Unauthorized {
+        peer: Peer::Address(addr),
+        reason,
+    };
     let deadline = Instant::now() + options.handshake_timeout;
     let connecting = incoming
         .accept()
         .map_err(|e| unauthorized(format!("connection attempt failed: {e}")))?;
     let quic = tokio::time::timeout_at(deadline, connecting)
         .await
-        .map_err(|_| Error::Timeout { party: Peer::Address(addr), what: "the TLS handshake" })?
+        .map_err(|_| Error::Timeout {
+            party: Peer::Address(addr),
+            what: "the TLS handshake",
+        })?
         .map_err(|e| unauthorized(format!("TLS handshake failed: {e}")))?;
     let identity = match peer_chain(&quic).and_then(|chain| tls.authenticate_peer(&chain)) {
         Ok(identity) => identity,
@@ -488,10 +561,16 @@ async fn admit(incoming: quinn::Incoming, tls: TlsConfig, options: TransportOpti
         }
     };
     let connection = Connection::new(quic, tls.local_identity(), identity, options)?;
-    let admission = Admission { version: SETUP_VERSION, admitted_as: identity };
+    let admission = Admission {
+        version: SETUP_VERSION,
+        admitted_as: identity,
+    };
     tokio::time::timeout_at(deadline, connection.send(SETUP_SESSION, 0, &admission))
         .await
-        .map_err(|_| Error::Timeout { party: Peer::Known(identity), what: "the admission" })??;
+        .map_err(|_| Error::Timeout {
+            party: Peer::Known(identity),
+            what: "the admission",
+        })??;
     Ok(connection)
 }
 
@@ -546,8 +625,19 @@ impl Server {
             .local_addr()
             .map_err(|e| Error::io("cannot read the bound address", e))?;
         let (events_tx, events_rx) = mpsc::channel(256);
-        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), tls.clone(), options, events_tx));
-        Ok(Server { endpoint, tls: tls.clone(), local_addr, events: Mutex::new(events_rx), accept_task })
+        let accept_task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            tls.clone(),
+            options,
+            events_tx,
+        ));
+        Ok(Server {
+            endpoint,
+            tls: tls.clone(),
+            local_addr,
+            events: Mutex::new(events_rx),
+            accept_task,
+        })
     }
 
     /// The bound address (with the actual port when bound to port 0).
@@ -567,13 +657,22 @@ impl Server {
     /// [`Error::Unauthorized`] / [`Error::Timeout`] for a refused attempt; [`Error::Closed`]
     /// once the server is shut down.
     pub async fn accept(&self) -> Result<Connection> {
-        self.events.lock().await.recv().await.unwrap_or(Err(Error::Closed))
+        self.events
+            .lock()
+            .await
+            .recv()
+            .await
+            .unwrap_or(Err(Error::Closed))
     }
 
     /// Accepts connections until every identity in `expected` is connected or `within` has
     /// passed. Refused attempts are collected, not fatal; a second connection from an already
     /// connected peer replaces the first only if the first is closed, and is refused otherwise.
-    pub async fn accept_peers(&self, expected: impl IntoIterator<Item = Identity>, within: Duration) -> Accepted {
+    pub async fn accept_peers(
+        &self,
+        expected: impl IntoIterator<Item = Identity>,
+        within: Duration,
+    ) -> Accepted {
         let deadline = Instant::now() + within;
         let mut missing: BTreeSet<Identity> = expected.into_iter().collect();
         let mut accepted = Accepted::default();
@@ -687,7 +786,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("identity", &self.tls.local_identity()).finish()
+        f.debug_struct("Client")
+            .field("identity", &self.tls.local_identity())
+            .finish()
     }
 }
 
@@ -713,7 +814,11 @@ impl Client {
         let mut config = quinn::ClientConfig::new(tls.quic_client());
         config.transport_config(transport);
         endpoint.set_default_client_config(config);
-        Ok(Client { endpoint, tls: tls.clone(), options })
+        Ok(Client {
+            endpoint,
+            tls: tls.clone(),
+            options,
+        })
     }
 
     /// Connects to `expected` at `addr`, authenticates it, and waits to be admitted.
@@ -774,13 +879,19 @@ impl Client {
             .map_err(|e| Error::invalid("addr", format!("cannot connect to {addr}: {e}")))?;
         let quic = tokio::time::timeout_at(deadline, connecting)
             .await
-            .map_err(|_| Error::Timeout { party: at_addr, what: "the TLS handshake" })?
+            .map_err(|_| Error::Timeout {
+                party: at_addr,
+                what: "the TLS handshake",
+            })?
             .map_err(|e| connection_error(e, at_addr, true))?;
         let identity = peer_chain(&quic).and_then(|chain| self.tls.authenticate_peer(&chain));
         match identity {
             Ok(identity) if identity == expected => {}
             Ok(other) => {
-                quic.close(VarInt::from_u32(CLOSE_REFUSED), b"unexpected server identity");
+                quic.close(
+                    VarInt::from_u32(CLOSE_REFUSED),
+                    b"unexpected server identity",
+                );
                 return Err(Error::Unauthorized {
                     peer: at_addr,
                     reason: format!("dialed {expected} but the server is {other}"),
@@ -788,13 +899,24 @@ impl Client {
             }
             Err(reason) => {
                 quic.close(VarInt::from_u32(CLOSE_REFUSED), b"server refused");
-                return Err(Error::Unauthorized { peer: at_addr, reason });
+                return Err(Error::Unauthorized {
+                    peer: at_addr,
+                    reason,
+                });
             }
         }
-        let connection = Connection::new(quic, self.tls.local_identity(), expected, self.options.clone())?;
+        let connection = Connection::new(
+            quic,
+            self.tls.local_identity(),
+            expected,
+            self.options.clone(),
+        )?;
         let admission = tokio::time::timeout_at(deadline, connection.recv_envelope::<Admission>())
             .await
-            .map_err(|_| Error::Timeout { party: Peer::Known(expected), what: "the admission" })?
+            .map_err(|_| Error::Timeout {
+                party: Peer::Known(expected),
+                what: "the admission",
+            })?
             .map_err(|e| match e {
                 Error::ConnectionLost { party, reason } => Error::Refused { by: party, reason },
                 other => other,
@@ -837,7 +959,11 @@ pub struct Collected<T> {
 impl<T> Collected<T> {
     /// All peers without a valid message: silent or failed.
     pub fn dropped(&self) -> BTreeSet<Identity> {
-        self.silent.iter().chain(self.failed.keys()).copied().collect()
+        self.silent
+            .iter()
+            .chain(self.failed.keys())
+            .copied()
+            .collect()
     }
 }
 
@@ -858,8 +984,11 @@ pub async fn collect<T>(
 where
     T: DeserializeOwned + Send + 'static,
 {
-    let mut collected =
-        Collected { messages: BTreeMap::new(), silent: BTreeSet::new(), failed: BTreeMap::new() };
+    let mut collected = Collected {
+        messages: BTreeMap::new(),
+        silent: BTreeSet::new(),
+        failed: BTreeMap::new(),
+    };
     let mut tasks = JoinSet::new();
     let mut task_peers = HashMap::new();
     for peer in expected.into_iter().collect::<BTreeSet<_>>() {
@@ -883,14 +1012,20 @@ where
                 let id = join_error.id();
                 let reason = format!("receive task failed: {join_error}");
                 if let Some(peer) = task_peers.get(&id) {
-                    collected
-                        .failed
-                        .insert(*peer, Error::ConnectionLost { party: Peer::Known(*peer), reason });
+                    collected.failed.insert(
+                        *peer,
+                        Error::ConnectionLost {
+                            party: Peer::Known(*peer),
+                            reason,
+                        },
+                    );
                 }
                 continue;
             }
         };
-        let Some(peer) = task_peers.get(&id).copied() else { continue };
+        let Some(peer) = task_peers.get(&id).copied() else {
+            continue;
+        };
         match outcome {
             Ok(body) => {
                 collected.messages.insert(peer, body);
@@ -919,9 +1054,20 @@ pub async fn send_all<T: Serialize>(
     body: &T,
 ) -> Result<BTreeMap<Identity, Error>> {
     let mut failures = BTreeMap::new();
-    let Some(first) = connections.values().next() else { return Ok(failures) };
-    let envelope = Envelope { session, round, sender: first.local_identity(), body };
-    let max_frame = connections.values().map(|c| c.inner.options.max_frame).min().unwrap_or(MAX_FRAME);
+    let Some(first) = connections.values().next() else {
+        return Ok(failures);
+    };
+    let envelope = Envelope {
+        session,
+        round,
+        sender: first.local_identity(),
+        body,
+    };
+    let max_frame = connections
+        .values()
+        .map(|c| c.inner.options.max_frame)
+        .min()
+        .unwrap_or(MAX_FRAME);
     let frame: Arc<[u8]> = encode_frame(&envelope, max_frame)?.into();
     let mut tasks = JoinSet::new();
     for (peer, connection) in connections {

@@ -107,12 +107,18 @@ pub enum Error {
 impl Error {
     /// Builds an [`Error::InvalidParameter`].
     pub(crate) fn invalid(parameter: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidParameter { parameter, reason: reason.into() }
+        Error::InvalidParameter {
+            parameter,
+            reason: reason.into(),
+        }
     }
 
     /// Builds an [`Error::Io`].
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The peer at fault, when the error is a peer's doing (misbehaviour, refusal, timeout,
@@ -192,7 +198,10 @@ impl fmt::Display for Misbehavior {
                 write!(f, "frame of {len} bytes exceeds the limit of {max} bytes")
             }
             Misbehavior::Truncated { missing } => {
-                write!(f, "stream ended in the middle of a frame ({missing} bytes missing)")
+                write!(
+                    f,
+                    "stream ended in the middle of a frame ({missing} bytes missing)"
+                )
             }
             Misbehavior::Malformed { detail } => write!(f, "malformed message: {detail}"),
             Misbehavior::TrailingBytes { extra } => {
@@ -201,11 +210,19 @@ impl fmt::Display for Misbehavior {
             Misbehavior::WrongSender { claimed } => {
                 write!(f, "message claims to come from {claimed}")
             }
-            Misbehavior::WrongSession { session, round, expected } => write!(
+            Misbehavior::WrongSession {
+                session,
+                round,
+                expected,
+            } => write!(
                 f,
                 "message names session {session} round {round}, expected session {expected}"
             ),
-            Misbehavior::WrongRound { session, round, expected } => write!(
+            Misbehavior::WrongRound {
+                session,
+                round,
+                expected,
+            } => write!(
                 f,
                 "message names session {session} round {round}, expected round {expected}"
             ),
@@ -223,7 +240,11 @@ mod tests {
     fn errors_name_the_peer_and_the_round() {
         let err = Error::PeerMisbehaved {
             party: Peer::from(PartyId(3)),
-            reason: Misbehavior::WrongRound { session: SessionId([1; 16]), round: 5, expected: 6 },
+            reason: Misbehavior::WrongRound {
+                session: SessionId([1; 16]),
+                round: 5,
+                expected: 6,
+            },
         };
         let text = err.to_string();
         assert!(text.starts_with("party 3 misbehaved"), "{text}");

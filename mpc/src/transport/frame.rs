@@ -58,7 +58,9 @@ impl<T> Envelope<T> {
     /// from an earlier run) or [`Misbehavior::WrongRound`].
     pub fn check(&self, peer: Identity, session: SessionId, round: u64) -> Result<(), Misbehavior> {
         if self.sender != peer {
-            return Err(Misbehavior::WrongSender { claimed: self.sender });
+            return Err(Misbehavior::WrongSender {
+                claimed: self.sender,
+            });
         }
         if self.session != session {
             return Err(Misbehavior::WrongSession {
@@ -132,8 +134,10 @@ pub fn encode_frame<T: Serialize>(envelope: &Envelope<T>, max_frame: usize) -> R
 /// [`Misbehavior::Malformed`] if the bytes are not an envelope of `T`,
 /// [`Misbehavior::TrailingBytes`] if bytes are left over.
 pub fn decode_envelope<T: DeserializeOwned>(payload: &[u8]) -> Result<Envelope<T>, Misbehavior> {
-    let (envelope, rest) = postcard::take_from_bytes::<Envelope<T>>(payload)
-        .map_err(|e| Misbehavior::Malformed { detail: e.to_string() })?;
+    let (envelope, rest) =
+        postcard::take_from_bytes::<Envelope<T>>(payload).map_err(|e| Misbehavior::Malformed {
+            detail: e.to_string(),
+        })?;
     if !rest.is_empty() {
         return Err(Misbehavior::TrailingBytes { extra: rest.len() });
     }
@@ -205,7 +209,11 @@ impl FrameDecoder {
         let mut consumed = 0;
         if self.payload_len.is_none() {
             let take = (HEADER_LEN - self.header_filled).min(data.len());
-            let (src, dst) = (data.get(..take), self.header.get_mut(self.header_filled..self.header_filled + take));
+            let (src, dst) = (
+                data.get(..take),
+                self.header
+                    .get_mut(self.header_filled..self.header_filled + take),
+            );
             if let (Some(src), Some(dst)) = (src, dst) {
                 dst.copy_from_slice(src);
             }
@@ -215,9 +223,13 @@ impl FrameDecoder {
                 return Ok((consumed, None));
             }
             let announced = u32::from_be_bytes(self.header);
-            let len = usize::try_from(announced).ok().filter(|len| *len <= self.max_frame).ok_or(
-                Misbehavior::FrameTooLarge { len: u64::from(announced), max: self.max_frame },
-            )?;
+            let len = usize::try_from(announced)
+                .ok()
+                .filter(|len| *len <= self.max_frame)
+                .ok_or(Misbehavior::FrameTooLarge {
+                    len: u64::from(announced),
+                    max: self.max_frame,
+                })?;
             self.payload_len = Some(len);
             // Allocate at most what is already here (bounded by the limit), never the whole
             // announced length up front.
@@ -248,8 +260,9 @@ pub fn decode_frames<T: DeserializeOwned>(
     mut bytes: &[u8],
     max_frame: usize,
 ) -> Result<Vec<Envelope<T>>, Misbehavior> {
-    let mut decoder = FrameDecoder::new(max_frame)
-        .map_err(|e| Misbehavior::Malformed { detail: e.to_string() })?;
+    let mut decoder = FrameDecoder::new(max_frame).map_err(|e| Misbehavior::Malformed {
+        detail: e.to_string(),
+    })?;
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let (consumed, payload) = decoder.push(bytes)?;
@@ -259,7 +272,9 @@ pub fn decode_frames<T: DeserializeOwned>(
         }
     }
     if !decoder.is_at_boundary() {
-        return Err(Misbehavior::Truncated { missing: decoder.missing() });
+        return Err(Misbehavior::Truncated {
+            missing: decoder.missing(),
+        });
     }
     Ok(out)
 }
@@ -270,7 +285,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn envelope(round: u64, body: Vec<u64>) -> Envelope<Vec<u64>> {
-        Envelope { session: SessionId([9; 16]), round, sender: Identity::party(2), body }
+        Envelope {
+            session: SessionId([9; 16]),
+            round,
+            sender: Identity::party(2),
+            body,
+        }
     }
 
     #[test]
@@ -279,7 +299,10 @@ mod tests {
         let frame = encode_frame(&env, MAX_FRAME).unwrap();
         let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(len, frame.len() - HEADER_LEN);
-        assert_eq!(decode_frames::<Vec<u64>>(&frame, MAX_FRAME).unwrap(), vec![env]);
+        assert_eq!(
+            decode_frames::<Vec<u64>>(&frame, MAX_FRAME).unwrap(),
+            vec![env]
+        );
     }
 
     #[test]
@@ -287,7 +310,13 @@ mod tests {
         let mut decoder = FrameDecoder::new(1024).unwrap();
         // Only the header: the payload never arrives, and the decoder already refuses.
         let err = decoder.push(&u32::MAX.to_be_bytes()).unwrap_err();
-        assert_eq!(err, Misbehavior::FrameTooLarge { len: u64::from(u32::MAX), max: 1024 });
+        assert_eq!(
+            err,
+            Misbehavior::FrameTooLarge {
+                len: u64::from(u32::MAX),
+                max: 1024
+            }
+        );
         assert_eq!(decoder.payload.capacity(), 0);
     }
 
@@ -326,7 +355,11 @@ mod tests {
         assert!(env.check(me, SessionId([9; 16]), 5).is_ok());
         assert!(matches!(
             env.check(me, SessionId([9; 16]), 6),
-            Err(Misbehavior::WrongRound { round: 5, expected: 6, .. })
+            Err(Misbehavior::WrongRound {
+                round: 5,
+                expected: 6,
+                ..
+            })
         ));
         assert!(matches!(
             env.check(me, SessionId([8; 16]), 5),

@@ -175,8 +175,16 @@ mod tests {
 
     #[test]
     fn dns_names_round_trip() {
-        for identity in [Identity::Aggregator, Identity::party(0), Identity::party(3), Identity::party(u32::MAX)] {
-            assert_eq!(Identity::from_dns_name(&identity.dns_name()), Some(identity));
+        for identity in [
+            Identity::Aggregator,
+            Identity::party(0),
+            Identity::party(3),
+            Identity::party(u32::MAX),
+        ] {
+            assert_eq!(
+                Identity::from_dns_name(&identity.dns_name()),
+                Some(identity)
+            );
             assert!(Identity::in_namespace(&identity.dns_name()));
         }
         assert_eq!(Identity::party(3).dns_name(), "party-3.sotto");

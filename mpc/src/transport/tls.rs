@@ -89,22 +89,30 @@ impl TlsConfig {
         allowed_peers: impl IntoIterator<Item = Identity>,
     ) -> Result<Self> {
         let local = credentials.identity();
-        let allowed: BTreeSet<Identity> =
-            allowed_peers.into_iter().filter(|peer| *peer != local).collect();
+        let allowed: BTreeSet<Identity> = allowed_peers
+            .into_iter()
+            .filter(|peer| *peer != local)
+            .collect();
         if allowed.is_empty() {
             return Err(Error::invalid(
                 "allowed_peers",
-                format!("no peer other than {local} is allowed; list the identities this endpoint talks to"),
+                format!(
+                    "no peer other than {local} is allowed; list the identities this endpoint talks to"
+                ),
             ));
         }
-        let tls_error = |what: &str, e: &dyn fmt::Display| Error::Tls { reason: format!("{what}: {e}") };
+        let tls_error = |what: &str, e: &dyn fmt::Display| Error::Tls {
+            reason: format!("{what}: {e}"),
+        };
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
-        roots.add(ca.der().clone()).map_err(|e| Error::Certificate {
-            path: ca.path().to_path_buf(),
-            reason: format!("not usable as a trust anchor: {e}"),
-        })?;
+        roots
+            .add(ca.der().clone())
+            .map_err(|e| Error::Certificate {
+                path: ca.path().to_path_buf(),
+                reason: format!("not usable as a trust anchor: {e}"),
+            })?;
         let roots = Arc::new(roots);
         let certified = (*credentials.certified_key()).clone();
 

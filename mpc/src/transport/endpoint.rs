@@ -50,6 +50,9 @@ pub const CLOSE_SHUTDOWN: u32 = 3;
 /// QUIC application close code: a send timed out (the stream cannot be resumed).
 pub const CLOSE_TIMEOUT: u32 = 4;
 
+/// Most connection attempts a server handles at once before authentication; more are refused.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
 /// Version of the connection set-up (admission message).
 const SETUP_VERSION: u16 = 1;
 
@@ -619,6 +622,8 @@ impl Server {
         let crypto: Arc<QuicServerConfig> = tls.quic_server();
         let mut config = quinn::ServerConfig::with_crypto(crypto);
         config.transport_config(transport);
+        // Bound the unauthenticated work a flood of connection attempts can cause.
+        config.max_incoming(MAX_PENDING_HANDSHAKES);
         let endpoint = quinn::Endpoint::server(config, addr)
             .map_err(|e| Error::io(format!("cannot bind a QUIC server to {addr}"), e))?;
         let local_addr = endpoint
@@ -733,13 +738,20 @@ async fn accept_loop(
     events: mpsc::Sender<Result<Connection>>,
 ) {
     let mut handshakes = JoinSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    tracing::warn!(remote = %incoming.remote_address(), "too many pending handshakes; refusing");
+                    incoming.refuse();
+                    continue;
+                };
                 let (tls, options, events) = (tls.clone(), options.clone(), events.clone());
                 handshakes.spawn(async move {
                     let result = admit(incoming, tls, options).await;
+                    drop(permit);
                     let _ = events.send(result).await;
                 });
             }

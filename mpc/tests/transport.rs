@@ -197,6 +197,7 @@ async fn honest_mutual_tls_exchange() {
         let last =
             collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 3, deadline).await;
         assert_honest_messages(&last, &[1, 2, 3]);
+        drop(at_server);
         server.shutdown().await;
     })
     .await;

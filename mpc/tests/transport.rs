@@ -847,3 +847,82 @@ fn dev_pki_parameters_are_checked() {
     generate_dev_pki_with(dir.path(), &options).unwrap();
     assert_ne!(std::fs::read(&first.ca).unwrap(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_cut_by_the_deadline_resumes_intact() {
+    bounded(async {
+        let dir = TempDir::new("resume");
+        generate_dev_pki(dir.path(), 2, &[]).unwrap();
+        let expected = parties(1..=2);
+        let server = aggregator(dir.path(), &expected, options());
+        let (clients, at_server) = connect_all(&server, dir.path(), &[1, 2]).await;
+        let session = SessionId([8; 16]);
+
+        // Party 2 writes the first half of its frame (below the API), then stalls.
+        let body: Vec<u64> = (0..5000).collect();
+        let frame = encode_frame(
+            &Envelope {
+                session,
+                round: 0,
+                sender: Identity::party(2),
+                body: body.clone(),
+            },
+            1 << 20,
+        )
+        .unwrap();
+        let (first, second) = frame.split_at(frame.len() / 2);
+        let mut raw = clients[1].1.quic().open_uni().await.unwrap();
+        raw.write_all(first).await.unwrap();
+        clients[0]
+            .1
+            .send(session, 0, &vec![1u64, 10])
+            .await
+            .unwrap();
+
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let got =
+            collect::<Vec<u64>>(&at_server, expected.iter().copied(), session, 0, deadline).await;
+        assert_honest_messages(&got, &[1]);
+        assert_eq!(got.silent, parties([2]).into_iter().collect());
+
+        // The rest arrives later: the half already read was kept, the message decodes whole.
+        raw.write_all(second).await.unwrap();
+        let late: Vec<u64> = at_server[&Identity::party(2)]
+            .recv(session, 0, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(late, body);
+        drop((clients, at_server));
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_u64_vector_crosses_in_one_message() {
+    bounded(async {
+        let dir = TempDir::new("large");
+        generate_dev_pki(dir.path(), 1, &[]).unwrap();
+        let expected = parties([1]);
+        let server = aggregator(dir.path(), &expected, options());
+        let (clients, at_server) = connect_all(&server, dir.path(), &[1]).await;
+        let session = SessionId([9; 16]);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        let body: Vec<u64> = (0..1_000_000).map(|_| rng.next_u64()).collect();
+
+        let started = Instant::now();
+        let send = clients[0].1.send(session, 0, &body);
+        let recv =
+            at_server[&Identity::party(1)].recv::<Vec<u64>>(session, 0, Duration::from_secs(30));
+        let (sent, received) = tokio::join!(send, recv);
+        sent.unwrap();
+        assert_eq!(received.unwrap(), body);
+        eprintln!(
+            "10^6 u64 (random, ~9 MB encoded) over loopback QUIC: {:?}",
+            started.elapsed()
+        );
+        drop((clients, at_server));
+        server.shutdown().await;
+    })
+    .await;
+}

@@ -140,6 +140,14 @@ impl TransportOptions {
     }
 }
 
+/// `now + after`, saturating far in the future instead of overflowing on huge durations.
+fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// The admission message a server sends first on its stream.
 #[derive(Debug, Serialize, Deserialize)]
 struct Admission {
@@ -331,7 +339,7 @@ impl Connection {
         round: u64,
         timeout: Duration,
     ) -> Result<T> {
-        self.recv_until(session, round, Instant::now() + timeout)
+        self.recv_until(session, round, deadline_after(timeout))
             .await
     }
 
@@ -374,7 +382,11 @@ impl Connection {
             SendState::Open(stream) => {
                 let _ = stream.finish();
                 match tokio::time::timeout(timeout, stream.stopped()).await {
-                    Ok(Ok(_)) => Ok(()),
+                    Ok(Ok(None)) => Ok(()),
+                    Ok(Ok(Some(code))) => Err(Error::ConnectionLost {
+                        party: peer,
+                        reason: format!("the peer stopped reading our messages (code {code})"),
+                    }),
                     Ok(Err(e)) => Err(Error::ConnectionLost {
                         party: peer,
                         reason: e.to_string(),
@@ -544,7 +556,7 @@ async fn admit(
         peer: Peer::Address(addr),
         reason,
     };
-    let deadline = Instant::now() + options.handshake_timeout;
+    let deadline = deadline_after(options.handshake_timeout);
     let connecting = incoming
         .accept()
         .map_err(|e| unauthorized(format!("connection attempt failed: {e}")))?;
@@ -678,7 +690,7 @@ impl Server {
         expected: impl IntoIterator<Item = Identity>,
         within: Duration,
     ) -> Accepted {
-        let deadline = Instant::now() + within;
+        let deadline = deadline_after(within);
         let mut missing: BTreeSet<Identity> = expected.into_iter().collect();
         let mut accepted = Accepted::default();
         while !missing.is_empty() {
@@ -781,7 +793,7 @@ async fn close_endpoint(endpoint: quinn::Endpoint) {
     if local.port() == 0 {
         return;
     }
-    let deadline = Instant::now() + RELEASE_GRACE;
+    let deadline = deadline_after(RELEASE_GRACE);
     loop {
         if std::net::UdpSocket::bind(local).is_ok() {
             return;
@@ -892,7 +904,7 @@ impl Client {
                 format!("{expected} is not an allowed peer of this endpoint's TLS configuration"),
             ));
         }
-        let deadline = Instant::now() + self.options.handshake_timeout;
+        let deadline = deadline_after(self.options.handshake_timeout);
         let at_addr = Peer::Address(addr);
         let connecting = self
             .endpoint

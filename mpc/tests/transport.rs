@@ -926,3 +926,72 @@ async fn a_million_u64_vector_crosses_in_one_message() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_to_peer_and_server_identity_checks() {
+    bounded(async {
+        let dir = TempDir::new("p2p");
+        generate_dev_pki(dir.path(), 3, &[]).unwrap();
+        let peers_of = |me: u32| parties((1..=3).filter(move |&p| p != me));
+        let tls =
+            |me: u32| TlsConfig::from_dir(dir.path(), Identity::party(me), peers_of(me)).unwrap();
+
+        // Party 1 listens; party 2 dials it as a peer.
+        let server1 = Server::bind(localhost(), &tls(1), options()).unwrap();
+        let client2 = Client::new(&tls(2), options()).unwrap();
+        let (dialed, accepted) = tokio::join!(
+            client2.connect(server1.local_addr(), Identity::party(1)),
+            server1.accept()
+        );
+        let (dialed, accepted) = (dialed.unwrap(), accepted.unwrap());
+        assert_eq!(
+            (dialed.peer(), accepted.peer()),
+            (Identity::party(1), Identity::party(2))
+        );
+        let session = SessionId([10; 16]);
+        dialed.send(session, 0, &vec![2u64]).await.unwrap();
+        accepted.send(session, 0, &vec![1u64]).await.unwrap();
+        let at1: Vec<u64> = accepted
+            .recv(session, 0, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let at2: Vec<u64> = dialed
+            .recv(session, 0, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((at1, at2), (vec![2], vec![1]));
+
+        // Dialing party 3 at party 1's address: the certificate does not name party-3.sotto.
+        match client2
+            .connect(server1.local_addr(), Identity::party(3))
+            .await
+        {
+            Err(Error::Unauthorized { reason, .. }) => {
+                assert!(reason.contains("not valid for name"), "{reason}")
+            }
+            other => panic!("expected the impostor to be refused, got {other:?}"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), server1.accept())
+            .await
+            .unwrap();
+
+        // A party's server cannot pose as the aggregator either.
+        let to_aggregator =
+            TlsConfig::from_dir(dir.path(), Identity::party(3), [Identity::Aggregator]).unwrap();
+        let client3 = Client::new(&to_aggregator, options()).unwrap();
+        match client3
+            .connect(server1.local_addr(), Identity::Aggregator)
+            .await
+        {
+            Err(Error::Unauthorized { reason, .. }) => {
+                assert!(reason.contains("not valid for name"), "{reason}")
+            }
+            other => panic!("expected the fake aggregator to be refused, got {other:?}"),
+        }
+        drop((dialed, accepted));
+        client2.shutdown().await;
+        client3.shutdown().await;
+        server1.shutdown().await;
+    })
+    .await;
+}

@@ -71,3 +71,5 @@ pub mod sim;
 pub mod wire;
 
 pub use error::{Error, PartyId, Peer, Result};
+#[cfg(feature = "transport")]
+pub mod transport;

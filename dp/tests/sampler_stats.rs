@@ -14,6 +14,8 @@
 //! test; several minutes) are `#[ignore]`d; run them with
 //! `cargo test -p sotto-dp --release --test sampler_stats -- --ignored`.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use rand_core::RngCore;
 use sotto_dp::rng::seeded_rng;
 use sotto_dp::sampling::{
@@ -376,7 +378,10 @@ fn discrete_gaussian_matches_pmf() {
 #[test]
 fn discrete_gaussian_small_and_awkward_sigmas() {
     // Non-dyadic sigma (rounded sigma^2), sigma < 1/2, sigma just below an integer.
-    for (i, sigma) in [0.3, 0.7, 1.9999, 2.718_281_828].into_iter().enumerate() {
+    for (i, sigma) in [0.3, 0.7, 1.9999, std::f64::consts::E]
+        .into_iter()
+        .enumerate()
+    {
         check_gaussian(sigma, N, 550 + i as u64);
     }
 }

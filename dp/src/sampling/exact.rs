@@ -104,6 +104,9 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         if num >= den {
             return true;
         }
+        if let (Ok(num), Ok(den)) = (u64::try_from(num), u64::try_from(den)) {
+            return self.bernoulli_rational_u64(num, den);
+        }
         let mut r = num; // invariant: 0 < r < den, p's remaining expansion is r / den
         loop {
             // Next bit of r / den is 1 iff 2r >= den, i.e. r >= den - r (no overflow).
@@ -118,6 +121,24 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
             if r == 0 {
                 // p's expansion has ended (all further bits 0): U >= p unless U == p, an
                 // event of probability zero.
+                return false;
+            }
+        }
+    }
+
+    /// [`Self::bernoulli_rational`] on 64-bit integers, for `0 < num < den`.
+    #[inline]
+    fn bernoulli_rational_u64(&mut self, num: u64, den: u64) -> bool {
+        let mut r = num;
+        loop {
+            let gap = den - r;
+            let p_bit = r >= gap;
+            r = if p_bit { r - gap } else { r << 1 };
+            let u_bit = self.bit();
+            if u_bit != p_bit {
+                return p_bit;
+            }
+            if r == 0 {
                 return false;
             }
         }
@@ -151,7 +172,7 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         // CKS Algorithm 1 with gamma = 1: A_1 ~ Bernoulli(1) always succeeds.
         let mut k: u64 = 2;
         loop {
-            if !self.bernoulli_rational(1, u128::from(k)) {
+            if !self.bernoulli_rational_u64(1, k) {
                 return k & 1 == 1;
             }
             k = k.saturating_add(1);
@@ -160,20 +181,20 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
 
     /// Bernoulli(exp(-`num / den`)) for any `num`, `den > 0` (CKS Algorithm 1): floor(x)
     /// independent Bernoulli(exp(-1)) trials that must all succeed, then the fractional part.
+    ///
+    /// The integer part is peeled off one trial at a time (subtracting `den`), so there is no
+    /// division, and a large `x` costs only as many trials as it takes to see the first
+    /// failure (1.6 in expectation).
     #[inline]
     pub(crate) fn bernoulli_exp_neg(&mut self, num: u128, den: u128) -> bool {
-        if num <= den {
-            return self.bernoulli_exp_neg_small(num, den);
-        }
-        let mut whole = num / den;
-        let frac = num % den;
-        while whole > 0 {
+        let mut rest = num;
+        while rest > den {
             if !self.bernoulli_exp_neg_one() {
                 return false;
             }
-            whole -= 1;
+            rest -= den;
         }
-        self.bernoulli_exp_neg_small(frac, den)
+        self.bernoulli_exp_neg_small(rest, den)
     }
 
     /// Bernoulli(exp(-`a^2 / b`)) where `a^2` may not fit in a `u128` (`0 < b < 2^127`).

@@ -50,20 +50,11 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         if n <= 1 {
             return 0;
         }
+        if n <= 1 << 32 {
+            return self.below32(n);
+        }
         if n.is_power_of_two() {
             return self.bits_exact(n.trailing_zeros());
-        }
-        if let Ok(n32) = u32::try_from(n) {
-            let mut m = u64::from(self.rng.next_u32()) * u64::from(n32);
-            let mut lo = m as u32;
-            if lo < n32 {
-                let threshold = n32.wrapping_neg() % n32;
-                while lo < threshold {
-                    m = u64::from(self.rng.next_u32()) * u64::from(n32);
-                    lo = m as u32;
-                }
-            }
-            return m >> 32;
         }
         let mut m = u128::from(self.rng.next_u64()) * u128::from(n);
         let mut lo = m as u64;
@@ -93,10 +84,71 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         }
     }
 
+    /// A uniform integer in `[0, n)` for `2 <= n <= 2^32`, exactly: `log2(n)` buffered bits for
+    /// a power of two, otherwise Lemire's multiply-shift on one 32-bit word with rejection of
+    /// the biased region.
+    #[inline(always)]
+    fn below32(&mut self, n: u64) -> u64 {
+        debug_assert!((2..=1u64 << 32).contains(&n));
+        if n & (n - 1) == 0 {
+            return self.bits_exact(n.trailing_zeros());
+        }
+        // n < 2^32 here (2^32 is a power of two).
+        let mut m = u64::from(self.rng.next_u32()) * n;
+        if (m as u32 as u64) < n {
+            let threshold = (n as u32).wrapping_neg() as u64 % n;
+            while (m as u32 as u64) < threshold {
+                m = u64::from(self.rng.next_u32()) * n;
+            }
+        }
+        m >> 32
+    }
+
+    /// Bernoulli(`num / den`) for `0 <= num <= den`, `1 <= den <= 2^32`: one uniform draw in
+    /// `[0, den)` compared with `num` (no data-dependent loop).
+    #[inline(always)]
+    fn bernoulli_small(&mut self, num: u64, den: u64) -> bool {
+        if num >= den {
+            return true;
+        }
+        // den >= 2 here because 0 <= num < den.
+        self.below32(den) < num
+    }
+
+    /// Bernoulli(exp(-`num / den`)) for `num <= den <= 2^32` (CKS Algorithm 1 with 64-bit
+    /// arithmetic; falls back to the general path if `den * K` leaves 32 bits).
+    #[inline]
+    fn bernoulli_exp_neg_small32(&mut self, num: u64, den: u64) -> bool {
+        if num == 0 {
+            return true;
+        }
+        let mut k: u64 = 1;
+        loop {
+            let dk = den * k; // den <= 2^32 and k < 2^32 below: no overflow
+            let a = if dk <= 1 << 32 {
+                self.bernoulli_small(num, dk)
+            } else {
+                self.bernoulli_rational(u128::from(num), u128::from(dk))
+            };
+            if !a {
+                return k & 1 == 1;
+            }
+            if k >= 1 << 31 {
+                // Astronomically unlikely (probability < 1 / (2^31)!); stay exact anyway.
+                return self.bernoulli_exp_neg_small_from(
+                    u128::from(num),
+                    u128::from(den),
+                    u128::from(k) + 1,
+                );
+            }
+            k += 1;
+        }
+    }
+
     /// Bernoulli(`num / den`), exactly, for `den > 0`: compares a lazily drawn uniform binary
     /// expansion with the binary expansion of `num / den` (computed by long division) and
     /// stops at the first differing bit. Expected cost: two random bits.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bernoulli_rational(&mut self, num: u128, den: u128) -> bool {
         if num == 0 {
             return false;
@@ -127,8 +179,16 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
     }
 
     /// [`Self::bernoulli_rational`] on 64-bit integers, for `0 < num < den`.
-    #[inline]
+    ///
+    /// For `den <= 2^32` this draws an exactly uniform integer in `[0, den)` (one 32-bit word,
+    /// Lemire) and compares it with `num`: more random bits than the lazy comparison, but no
+    /// data-dependent loop, which is faster on real CPUs. Larger denominators use the lazy
+    /// bit-by-bit comparison.
+    #[inline(always)]
     fn bernoulli_rational_u64(&mut self, num: u64, den: u64) -> bool {
+        if den <= 1 << 32 {
+            return self.below32(den) < num;
+        }
         let mut r = num;
         loop {
             let gap = den - r;
@@ -152,7 +212,12 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         if num == 0 {
             return true;
         }
-        let mut k: u128 = 1;
+        self.bernoulli_exp_neg_small_from(num, den, 1)
+    }
+
+    /// The K-loop of [`Self::bernoulli_exp_neg_small`], resumed at `K = k` (all earlier
+    /// trials having succeeded).
+    fn bernoulli_exp_neg_small_from(&mut self, num: u128, den: u128, mut k: u128) -> bool {
         loop {
             let a = match den.checked_mul(k) {
                 Some(dk) => self.bernoulli_rational(num, dk),
@@ -167,12 +232,20 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
     }
 
     /// Bernoulli(exp(-1)).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bernoulli_exp_neg_one(&mut self) -> bool {
-        // CKS Algorithm 1 with gamma = 1: A_1 ~ Bernoulli(1) always succeeds.
-        let mut k: u64 = 2;
+        // CKS Algorithm 1 with gamma = 1: A_1 ~ Bernoulli(1) always succeeds; A_2 is one bit.
+        if !self.bit() {
+            return false; // K = 2
+        }
+        let mut k: u64 = 3;
         loop {
-            if !self.bernoulli_rational_u64(1, k) {
+            let a = if k <= 1 << 32 {
+                self.below32(k) == 0
+            } else {
+                self.bernoulli_rational_u64(1, k)
+            };
+            if !a {
                 return k & 1 == 1;
             }
             k = k.saturating_add(1);
@@ -237,7 +310,12 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
     pub(crate) fn discrete_laplace(&mut self, t: u64, s: u64) -> i64 {
         loop {
             let u = self.below(t);
-            if !self.bernoulli_exp_neg_small(u128::from(u), u128::from(t)) {
+            let keep = if t <= 1 << 32 {
+                self.bernoulli_exp_neg_small32(u, t)
+            } else {
+                self.bernoulli_exp_neg_small(u128::from(u), u128::from(t))
+            };
+            if !keep {
                 continue;
             }
             let v = self.geometric_exp_neg_one();
@@ -341,7 +419,19 @@ mod tests {
     fn below_stays_in_range() {
         let mut rng = seeded_rng(1);
         let mut bits = Bits::new(&mut rng);
-        for n in [1u64, 2, 3, 7, 8, 1000, (1 << 32) + 1, u64::MAX] {
+        for n in [
+            1u64,
+            2,
+            3,
+            7,
+            8,
+            1000,
+            (1 << 32) - 1,
+            1 << 32,
+            (1 << 32) + 1,
+            1 << 40,
+            u64::MAX,
+        ] {
             for _ in 0..200 {
                 assert!(bits.below(n) < n);
             }

@@ -297,7 +297,7 @@ impl DiscreteLaplace {
 ///
 /// # Privacy
 /// Adding discrete Gaussian noise with parameter `sigma` to an integer query of L2
-/// sensitivity `Δ` gives `Δ^2 / (2 sigma^2)`-zCDP (CKS Theorem 4), the same as the
+/// sensitivity `Δ` gives `Δ^2 / (2 sigma^2)`-zCDP (CKS), the same as the
 /// continuous Gaussian. sigma^2 is converted to a rational `N / D >= sigma^2` (rounded up:
 /// more noise, never less) and the sampler is exact (CKS Algorithm 3), up to the `i64`
 /// conditioning of the [module documentation](self), an event of probability below

@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench -p sotto-dp --bench samplers`
 //!
+//! Load-independent instruction counts: see [`profile_mode`].
+//!
 //! After criterion's groups, `main` times each case itself (median of 21 fills of 2^16
 //! values) and prints samples per second, raw `next_u64` per second and their ratio, so the
 //! ratio is always printed even when criterion's own reports are filtered out.
@@ -177,7 +179,27 @@ fn print_ratios() {
     );
 }
 
+/// Profiling mode for instruction counts that do not depend on machine load:
+/// `SOTTO_PROFILE_SIGMA=100 valgrind --tool=callgrind target/release/deps/samplers-<hash>`
+/// draws 100,000 discrete Gaussian samples and exits.
+fn profile_mode() -> bool {
+    let Some(sigma) = std::env::var("SOTTO_PROFILE_SIGMA")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    else {
+        return false;
+    };
+    let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
+    let mut out = vec![0i64; 100_000];
+    dg.fill(&mut seeded_rng(SEED), &mut out);
+    black_box(&out);
+    true
+}
+
 fn main() {
+    if profile_mode() {
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     bench_baseline(&mut c);
     bench_gaussian(&mut c);

@@ -9,8 +9,10 @@
 //! Differential Privacy" (NeurIPS 2020, arXiv:2004.00010), called CKS below:
 //! Bernoulli(exp(-x)) (their Algorithm 1), discrete Laplace (Algorithm 2) and discrete
 //! Gaussian (Algorithm 3), all on integer arithmetic (`u128`; a 256-bit cold path where a
-//! square does not fit). Random bits are drawn one at a time from a buffered `u64`, so a
-//! Bernoulli trial costs about two random bits.
+//! square does not fit). Random bits come one at a time from a buffered `u64` (a Bernoulli
+//! trial with a large denominator costs about two bits), or as whole 32-bit words where a
+//! multiply is cheaper than a data-dependent loop (uniform integers, and Bernoulli trials with
+//! denominators up to 2^32, drawn as `uniform_below(den) < num`).
 //!
 //! # Exactness and its one limit
 //! Samples are returned as `i64`. A proposal that does not fit (|x| > 2^63 - 1, or an
@@ -63,7 +65,8 @@ pub fn uniform_below<R: RngCore + CryptoRng + ?Sized>(rng: &mut R, n: u64) -> Re
 
 /// Bernoulli(`num / den`), exactly.
 ///
-/// Compares a lazily drawn uniform binary expansion U = 0.b1 b2 ... with the binary expansion
+/// For `den <= 2^32`: one exactly uniform draw in `[0, den)` compared with `num`. Otherwise:
+/// compares a lazily drawn uniform binary expansion U = 0.b1 b2 ... with the binary expansion
 /// of `num / den` (long division) and returns `U < num / den` at the first differing bit:
 /// two random bits in expectation, no division.
 ///

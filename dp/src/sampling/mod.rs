@@ -558,6 +558,75 @@ mod tests {
         assert!(one.abs() < 30);
     }
 
+    /// `x * 2^shift` as a 256-bit `(hi, lo)` pair (`x * 2^shift < 2^256`).
+    fn shl256(x: u128, shift: u32) -> (u128, u128) {
+        if shift < 128 {
+            exact::mul_wide(x, 1u128 << shift)
+        } else {
+            assert!(x.leading_zeros() >= shift - 128, "test helper overflow");
+            (x << (shift - 128), 0)
+        }
+    }
+
+    /// Exact comparison `a * 2^sa >= b * c` with 256-bit arithmetic.
+    fn ge_scaled(a: u128, sa: u32, b: u128, c: u128) -> bool {
+        shl256(a, sa) >= exact::mul_wide(b, c)
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// sigma^2 = N / D is at least the requested sigma^2, exactly, and the reported sigma
+        /// lies between the requested one and the true sqrt(N / D).
+        #[test]
+        fn gaussian_rational_rounds_up_exactly(sigma in (-6.0f64..7.82).prop_map(|u| 10f64.powf(u))) {
+            let dg = DiscreteGaussian::new(sigma).unwrap();
+            let (n, d) = dg.sigma_squared_rational();
+            let (m, e) = decompose(sigma);
+            // sigma^2 = m^2 2^(2e) with 2e < 0 in this range: N / D >= m^2 2^(2e)
+            // <=> N 2^(-2e) >= m^2 D.
+            let shift = u32::try_from(-2 * e).unwrap();
+            let m2 = u128::from(m) * u128::from(m);
+            proptest::prop_assert!(ge_scaled(n, shift, m2, d));
+            // Reported sigma r: r >= sigma, and r^2 <= N / D <=> N 2^(-2e_r) >= m_r^2 D.
+            let r = dg.sigma();
+            proptest::prop_assert!(r >= sigma);
+            let (mr, er) = decompose(r);
+            let shift_r = u32::try_from(-2 * er).unwrap();
+            proptest::prop_assert!(ge_scaled(n, shift_r, u128::from(mr) * u128::from(mr), d));
+        }
+
+        /// scale = t / s is at least the requested scale, exactly.
+        #[test]
+        fn laplace_rational_rounds_up_exactly(scale in (-9.0f64..15.6).prop_map(|u| 10f64.powf(u))) {
+            let lap = DiscreteLaplace::new(scale).unwrap();
+            let (t, s) = lap.scale_rational();
+            let (m, e) = decompose(scale);
+            if e < 0 {
+                // t / s >= m 2^e <=> t 2^(-e) >= m s
+                let shift = u32::try_from(-e).unwrap();
+                proptest::prop_assert!(ge_scaled(u128::from(t), shift, u128::from(m), u128::from(s)));
+            } else {
+                // integer scale: represented exactly
+                proptest::prop_assert_eq!(u128::from(t), u128::from(m) << e);
+                proptest::prop_assert_eq!(s, 1);
+            }
+            proptest::prop_assert!(lap.scale() >= scale);
+        }
+
+        /// Bernoulli parameters are validated, never panic.
+        #[test]
+        fn bernoulli_validation_total(num in proptest::num::u128::ANY, den in proptest::num::u128::ANY, seed in 0u64..1000) {
+            let mut rng = seeded_rng(seed);
+            let r = bernoulli_rational(&mut rng, num, den);
+            proptest::prop_assert_eq!(r.is_ok(), den > 0 && num <= den);
+            let r = bernoulli_exp_neg(&mut rng, num, den);
+            proptest::prop_assert_eq!(r.is_ok(), den > 0);
+        }
+    }
+
     #[test]
     fn tiny_sigma_is_almost_always_zero() {
         let dg = DiscreteGaussian::new(1e-3).unwrap();

@@ -21,7 +21,7 @@ use sotto_dp::sampling::{DiscreteGaussian, DiscreteLaplace};
 
 const BUF: usize = 1 << 16;
 const SIGMAS: [f64; 5] = [1.0, 10.0, 100.0, 1e3, 1e4];
-const SCALES: [f64; 4] = [1.0, 10.0, 100.0, 1e4];
+const SCALES: [f64; 6] = [0.3, 1.0, 1.7, 10.0, 100.0, 1e4];
 const SEED: u64 = 42;
 
 fn fill_raw(rng: &mut ChaCha20Rng, out: &mut [u64]) {

@@ -430,7 +430,7 @@ fn discrete_gaussian_matches_pmf() {
 #[test]
 fn discrete_gaussian_small_and_awkward_sigmas() {
     // Non-dyadic sigma (rounded sigma^2), sigma < 1/2, sigma just below an integer.
-    for (i, sigma) in [0.3, 0.7, 1.9999, std::f64::consts::E]
+    for (i, sigma) in [0.3, 0.7, 1.4, 1.5, 1.9999, std::f64::consts::E]
         .into_iter()
         .enumerate()
     {
@@ -618,7 +618,10 @@ fn big_laplace_and_gaussian() {
     for (i, scale) in [0.3, 1.0, 2.5, 100.0].into_iter().enumerate() {
         check_laplace(scale, BIG_N, 1400 + i as u64);
     }
-    for (i, sigma) in [0.5, 1.0, 3.0, 10.0, 1000.0, 1e5].into_iter().enumerate() {
+    for (i, sigma) in [0.5, 1.0, 1.4, std::f64::consts::E, 3.0, 10.0, 1000.0, 1e5]
+        .into_iter()
+        .enumerate()
+    {
         check_gaussian(sigma, BIG_N, 1500 + i as u64);
     }
 }

@@ -311,7 +311,7 @@ pub struct DiscreteGaussian {
     /// sigma^2 = n / d, d a power of two, n < 2^53.
     n: u128,
     d: u128,
-    /// Scale of the discrete Laplace proposal: floor(sigma) + 1.
+    /// Scale of the discrete Laplace proposal: floor(sigma) or floor(sigma) + 1, at least 1.
     t: u64,
     /// d * t (< 2^63).
     dt: u128,
@@ -383,7 +383,19 @@ impl DiscreteGaussian {
             context: "DiscreteGaussian::new",
             hint: format!("sigma = {sigma} is too large for exact sampling; use sigma <= 2^26"),
         };
-        let t128 = (n / d).isqrt() + 1; // floor(sqrt(n / d)) + 1
+        // Proposal scale t (see `sample_bits`): floor(sigma) or floor(sigma) + 1, at least 1,
+        // whichever accepts more often. The acceptance rate is Z_gauss / (Z_lap(t) *
+        // exp(sigma^2 / (2 t^2))) with Z_lap(t) = coth(1 / (2 t)); only speed depends on t, so
+        // floating point is fine for this choice.
+        let s0 = (n / d).isqrt();
+        // Exact: n < 2^53 and d is a power of two.
+        let var = n as f64 / d as f64;
+        let cost = |t: u128| {
+            let t = t as f64;
+            (1.0 / (2.0 * t)).tanh().recip().ln() + var / (2.0 * t * t)
+        };
+        let (lo, hi) = (s0.max(1), s0 + 1);
+        let t128 = if cost(hi) < cost(lo) { hi } else { lo };
         let t = u64::try_from(t128).map_err(|_| overflow())?;
         let dt = d.checked_mul(t128).ok_or_else(overflow)?;
         if dt >= 1 << 63 {
@@ -398,7 +410,6 @@ impl DiscreteGaussian {
             .ok_or_else(overflow)?;
         // Effective sigma, rounded down to an f64 (n < 2^53 and d a power of two, so n / d is
         // exact; fix up the correctly rounded square root if it rounded up).
-        let var = n as f64 / d as f64;
         let mut s = var.sqrt();
         if s.mul_add(s, -var) > 0.0 {
             s = s.next_down();
@@ -443,6 +454,15 @@ impl DiscreteGaussian {
 
     /// CKS Algorithm 3: propose Y from the discrete Laplace with scale t, accept with
     /// probability exp(-(|Y| - sigma^2 / t)^2 / (2 sigma^2)).
+    ///
+    /// The output is exactly the discrete Gaussian for *every* t > 0: the target over the
+    /// proposal is proportional to exp(-(|y| - sigma^2/t)^2 / (2 sigma^2)) * exp(sigma^2 /
+    /// (2 t^2)), so the acceptance probability above is the target/proposal ratio up to a
+    /// constant, and it is at most 1. The choice of t only affects speed. CKS take
+    /// t = floor(sigma) + 1; we take whichever of floor(sigma) (but at least one) and
+    /// floor(sigma) + 1 has the higher acceptance rate, about 0.76 for large sigma. At
+    /// sigma = 1 that is t = 1, which raises the acceptance from 0.54 to 0.70 and makes the
+    /// proposal cheaper (t = 1 needs no uniform draw).
     ///
     /// With sigma^2 = N / D the exponent is exactly A^2 / B with A = |Y| D t - N and
     /// B = 2 N D t^2 (both integers).

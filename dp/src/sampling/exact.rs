@@ -3,8 +3,12 @@
 //!
 //! Everything here works on integers only and is infallible once the caller has validated
 //! its parameters (the public wrappers in [`super`] do that). Random bits are consumed
-//! one at a time from a buffered `u64`, so a Bernoulli trial costs about two bits rather
-//! than a whole call to the generator.
+//! one at a time from a buffered `u64` (a Bernoulli trial with a large denominator costs about
+//! two bits), or as whole 32-bit words where one multiply beats a data-dependent loop
+//! (uniform integers below 2^32, and Bernoulli trials with such denominators).
+//!
+//! Timing: none of this is constant-time; the work done depends on the values drawn (see
+//! `docs/privacy/sampling.md`, "Known weaknesses").
 
 use rand_core::RngCore;
 
@@ -145,9 +149,10 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         }
     }
 
-    /// Bernoulli(`num / den`), exactly, for `den > 0`: compares a lazily drawn uniform binary
-    /// expansion with the binary expansion of `num / den` (computed by long division) and
-    /// stops at the first differing bit. Expected cost: two random bits.
+    /// Bernoulli(`num / den`), exactly, for `den > 0`. Denominators up to 2^32 take one
+    /// uniform draw (see [`Self::bernoulli_rational_u64`]); larger ones compare a lazily drawn
+    /// uniform binary expansion with the binary expansion of `num / den` (computed by long
+    /// division) and stop at the first differing bit. Expected cost: two random bits.
     #[inline(always)]
     pub(crate) fn bernoulli_rational(&mut self, num: u128, den: u128) -> bool {
         if num == 0 {

@@ -443,6 +443,28 @@ mod tests {
         }
     }
 
+    /// The 256-bit path gives Bernoulli(exp(-a^2 / b)): frequency within 5 standard errors
+    /// (two-sided level about 6e-7) over 40,000 trials, for a small `a` (where the narrow path
+    /// would also apply) and for `a = 2^64` (where a^2 does not fit in a `u128`).
+    #[test]
+    fn wide_exp_path_has_the_right_frequency() {
+        let b_big = (u128::MAX / 5) * 2; // about 2^128 / 2.5, below 2^127
+        let cases = [(3u128, 4u128), (5, 7), (1u128 << 64, b_big)];
+        let mut rng = seeded_rng(4);
+        let mut bits = Bits::new(&mut rng);
+        for (a, b) in cases {
+            let x = (a as f64) * (a as f64) / b as f64;
+            let p = (-x).exp();
+            let n = 40_000;
+            let hits = (0..n)
+                .filter(|_| bits.bernoulli_exp_neg_square_wide(a, b))
+                .count() as f64;
+            let se = (p * (1.0 - p) / n as f64).sqrt();
+            let z = (hits / n as f64 - p) / se;
+            assert!(z.abs() < 5.0, "a = {a}, b = {b}: x = {x}, z = {z}");
+        }
+    }
+
     #[test]
     fn wide_and_narrow_exp_paths_agree_on_certain_outcomes() {
         let mut rng = seeded_rng(2);

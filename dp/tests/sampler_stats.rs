@@ -14,6 +14,8 @@
 //! test; several minutes) are `#[ignore]`d; run them with
 //! `cargo test -p sotto-dp --release --test sampler_stats -- --ignored`.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use rand_core::RngCore;
 use sotto_dp::rng::seeded_rng;
 use sotto_dp::sampling::{
@@ -167,6 +169,53 @@ fn gof_integers(samples: &[i64], weight: impl Fn(i64) -> f64, lo: i64, hi: i64, 
     chi_square(&counts, &probs, samples.len())
 }
 
+/// Goodness of fit of integer samples in bins of `width` integers on `[lo, hi]` (samples
+/// outside go to the edge bins), with bin probabilities from `mass(a, b)`, the (unnormalized)
+/// mass of the integers `a..=b`.
+fn gof_binned(
+    samples: &[i64],
+    mass: impl Fn(i64, i64) -> f64,
+    lo: i64,
+    hi: i64,
+    width: i64,
+) -> Gof {
+    let bins = ((hi - lo) / width + 1) as usize;
+    let mut probs: Vec<f64> = (0..bins as i64)
+        .map(|i| {
+            let a = lo + i * width;
+            mass(a, (a + width - 1).min(hi))
+        })
+        .collect();
+    let z: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= z);
+    let mut counts = vec![0u64; bins];
+    for &x in samples {
+        counts[((x.clamp(lo, hi) - lo) / width) as usize] += 1;
+    }
+    chi_square(&counts, &probs, samples.len())
+}
+
+/// The unnormalized discrete Laplace mass of `a..=b` in closed form (geometric sums), for
+/// scales too large to sum term by term.
+fn laplace_mass(lap: &DiscreteLaplace) -> impl Fn(i64, i64) -> f64 {
+    let (t, s) = lap.scale_rational();
+    let rate = s as f64 / t as f64; // q = exp(-rate)
+    let one_minus_q = -(-rate).exp_m1();
+    // sum_{x=a}^{b} q^x for 0 <= a <= b
+    let pos = move |a: i64, b: i64| {
+        ((-rate * a as f64).exp() - (-rate * (b + 1) as f64).exp()) / one_minus_q
+    };
+    move |a, b| {
+        if a >= 0 {
+            pos(a, b)
+        } else if b <= 0 {
+            pos(-b, -a)
+        } else {
+            pos(1, -a) + pos(0, b)
+        }
+    }
+}
+
 fn assert_fits(name: &str, g: &Gof) {
     eprintln!(
         "{name}: chi-square {:.1} on {} dof, p = {:.3}",
@@ -281,7 +330,7 @@ fn check_laplace(scale: f64, samples: usize, seed: u64) {
     let eff = lap.scale();
     let half = (50.0 * eff).ceil() as i64 + 2;
     let width = ((eff / 5.0).floor() as i64).max(1);
-    let g = gof_integers(&xs, laplace_weight(&lap), -half, half, width);
+    let g = gof_binned(&xs, laplace_mass(&lap), -half, half, width);
     assert_fits(&format!("DiscreteLaplace({scale})"), &g);
 }
 
@@ -361,7 +410,12 @@ fn bernoulli_exp_neg_matches_exp() {
 
 #[test]
 fn discrete_laplace_matches_pmf() {
-    for (i, scale) in [0.3, 1.0, 2.5, 7.0, 100.0].into_iter().enumerate() {
+    // 3e9: the scale numerator is below 2^32 but t * K is not (mixed 32-bit / 128-bit path);
+    // 1e12: the scale numerator itself exceeds 2^32 (general path).
+    for (i, scale) in [0.3, 1.0, 2.5, 7.0, 100.0, 3e9, 1e12]
+        .into_iter()
+        .enumerate()
+    {
         check_laplace(scale, N, 400 + i as u64);
     }
 }
@@ -376,7 +430,10 @@ fn discrete_gaussian_matches_pmf() {
 #[test]
 fn discrete_gaussian_small_and_awkward_sigmas() {
     // Non-dyadic sigma (rounded sigma^2), sigma < 1/2, sigma just below an integer.
-    for (i, sigma) in [0.3, 0.7, 1.9999, 2.718_281_828].into_iter().enumerate() {
+    for (i, sigma) in [0.3, 0.7, 1.4, 1.5, 1.9999, std::f64::consts::E]
+        .into_iter()
+        .enumerate()
+    {
         check_gaussian(sigma, N, 550 + i as u64);
     }
 }
@@ -561,7 +618,10 @@ fn big_laplace_and_gaussian() {
     for (i, scale) in [0.3, 1.0, 2.5, 100.0].into_iter().enumerate() {
         check_laplace(scale, BIG_N, 1400 + i as u64);
     }
-    for (i, sigma) in [0.5, 1.0, 3.0, 10.0, 1000.0, 1e5].into_iter().enumerate() {
+    for (i, sigma) in [0.5, 1.0, 1.4, std::f64::consts::E, 3.0, 10.0, 1000.0, 1e5]
+        .into_iter()
+        .enumerate()
+    {
         check_gaussian(sigma, BIG_N, 1500 + i as u64);
     }
 }

@@ -3,8 +3,12 @@
 //!
 //! Everything here works on integers only and is infallible once the caller has validated
 //! its parameters (the public wrappers in [`super`] do that). Random bits are consumed
-//! one at a time from a buffered `u64`, so a Bernoulli trial costs about two bits rather
-//! than a whole call to the generator.
+//! one at a time from a buffered `u64` (a Bernoulli trial with a large denominator costs about
+//! two bits), or as whole 32-bit words where one multiply beats a data-dependent loop
+//! (uniform integers below 2^32, and Bernoulli trials with such denominators).
+//!
+//! Timing: none of this is constant-time; the work done depends on the values drawn (see
+//! `docs/privacy/sampling.md`, "Known weaknesses").
 
 use rand_core::RngCore;
 
@@ -50,20 +54,11 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         if n <= 1 {
             return 0;
         }
+        if n <= 1 << 32 {
+            return self.below32(n);
+        }
         if n.is_power_of_two() {
             return self.bits_exact(n.trailing_zeros());
-        }
-        if let Ok(n32) = u32::try_from(n) {
-            let mut m = u64::from(self.rng.next_u32()) * u64::from(n32);
-            let mut lo = m as u32;
-            if lo < n32 {
-                let threshold = n32.wrapping_neg() % n32;
-                while lo < threshold {
-                    m = u64::from(self.rng.next_u32()) * u64::from(n32);
-                    lo = m as u32;
-                }
-            }
-            return m >> 32;
         }
         let mut m = u128::from(self.rng.next_u64()) * u128::from(n);
         let mut lo = m as u64;
@@ -93,16 +88,81 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         }
     }
 
-    /// Bernoulli(`num / den`), exactly, for `den > 0`: compares a lazily drawn uniform binary
-    /// expansion with the binary expansion of `num / den` (computed by long division) and
-    /// stops at the first differing bit. Expected cost: two random bits.
+    /// A uniform integer in `[0, n)` for `2 <= n <= 2^32`, exactly: `log2(n)` buffered bits for
+    /// a power of two, otherwise Lemire's multiply-shift on one 32-bit word with rejection of
+    /// the biased region.
+    #[inline(always)]
+    fn below32(&mut self, n: u64) -> u64 {
+        debug_assert!((2..=1u64 << 32).contains(&n));
+        if n & (n - 1) == 0 {
+            return self.bits_exact(n.trailing_zeros());
+        }
+        // n < 2^32 here (2^32 is a power of two).
+        let mut m = u64::from(self.rng.next_u32()) * n;
+        if (m as u32 as u64) < n {
+            let threshold = (n as u32).wrapping_neg() as u64 % n;
+            while (m as u32 as u64) < threshold {
+                m = u64::from(self.rng.next_u32()) * n;
+            }
+        }
+        m >> 32
+    }
+
+    /// Bernoulli(`num / den`) for `0 <= num <= den`, `1 <= den <= 2^32`: one uniform draw in
+    /// `[0, den)` compared with `num` (no data-dependent loop).
+    #[inline(always)]
+    fn bernoulli_small(&mut self, num: u64, den: u64) -> bool {
+        if num >= den {
+            return true;
+        }
+        // den >= 2 here because 0 <= num < den.
+        self.below32(den) < num
+    }
+
+    /// Bernoulli(exp(-`num / den`)) for `num <= den <= 2^32` (CKS Algorithm 1 with 64-bit
+    /// arithmetic; falls back to the general path if `den * K` leaves 32 bits).
     #[inline]
+    fn bernoulli_exp_neg_small32(&mut self, num: u64, den: u64) -> bool {
+        if num == 0 {
+            return true;
+        }
+        let mut k: u64 = 1;
+        loop {
+            let dk = den * k; // den <= 2^32 and k < 2^32 below: no overflow
+            let a = if dk <= 1 << 32 {
+                self.bernoulli_small(num, dk)
+            } else {
+                self.bernoulli_rational(u128::from(num), u128::from(dk))
+            };
+            if !a {
+                return k & 1 == 1;
+            }
+            if k >= 1 << 31 {
+                // Astronomically unlikely (probability < 1 / (2^31)!); stay exact anyway.
+                return self.bernoulli_exp_neg_small_from(
+                    u128::from(num),
+                    u128::from(den),
+                    u128::from(k) + 1,
+                );
+            }
+            k += 1;
+        }
+    }
+
+    /// Bernoulli(`num / den`), exactly, for `den > 0`. Denominators up to 2^32 take one
+    /// uniform draw (see [`Self::bernoulli_rational_u64`]); larger ones compare a lazily drawn
+    /// uniform binary expansion with the binary expansion of `num / den` (computed by long
+    /// division) and stop at the first differing bit. Expected cost: two random bits.
+    #[inline(always)]
     pub(crate) fn bernoulli_rational(&mut self, num: u128, den: u128) -> bool {
         if num == 0 {
             return false;
         }
         if num >= den {
             return true;
+        }
+        if let (Ok(num), Ok(den)) = (u64::try_from(num), u64::try_from(den)) {
+            return self.bernoulli_rational_u64(num, den);
         }
         let mut r = num; // invariant: 0 < r < den, p's remaining expansion is r / den
         loop {
@@ -123,6 +183,32 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         }
     }
 
+    /// [`Self::bernoulli_rational`] on 64-bit integers, for `0 < num < den`.
+    ///
+    /// For `den <= 2^32` this draws an exactly uniform integer in `[0, den)` (one 32-bit word,
+    /// Lemire) and compares it with `num`: more random bits than the lazy comparison, but no
+    /// data-dependent loop, which is faster on real CPUs. Larger denominators use the lazy
+    /// bit-by-bit comparison.
+    #[inline(always)]
+    fn bernoulli_rational_u64(&mut self, num: u64, den: u64) -> bool {
+        if den <= 1 << 32 {
+            return self.below32(den) < num;
+        }
+        let mut r = num;
+        loop {
+            let gap = den - r;
+            let p_bit = r >= gap;
+            r = if p_bit { r - gap } else { r << 1 };
+            let u_bit = self.bit();
+            if u_bit != p_bit {
+                return p_bit;
+            }
+            if r == 0 {
+                return false;
+            }
+        }
+    }
+
     /// Bernoulli(exp(-`num / den`)) for `num <= den`, `den > 0` (CKS Algorithm 1, the case
     /// gamma in [0, 1]): draw A_K ~ Bernoulli(gamma / K) for K = 1, 2, ... until the first
     /// failure and return whether that K is odd.
@@ -131,7 +217,12 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         if num == 0 {
             return true;
         }
-        let mut k: u128 = 1;
+        self.bernoulli_exp_neg_small_from(num, den, 1)
+    }
+
+    /// The K-loop of [`Self::bernoulli_exp_neg_small`], resumed at `K = k` (all earlier
+    /// trials having succeeded).
+    fn bernoulli_exp_neg_small_from(&mut self, num: u128, den: u128, mut k: u128) -> bool {
         loop {
             let a = match den.checked_mul(k) {
                 Some(dk) => self.bernoulli_rational(num, dk),
@@ -146,12 +237,20 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
     }
 
     /// Bernoulli(exp(-1)).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bernoulli_exp_neg_one(&mut self) -> bool {
-        // CKS Algorithm 1 with gamma = 1: A_1 ~ Bernoulli(1) always succeeds.
-        let mut k: u64 = 2;
+        // CKS Algorithm 1 with gamma = 1: A_1 ~ Bernoulli(1) always succeeds; A_2 is one bit.
+        if !self.bit() {
+            return false; // K = 2
+        }
+        let mut k: u64 = 3;
         loop {
-            if !self.bernoulli_rational(1, u128::from(k)) {
+            let a = if k <= 1 << 32 {
+                self.below32(k) == 0
+            } else {
+                self.bernoulli_rational_u64(1, k)
+            };
+            if !a {
                 return k & 1 == 1;
             }
             k = k.saturating_add(1);
@@ -160,20 +259,20 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
 
     /// Bernoulli(exp(-`num / den`)) for any `num`, `den > 0` (CKS Algorithm 1): floor(x)
     /// independent Bernoulli(exp(-1)) trials that must all succeed, then the fractional part.
+    ///
+    /// The integer part is peeled off one trial at a time (subtracting `den`), so there is no
+    /// division, and a large `x` costs only as many trials as it takes to see the first
+    /// failure (1.6 in expectation).
     #[inline]
     pub(crate) fn bernoulli_exp_neg(&mut self, num: u128, den: u128) -> bool {
-        if num <= den {
-            return self.bernoulli_exp_neg_small(num, den);
-        }
-        let mut whole = num / den;
-        let frac = num % den;
-        while whole > 0 {
+        let mut rest = num;
+        while rest > den {
             if !self.bernoulli_exp_neg_one() {
                 return false;
             }
-            whole -= 1;
+            rest -= den;
         }
-        self.bernoulli_exp_neg_small(frac, den)
+        self.bernoulli_exp_neg_small(rest, den)
     }
 
     /// Bernoulli(exp(-`a^2 / b`)) where `a^2` may not fit in a `u128` (`0 < b < 2^127`).
@@ -216,7 +315,12 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
     pub(crate) fn discrete_laplace(&mut self, t: u64, s: u64) -> i64 {
         loop {
             let u = self.below(t);
-            if !self.bernoulli_exp_neg_small(u128::from(u), u128::from(t)) {
+            let keep = if t <= 1 << 32 {
+                self.bernoulli_exp_neg_small32(u, t)
+            } else {
+                self.bernoulli_exp_neg_small(u128::from(u), u128::from(t))
+            };
+            if !keep {
                 continue;
             }
             let v = self.geometric_exp_neg_one();
@@ -320,10 +424,44 @@ mod tests {
     fn below_stays_in_range() {
         let mut rng = seeded_rng(1);
         let mut bits = Bits::new(&mut rng);
-        for n in [1u64, 2, 3, 7, 8, 1000, (1 << 32) + 1, u64::MAX] {
+        for n in [
+            1u64,
+            2,
+            3,
+            7,
+            8,
+            1000,
+            (1 << 32) - 1,
+            1 << 32,
+            (1 << 32) + 1,
+            1 << 40,
+            u64::MAX,
+        ] {
             for _ in 0..200 {
                 assert!(bits.below(n) < n);
             }
+        }
+    }
+
+    /// The 256-bit path gives Bernoulli(exp(-a^2 / b)): frequency within 5 standard errors
+    /// (two-sided level about 6e-7) over 40,000 trials, for a small `a` (where the narrow path
+    /// would also apply) and for `a = 2^64` (where a^2 does not fit in a `u128`).
+    #[test]
+    fn wide_exp_path_has_the_right_frequency() {
+        let b_big = (u128::MAX / 5) * 2; // about 2^128 / 2.5, below 2^127
+        let cases = [(3u128, 4u128), (5, 7), (1u128 << 64, b_big)];
+        let mut rng = seeded_rng(4);
+        let mut bits = Bits::new(&mut rng);
+        for (a, b) in cases {
+            let x = (a as f64) * (a as f64) / b as f64;
+            let p = (-x).exp();
+            let n = 40_000;
+            let hits = (0..n)
+                .filter(|_| bits.bernoulli_exp_neg_square_wide(a, b))
+                .count() as f64;
+            let se = (p * (1.0 - p) / n as f64).sqrt();
+            let z = (hits / n as f64 - p) / se;
+            assert!(z.abs() < 5.0, "a = {a}, b = {b}: x = {x}, z = {z}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `sotto` binary: JSON output, agreement with the library, and exit
 //! status 2 with a clear message for every kind of invalid parameter.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may fail loudly
 use std::process::{Command, Output};
 
 use serde_json::Value;

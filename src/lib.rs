@@ -13,3 +13,8 @@
 pub use sotto_dp as dp;
 pub use sotto_mpc as mpc;
 pub use sotto_training as training;
+
+/// The README's Rust examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

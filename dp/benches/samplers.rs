@@ -1,3 +1,188 @@
-//! Sampler throughput (filled in on branch `dp-sampling`).
-#![allow(missing_docs)]
-fn main() {}
+//! Sampler throughput: exact discrete Gaussian and discrete Laplace against the raw speed of
+//! the generator they consume (ChaCha20 `next_u64`), measured in the same run.
+//!
+//! Run: `cargo bench -p sotto-dp --bench samplers`
+//!
+//! After criterion's groups, `main` times each case itself (median of 21 fills of 2^16
+//! values) and prints samples per second, raw `next_u64` per second and their ratio, so the
+//! ratio is always printed even when criterion's own reports are filtered out.
+#![allow(missing_docs, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use rand_chacha::ChaCha20Rng;
+use rand_core::RngCore;
+use sotto_dp::rng::seeded_rng;
+use sotto_dp::sampling::{DiscreteGaussian, DiscreteLaplace};
+
+const BUF: usize = 1 << 16;
+const SIGMAS: [f64; 5] = [1.0, 10.0, 100.0, 1e3, 1e4];
+const SCALES: [f64; 4] = [1.0, 10.0, 100.0, 1e4];
+const SEED: u64 = 42;
+
+fn fill_raw(rng: &mut ChaCha20Rng, out: &mut [u64]) {
+    for x in out.iter_mut() {
+        *x = rng.next_u64();
+    }
+}
+
+fn bench_baseline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("baseline_chacha20_next_u64");
+    group.throughput(Throughput::Elements(BUF as u64));
+    let mut rng = seeded_rng(SEED);
+    let mut out = vec![0u64; BUF];
+    group.bench_function(BenchmarkId::from_parameter(BUF), |b| {
+        b.iter(|| {
+            fill_raw(&mut rng, &mut out);
+            black_box(&out);
+        })
+    });
+    group.finish();
+}
+
+fn bench_gaussian(c: &mut Criterion) {
+    let mut group = c.benchmark_group("discrete_gaussian_fill_65536");
+    group.throughput(Throughput::Elements(BUF as u64));
+    let mut out = vec![0i64; BUF];
+    for sigma in SIGMAS {
+        let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
+        let mut rng = seeded_rng(SEED);
+        group.bench_with_input(BenchmarkId::from_parameter(sigma), &dg, |b, dg| {
+            b.iter(|| {
+                dg.fill(&mut rng, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_laplace(c: &mut Criterion) {
+    let mut group = c.benchmark_group("discrete_laplace_fill_65536");
+    group.throughput(Throughput::Elements(BUF as u64));
+    let mut out = vec![0i64; BUF];
+    for scale in SCALES {
+        let lap = DiscreteLaplace::new(scale).expect("valid scale");
+        let mut rng = seeded_rng(SEED);
+        group.bench_with_input(BenchmarkId::from_parameter(scale), &lap, |b, lap| {
+            b.iter(|| {
+                lap.fill(&mut rng, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_million(c: &mut Criterion) {
+    // DESIGN: a million-coordinate gradient is noised in well under a second.
+    const DIM: usize = 1_000_000;
+    let mut group = c.benchmark_group("discrete_gaussian_fill_1000000");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(DIM as u64));
+    let mut out = vec![0i64; DIM];
+    for sigma in [10.0, 1e4] {
+        let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
+        let mut rng = seeded_rng(SEED);
+        group.bench_with_input(BenchmarkId::from_parameter(sigma), &dg, |b, dg| {
+            b.iter(|| {
+                dg.fill(&mut rng, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    let mut raw = vec![0u64; DIM];
+    let mut rng = seeded_rng(SEED);
+    group.bench_function(BenchmarkId::new("baseline_next_u64", DIM), |b| {
+        b.iter(|| {
+            fill_raw(&mut rng, &mut raw);
+            black_box(&raw);
+        })
+    });
+    group.finish();
+}
+
+/// Median seconds of `reps` runs of `f`.
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm up
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[reps / 2]
+}
+
+fn print_ratios() {
+    const REPS: usize = 21;
+    let mut rng = seeded_rng(SEED);
+    let mut raw = vec![0u64; BUF];
+    let raw_secs = median_secs(REPS, || {
+        fill_raw(&mut rng, &mut raw);
+        black_box(&raw);
+    });
+    let raw_rate = BUF as f64 / raw_secs;
+    println!();
+    println!(
+        "== ratio summary (own timing: median of {REPS} fills of {BUF} values, seed {SEED}) =="
+    );
+    println!("baseline ChaCha20 next_u64: {:.1} M/s", raw_rate / 1e6);
+    let mut out = vec![0i64; BUF];
+    for sigma in SIGMAS {
+        let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
+        let mut rng = seeded_rng(SEED);
+        let secs = median_secs(REPS, || {
+            dg.fill(&mut rng, &mut out);
+            black_box(&out);
+        });
+        let rate = BUF as f64 / secs;
+        println!(
+            "discrete Gaussian sigma = {sigma:>7}: {:>6.2} M samples/s, {:>6.1} ns/sample, ratio to raw next_u64 = {:.4} ({:.1} u64-times per sample)",
+            rate / 1e6,
+            secs / BUF as f64 * 1e9,
+            rate / raw_rate,
+            raw_rate / rate
+        );
+    }
+    for scale in SCALES {
+        let lap = DiscreteLaplace::new(scale).expect("valid scale");
+        let mut rng = seeded_rng(SEED);
+        let secs = median_secs(REPS, || {
+            lap.fill(&mut rng, &mut out);
+            black_box(&out);
+        });
+        let rate = BUF as f64 / secs;
+        println!(
+            "discrete Laplace scale = {scale:>7}: {:>6.2} M samples/s, {:>6.1} ns/sample, ratio to raw next_u64 = {:.4}",
+            rate / 1e6,
+            secs / BUF as f64 * 1e9,
+            rate / raw_rate
+        );
+    }
+    let mut big = vec![0i64; 1_000_000];
+    let dg = DiscreteGaussian::new(1e3).expect("valid sigma");
+    let mut rng = seeded_rng(SEED);
+    let secs = median_secs(5, || {
+        dg.fill(&mut rng, &mut big);
+        black_box(&big);
+    });
+    println!(
+        "1,000,000-coordinate discrete Gaussian vector (sigma 1000): {:.1} ms",
+        secs * 1e3
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench_baseline(&mut c);
+    bench_gaussian(&mut c);
+    bench_laplace(&mut c);
+    bench_million(&mut c);
+    c.final_summary();
+    print_ratios();
+}

@@ -20,7 +20,9 @@ pub enum Error {
         reason: String,
     },
     /// A release was refused because it would overspend the privacy budget. Nothing was charged.
-    #[error("privacy budget exceeded: the release needs {requested}, but only {remaining} remains; nothing was charged")]
+    #[error(
+        "privacy budget exceeded: the release needs {requested}, but only {remaining} remains; nothing was charged"
+    )]
     BudgetExceeded {
         /// The privacy loss the refused release would have spent.
         requested: String,
@@ -101,7 +103,11 @@ pub fn check_open_unit(name: &'static str, value: f64) -> Result<f64> {
     if value > 0.0 && value < 1.0 {
         Ok(value)
     } else {
-        Err(Error::invalid(name, value, "must lie strictly between 0 and 1"))
+        Err(Error::invalid(
+            name,
+            value,
+            "must lie strictly between 0 and 1",
+        ))
     }
 }
 

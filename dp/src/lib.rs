@@ -20,6 +20,7 @@ pub mod accounting;
 pub mod error;
 pub mod estimators;
 pub mod loss;
+pub mod math;
 pub mod mechanisms;
 pub mod rng;
 pub mod sampling;

@@ -77,14 +77,19 @@ impl PrivacyLoss {
         }
         match *self {
             PrivacyLoss::Pure { epsilon } => Ok(epsilon),
-            PrivacyLoss::Approximate { epsilon, delta: own } => {
+            PrivacyLoss::Approximate {
+                epsilon,
+                delta: own,
+            } => {
                 if delta >= own {
                     Ok(epsilon)
                 } else {
                     Err(Error::invalid(
                         "delta",
                         delta,
-                        format!("this release already spends delta = {own}; ask for a delta at least that large"),
+                        format!(
+                            "this release already spends delta = {own}; ask for a delta at least that large"
+                        ),
                     ))
                 }
             }

@@ -16,8 +16,13 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::InvalidParameter`] naming `os_rng` when the operating system cannot supply entropy.
 pub fn os_rng() -> Result<ChaCha20Rng> {
-    ChaCha20Rng::try_from_os_rng()
-        .map_err(|e| Error::invalid("os_rng", "getrandom", format!("the OS entropy source failed: {e}")))
+    ChaCha20Rng::try_from_os_rng().map_err(|e| {
+        Error::invalid(
+            "os_rng",
+            "getrandom",
+            format!("the OS entropy source failed: {e}"),
+        )
+    })
 }
 
 /// A ChaCha20 generator with a fixed seed, for tests and reproducible simulations only.

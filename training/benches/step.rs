@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench -p sotto-training --bench step`
 
+// A benchmark aborts on any error; unwrap is the clearest way to say so.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::time::Instant;
 

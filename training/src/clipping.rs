@@ -162,7 +162,7 @@ impl Model {
         clipping: &Clipping,
     ) -> Result<ClippedGradients> {
         clipping.validate()?;
-        let b = batch.len()?;
+        let b = batch.size()?;
         let trained = self.params().trainable_indices(clipping.trainable);
         if b == 0 {
             return Ok(ClippedGradients {
@@ -297,7 +297,7 @@ impl Model {
         clipping: &Clipping,
     ) -> Result<ClippedGradients> {
         clipping.validate()?;
-        let b = batch.len()?;
+        let b = batch.size()?;
         let trained = self.params().trainable_indices(clipping.trainable);
         let mut sums = self.zero_grads(&trained)?;
         let mut norms = Vec::with_capacity(b);
@@ -340,7 +340,7 @@ impl Model {
     /// # Errors
     /// [`Error::InvalidParameter`] for an empty batch; as [`Model::clipped_gradients`].
     pub fn mean_gradient(&self, batch: &Batch, trainable: Trainable) -> Result<(f64, Vec<Tensor>)> {
-        let b = batch.len()?;
+        let b = batch.size()?;
         if b == 0 {
             return Err(Error::invalid("batch", 0, "needs at least one example"));
         }

@@ -247,7 +247,7 @@ impl Batch {
     ///
     /// # Errors
     /// [`Error::Tensor`] if the labels are not a vector.
-    pub fn len(&self) -> Result<usize> {
+    pub fn size(&self) -> Result<usize> {
         Ok(self.labels.dims1()?)
     }
 }

@@ -9,10 +9,11 @@ use crate::nn::{Embedding, LayerNorm, Linear, ParamStore, SelfAttention, Tape};
 use crate::{Error, Result};
 
 /// Which model to build.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelSpec {
     /// Multinomial logistic regression: one linear layer.
+    #[default]
     Logistic,
     /// A multilayer perceptron with ReLU activations and the given hidden widths.
     Mlp {
@@ -32,12 +33,6 @@ pub enum ModelSpec {
         /// Number of blocks.
         layers: usize,
     },
-}
-
-impl Default for ModelSpec {
-    fn default() -> Self {
-        ModelSpec::Logistic
-    }
 }
 
 /// The shape of a model's inputs.

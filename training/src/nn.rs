@@ -405,7 +405,7 @@ impl SelfAttention {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(Error::invalid(
                 "heads",
                 heads,

@@ -1,6 +1,9 @@
 //! Central training: accounting matches `sotto_dp`, DP-BiTFiT changes only biases, settings
 //! are validated, and the default configuration reaches the accuracy floors on digits.
 
+// Test helpers abort the test on any error.
+#![allow(clippy::unwrap_used)]
+
 use candle_core::{DType, Device};
 use sotto_dp::accounting::{AccountantKind, dp_sgd_epsilon, dp_sgd_noise_multiplier};
 use sotto_training::central::{CentralConfig, train_central, train_central_digits};

@@ -2,6 +2,9 @@
 //! (linear with T = 1 and T > 1 on both the ghost-norm and the materialized route, embedding,
 //! layer norm, attention projections), for standard and automatic clipping and DP-BiTFiT.
 
+// Test helpers abort the test on any error.
+#![allow(clippy::unwrap_used)]
+
 use candle_core::{DType, Device, Tensor};
 use proptest::prelude::*;
 use sotto_training::clipping::{ClipMode, ClippedGradients, Clipping, NormStrategy};

@@ -251,7 +251,17 @@ impl Linear {
         let x2 = x.reshape((n, in_dim))?;
         let w = tape.param(store, self.weight)?;
         let b = tape.param(store, self.bias)?;
-        let y = x2.matmul(&w.t()?)?.broadcast_add(&b)?;
+        let y = if !tape.recording {
+            x2.matmul(&w.t()?)?
+        } else if x2.track_op() {
+            // Backward computes only the input gradient: the weight gradient that an ordinary
+            // matmul node would also compute is not needed (the clipped sum replaces it).
+            x2.apply_op2(&w, InputGradLinear)?
+        } else {
+            // The first layer: nothing upstream needs a gradient, so no graph node at all.
+            x2.detach().matmul(&w.t()?)?
+        };
+        let y = y.broadcast_add(&b)?;
         let mut out_dims = lead.to_vec();
         out_dims.push(y.dim(1)?);
         let (y, probe) = tape.probe(y.reshape(out_dims)?)?;
@@ -264,6 +274,69 @@ impl Linear {
             });
         }
         Ok(y)
+    }
+}
+
+/// `x W^T` for `x` `(n, d)` and `W` `(p, d)`, whose backward pass returns the gradient for
+/// `x` only (`g W`), never for `W`. Used while recording, where `W` is frozen for autograd.
+struct InputGradLinear;
+
+impl InputGradLinear {
+    fn dims(
+        l1: &candle_core::Layout,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(usize, usize, usize)> {
+        let (n, d) = l1.shape().dims2()?;
+        let (p, d2) = l2.shape().dims2()?;
+        if d != d2 {
+            return Err(candle_core::Error::Msg(format!(
+                "linear layer: input width {d} differs from weight width {d2}"
+            )));
+        }
+        Ok((n, p, d))
+    }
+}
+
+impl candle_core::CustomOp2 for InputGradLinear {
+    fn name(&self) -> &'static str {
+        "sotto-linear-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (n, p, d) = Self::dims(l1, l2)?;
+        let out = s1.matmul(s2, (1, n, p, d), l1, &l2.transpose(0, 1)?)?;
+        Ok((out, candle_core::Shape::from((n, p))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (n, p, d) = Self::dims(l1, l2)?;
+        let out = s1.matmul(s2, (1, n, p, d), l1, &l2.transpose(0, 1)?)?;
+        Ok((out, candle_core::Shape::from((n, p))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(w)?), None))
     }
 }
 

@@ -234,6 +234,23 @@ pub fn train_central(
     config: &CentralConfig,
     train: &Dataset,
     test: &Dataset,
+    on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<(Model, CentralReport)> {
+    train_central_on(config, train, test, &Device::Cpu, on_epoch)
+}
+
+/// [`train_central`] on a given device (e.g. `Device::new_cuda(0)?` with the `cuda` feature).
+///
+/// # Privacy
+/// As [`train_central`].
+///
+/// # Errors
+/// As [`train_central`], or [`Error::Tensor`] when the device fails.
+pub fn train_central_on(
+    config: &CentralConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<(Model, CentralReport)> {
     let n = train.len();
@@ -243,7 +260,7 @@ pub fn train_central(
         ));
     }
     let sigma = config.resolve_noise_multiplier(n)?;
-    let device = Device::Cpu;
+    let device = device.clone();
     let classes = train.num_classes().max(test.num_classes()).max(2);
     let model = Model::new(
         &config.model,

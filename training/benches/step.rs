@@ -109,17 +109,27 @@ fn naive_step(c: &Case, opt: &mut Optimizer, clip: &Clipping) {
     opt.step(&c.model, &g.grads).unwrap();
 }
 
-fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..iters)
-        .map(|_| {
+/// Median milliseconds of each closure, measured interleaved (a b c a b c ...) so that load
+/// from other processes hits all of them alike.
+fn interleaved_medians(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    for f in fs.iter_mut() {
+        f();
+    }
+    let mut times = vec![Vec::with_capacity(rounds); fs.len()];
+    for _ in 0..rounds {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
             let s = Instant::now();
             f();
-            s.elapsed().as_secs_f64() * 1e3
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
         })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[iters / 2]
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -151,13 +161,20 @@ fn bench(c: &mut Criterion) {
         });
         g.finish();
 
-        // Ratio of medians, measured back to back in this run.
-        let base = median_ms(30, || non_dp_step(&case, &mut opt));
-        let dp = median_ms(30, || dp_step(&case, &mut opt, &clip));
-        let dpn = median_ms(30, || {
-            dp_step_noised(&case, &mut opt, &clip, &noise, &mut rng)
-        });
-        let naive = median_ms(5, || naive_step(&case, &mut opt, &clip));
+        // Ratio of medians, measured interleaved in this run.
+        let mut opt2 = sgd(&case.model);
+        let mut opt3 = sgd(&case.model);
+        let mut opt4 = sgd(&case.model);
+        let m = interleaved_medians(
+            40,
+            &mut [
+                &mut || non_dp_step(&case, &mut opt),
+                &mut || dp_step(&case, &mut opt2, &clip),
+                &mut || dp_step_noised(&case, &mut opt3, &clip, &noise, &mut rng),
+            ],
+        );
+        let naive = interleaved_medians(3, &mut [&mut || naive_step(&case, &mut opt4, &clip)])[0];
+        let (base, dp, dpn) = (m[0], m[1], m[2]);
         println!(
             "RATIO {} (B={}, {} params): non-DP {base:.3} ms | DP book-keeping {dp:.3} ms ({:.2}x) | with noise {dpn:.3} ms ({:.2}x) | naive loop {naive:.3} ms ({:.2}x)",
             case.name,
@@ -170,5 +187,11 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(4));
+    targets = bench
+}
 criterion_main!(benches);

@@ -464,7 +464,8 @@ fn prepare(
                 });
             }
             if is_trained(*bias) {
-                let per = g3.sum(1)?; // (B, p)
+                // (B, p); with T = 1 a view of the output gradient, no copy
+                let per = if t == 1 { g3.reshape((b, p))? } else { g3.sum(1)? };
                 add(sq_sum_rows(&per)?)?;
                 sums.push(SumPlan::PerSample {
                     param: *bias,

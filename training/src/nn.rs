@@ -181,14 +181,23 @@ impl Tape {
         })
     }
 
-    /// Adds a zero probe to `y` when recording; returns the output and the probe.
+    /// When recording, attaches a probe to the layer output `y`: a zero variable added to it
+    /// when `y` is part of the autograd graph, or, when nothing upstream needs a gradient
+    /// (first layer, embeddings), `y` itself turned into a leaf variable, so that no gradient
+    /// is computed or stored for anything below it. Either way the probe's gradient is the
+    /// gradient with respect to the layer output.
     fn probe(&self, y: Tensor) -> Result<(Tensor, Option<Var>)> {
         if !self.recording {
             return Ok((y, None));
         }
-        let probe = Var::zeros(y.shape(), y.dtype(), y.device())?;
-        let y = y.add(probe.as_tensor())?;
-        Ok((y, Some(probe)))
+        if y.track_op() {
+            let probe = Var::zeros(y.shape(), y.dtype(), y.device())?;
+            let y = y.add(probe.as_tensor())?;
+            Ok((y, Some(probe)))
+        } else {
+            let probe = Var::from_tensor(&y)?;
+            Ok((probe.as_tensor().clone(), Some(probe)))
+        }
     }
 }
 
@@ -251,19 +260,27 @@ impl Linear {
         let x2 = x.reshape((n, in_dim))?;
         let w = tape.param(store, self.weight)?;
         let b = tape.param(store, self.bias)?;
-        let y = if !tape.recording {
-            x2.matmul(&w.t()?)?
-        } else if x2.track_op() {
-            // Backward computes only the input gradient: the weight gradient that an ordinary
-            // matmul node would also compute is not needed (the clipped sum replaces it).
-            x2.apply_op2(&w, InputGradLinear)?
-        } else {
-            // The first layer: nothing upstream needs a gradient, so no graph node at all.
-            x2.detach().matmul(&w.t()?)?
-        };
-        let y = y.broadcast_add(&b)?;
+        let p = w.dim(0)?;
         let mut out_dims = lead.to_vec();
-        out_dims.push(y.dim(1)?);
+        out_dims.push(p);
+        if tape.recording && x2.track_op() {
+            // The probe is the bias itself, expanded to one copy per row: `y = x W^T + P` with
+            // `P = b` broadcast, so the probe's gradient is the output gradient. Backward
+            // computes only that and the input gradient; the weight gradient an ordinary matmul
+            // would also compute (and keep) is not needed, the clipped sum replaces it.
+            let probe = Var::from_tensor(&b.broadcast_as((n, p))?)?;
+            let y = x2.apply_op3(&w, probe.as_tensor(), RecordingLinear)?;
+            tape.entries.push(Entry::Linear {
+                input: x2.detach(),
+                probe,
+                weight: self.weight,
+                bias: self.bias,
+            });
+            return Ok(y.reshape(out_dims)?);
+        }
+        // Plain mode; or the first recorded layer, where nothing upstream needs a gradient and
+        // (with detached parameters) no graph node is built at all.
+        let y = x2.matmul(&w.t()?)?.broadcast_add(&b)?;
         let (y, probe) = tape.probe(y.reshape(out_dims)?)?;
         if let Some(probe) = probe {
             tape.entries.push(Entry::Linear {
@@ -277,29 +294,40 @@ impl Linear {
     }
 }
 
-/// `x W^T` for `x` `(n, d)` and `W` `(p, d)`, whose backward pass returns the gradient for
-/// `x` only (`g W`), never for `W`. Used while recording, where `W` is frozen for autograd.
-struct InputGradLinear;
+/// `x W^T + P` for `x` `(n, d)`, `W` `(p, d)`, `P` `(n, p)` (the bias expanded per row, the
+/// probe variable), whose backward pass returns the gradients for `x` (`g W`) and `P` (`g`),
+/// never for `W` (frozen while recording).
+struct RecordingLinear;
 
-impl InputGradLinear {
-    fn dims(
-        l1: &candle_core::Layout,
-        l2: &candle_core::Layout,
-    ) -> candle_core::Result<(usize, usize, usize)> {
-        let (n, d) = l1.shape().dims2()?;
-        let (p, d2) = l2.shape().dims2()?;
-        if d != d2 {
-            return Err(candle_core::Error::Msg(format!(
-                "linear layer: input width {d} differs from weight width {d2}"
-            )));
-        }
-        Ok((n, p, d))
+fn linear_fwd<S: candle_core::backend::BackendStorage>(
+    s1: &S,
+    l1: &candle_core::Layout,
+    s2: &S,
+    l2: &candle_core::Layout,
+    s3: &S,
+    l3: &candle_core::Layout,
+) -> candle_core::Result<(S, candle_core::Shape)> {
+    let (n, d) = l1.shape().dims2()?;
+    let (p, d2) = l2.shape().dims2()?;
+    if d != d2 {
+        return Err(candle_core::Error::Msg(format!(
+            "linear layer: input width {d} differs from weight width {d2}"
+        )));
     }
+    if l3.shape().dims() != [n, p] {
+        return Err(candle_core::Error::Msg(
+            "linear layer: probe shape mismatch".into(),
+        ));
+    }
+    let y = s1.matmul(s2, (1, n, p, d), l1, &l2.transpose(0, 1)?)?;
+    let y_layout = candle_core::Layout::contiguous((n, p));
+    let out = y.binary_impl::<candle_core::op::Add>(s3, &y_layout, l3)?;
+    Ok((out, candle_core::Shape::from((n, p))))
 }
 
-impl candle_core::CustomOp2 for InputGradLinear {
+impl candle_core::CustomOp3 for RecordingLinear {
     fn name(&self) -> &'static str {
-        "sotto-linear-input-grad"
+        "sotto-recording-linear"
     }
 
     fn cpu_fwd(
@@ -308,11 +336,10 @@ impl candle_core::CustomOp2 for InputGradLinear {
         l1: &candle_core::Layout,
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (n, p, d) = Self::dims(l1, l2)?;
-        let out = s1.matmul(s2, (1, n, p, d), l1, &l2.transpose(0, 1)?)?;
-        Ok((out, candle_core::Shape::from((n, p))))
+        linear_fwd(s1, l1, s2, l2, s3, l3)
     }
 
     #[cfg(feature = "cuda")]
@@ -322,21 +349,84 @@ impl candle_core::CustomOp2 for InputGradLinear {
         l1: &candle_core::Layout,
         s2: &candle_core::CudaStorage,
         l2: &candle_core::Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        use candle_core::backend::BackendStorage;
-        let (n, p, d) = Self::dims(l1, l2)?;
-        let out = s1.matmul(s2, (1, n, p, d), l1, &l2.transpose(0, 1)?)?;
-        Ok((out, candle_core::Shape::from((n, p))))
+        linear_fwd(s1, l1, s2, l2, s3, l3)
     }
 
     fn bwd(
         &self,
         _x: &Tensor,
         w: &Tensor,
+        _probe: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(w)?), None))
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(w)?), None, Some(grad.clone())))
+    }
+}
+
+/// `xhat * gamma + P` (`gamma` broadcast over the last dimension; `P` the shift expanded to the
+/// shape of `xhat`, the probe variable), whose backward pass returns the gradients for `xhat`
+/// and `P`, never for `gamma` (frozen while recording).
+struct RecordingNormAffine;
+
+fn norm_affine_fwd<S: candle_core::backend::BackendStorage>(
+    s1: &S,
+    l1: &candle_core::Layout,
+    s2: &S,
+    l2: &candle_core::Layout,
+    s3: &S,
+    l3: &candle_core::Layout,
+) -> candle_core::Result<(S, candle_core::Shape)> {
+    let shape = l1.shape().clone();
+    let y = s1.binary_impl::<candle_core::op::Mul>(s2, l1, &l2.broadcast_as(shape.clone())?)?;
+    let y_layout = candle_core::Layout::contiguous(shape.clone());
+    let out =
+        y.binary_impl::<candle_core::op::Add>(s3, &y_layout, &l3.broadcast_as(shape.clone())?)?;
+    Ok((out, shape))
+}
+
+impl candle_core::CustomOp3 for RecordingNormAffine {
+    fn name(&self) -> &'static str {
+        "sotto-recording-norm-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        norm_affine_fwd(s1, l1, s2, l2, s3, l3)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        norm_affine_fwd(s1, l1, s2, l2, s3, l3)
+    }
+
+    fn bwd(
+        &self,
+        _xhat: &Tensor,
+        gamma: &Tensor,
+        _probe: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.broadcast_mul(gamma)?), None, Some(grad.clone())))
     }
 }
 
@@ -433,8 +523,14 @@ impl LayerNorm {
         let xhat = xc.broadcast_div(&var.affine(1.0, LAYER_NORM_EPS)?.sqrt()?)?;
         let gamma = tape.param(store, self.scale)?;
         let beta = tape.param(store, self.shift)?;
-        let y = xhat.broadcast_mul(&gamma)?.broadcast_add(&beta)?;
-        let (y, probe) = tape.probe(y)?;
+        let (y, probe) = if tape.recording && xhat.track_op() {
+            // The probe is the shift expanded to the output shape (see `RecordingNormAffine`).
+            let probe = Var::from_tensor(&beta.broadcast_as(xhat.shape())?)?;
+            let y = xhat.apply_op3(&gamma, probe.as_tensor(), RecordingNormAffine)?;
+            (y, Some(probe))
+        } else {
+            tape.probe(xhat.broadcast_mul(&gamma)?.broadcast_add(&beta)?)?
+        };
         if let Some(probe) = probe {
             let dims = xhat.dims();
             let b = dims.first().copied().unwrap_or(1);

@@ -465,7 +465,11 @@ fn prepare(
             }
             if is_trained(*bias) {
                 // (B, p); with T = 1 a view of the output gradient, no copy
-                let per = if t == 1 { g3.reshape((b, p))? } else { g3.sum(1)? };
+                let per = if t == 1 {
+                    g3.reshape((b, p))?
+                } else {
+                    g3.sum(1)?
+                };
                 add(sq_sum_rows(&per)?)?;
                 sums.push(SumPlan::PerSample {
                     param: *bias,

@@ -789,6 +789,16 @@ mod tests {
         assert!(partition_label_skew(&d, 2, 0, 1).is_err());
     }
 
+    proptest::proptest! {
+        /// Arbitrary text never makes the CSV loader panic.
+        #[test]
+        fn csv_loader_never_panics(text in ".{0,200}", header in proptest::bool::ANY, col in 0usize..4) {
+            for label_column in [LabelColumn::Last, LabelColumn::Index(col), LabelColumn::Name("a".into())] {
+                let _ = load_csv(&text, &CsvOptions { has_header: header, label_column });
+            }
+        }
+    }
+
     #[test]
     fn new_rejects_inconsistent_data() {
         let f = |values: Vec<f32>| Inputs::Features { values, dim: 2 };

@@ -84,7 +84,11 @@ enum Arch {
 }
 
 /// A classifier whose parameters live in a [`ParamStore`].
-#[derive(Debug, Clone)]
+///
+/// Not `Clone`: candle variables share storage, so a shallow copy would alias the parameters
+/// and an optimizer step on one copy would silently change the other. Build a second model
+/// with [`Model::new`] and load values with [`Model::load_flat`] instead.
+#[derive(Debug)]
 pub struct Model {
     spec: ModelSpec,
     input: InputShape,
@@ -297,6 +301,56 @@ impl Model {
     /// Total number of scalar parameters.
     pub fn num_params(&self) -> usize {
         self.store.params().iter().map(|p| p.numel()).sum()
+    }
+
+    /// All parameters flattened to `f32`, in [`ParamStore`] order (e.g. to broadcast the model
+    /// after a round).
+    ///
+    /// # Errors
+    /// [`Error::Tensor`] on device errors.
+    pub fn to_flat(&self) -> Result<Vec<f32>> {
+        let values: Vec<Tensor> = self
+            .store
+            .params()
+            .iter()
+            .map(|p| p.value().clone())
+            .collect();
+        crate::clipping::flatten(&values)
+    }
+
+    /// Overwrites all parameters from a flat vector produced by [`Model::to_flat`] of a model
+    /// with the same specification.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the length differs from [`Model::num_params`] or a
+    /// value is not finite.
+    pub fn load_flat(&self, values: &[f32]) -> Result<()> {
+        if values.len() != self.num_params() {
+            return Err(Error::invalid(
+                "values",
+                values.len(),
+                format!("expected {} parameters", self.num_params()),
+            ));
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "values",
+                "non-finite",
+                "every parameter must be finite",
+            ));
+        }
+        let mut offset = 0;
+        for p in self.store.params() {
+            let n = p.numel();
+            let part = values
+                .get(offset..offset + n)
+                .ok_or_else(|| Error::invalid("values", values.len(), "is too short"))?;
+            offset += n;
+            let t =
+                Tensor::from_slice(part, p.value().dims(), &self.device)?.to_dtype(self.dtype)?;
+            p.var().set(&t)?;
+        }
+        Ok(())
     }
 
     /// Floating-point type of the parameters.

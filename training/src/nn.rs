@@ -53,8 +53,8 @@ impl Trainable {
     }
 }
 
-/// One named parameter.
-#[derive(Debug, Clone)]
+/// One named parameter (not `Clone`: the underlying candle variable would be shared).
+#[derive(Debug)]
 pub struct Param {
     name: String,
     kind: ParamKind,
@@ -88,7 +88,7 @@ impl Param {
 }
 
 /// All parameters of a model, in a fixed order (the order of flattened gradient vectors).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ParamStore {
     params: Vec<Param>,
 }

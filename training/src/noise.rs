@@ -49,7 +49,7 @@ impl GradientNoise {
     /// positive number or `dims` is zero; [`Error::Dp`] when the sampler cannot be built
     /// (a scale too large to sample exactly).
     ///
-    /// ```rust,no_run
+    /// ```rust
     /// use sotto_training::noise::GradientNoise;
     /// let noise = GradientNoise::new(1.1, 1.0, 650)?;
     /// let mut rng = sotto_dp::rng::os_rng()?;

@@ -14,6 +14,25 @@ use sotto_training::nn::Trainable;
 
 const TOL: f64 = 1e-5;
 
+/// CPU always; the first CUDA device too when built with `--features cuda` and one is present
+/// (candle's habit of running each test on every available device).
+fn devices() -> Vec<Device> {
+    #[allow(unused_mut)]
+    let mut devices = vec![Device::Cpu];
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = Device::new_cuda(0) {
+        devices.push(cuda);
+    }
+    devices
+}
+
+fn on(batch: &Batch, dev: &Device) -> Batch {
+    Batch {
+        inputs: batch.inputs.to_device(dev).unwrap(),
+        labels: batch.labels.to_device(dev).unwrap(),
+    }
+}
+
 fn feature_batch(b: usize, d: usize, classes: u32, seed: u64) -> Batch {
     let mut rng = sotto_dp::rng::seeded_rng(seed);
     use rand_core::RngCore;
@@ -106,37 +125,34 @@ fn check(model: &Model, batch: &Batch, tol: f64) {
 
 #[test]
 fn logistic_regression_linear_t1() {
-    let model = Model::new(
-        &ModelSpec::Logistic,
-        InputShape::Features(7),
-        4,
-        DType::F64,
-        &Device::Cpu,
-        3,
-    )
-    .unwrap();
-    check(&model, &feature_batch(9, 7, 4, 1), TOL);
+    for dev in devices() {
+        let model = Model::new(
+            &ModelSpec::Logistic,
+            InputShape::Features(7),
+            4,
+            DType::F64,
+            &dev,
+            3,
+        )
+        .unwrap();
+        check(&model, &on(&feature_batch(9, 7, 4, 1), &dev), TOL);
+    }
 }
 
 #[test]
 fn mlp_linear_layers() {
     let spec = ModelSpec::Mlp { hidden: vec![6, 5] };
-    let model = Model::new(
-        &spec,
-        InputShape::Features(8),
-        3,
-        DType::F64,
-        &Device::Cpu,
-        4,
-    )
-    .unwrap();
-    check(&model, &feature_batch(11, 8, 3, 2), TOL);
+    for dev in devices() {
+        let model = Model::new(&spec, InputShape::Features(8), 3, DType::F64, &dev, 4).unwrap();
+        check(&model, &on(&feature_batch(11, 8, 3, 2), &dev), TOL);
+    }
 }
 
 #[test]
 fn transformer_embedding_layer_norm_attention_and_linear_t_gt_1() {
-    // seq_len 6: 2 T^2 = 72, so Auto picks ghost for the 8x8 projections (p d = 64 < 72 ->
-    // materialized) and ghost for fc layers 8x16 (128 >= 72): both routes are exercised.
+    // seq_len 6, so 2 T^2 = 72: Auto materializes the 8x8 attention projections (p d = 64 < 72)
+    // and uses the ghost norm for the 8x16 MLP layers (p d = 128 >= 72); the Ghost and
+    // Materialize strategies force each route everywhere.
     let spec = ModelSpec::Transformer {
         dim: 8,
         heads: 2,
@@ -147,8 +163,10 @@ fn transformer_embedding_layer_norm_attention_and_linear_t_gt_1() {
         seq_len: 6,
         vocab: 10,
     };
-    let model = Model::new(&spec, shape, 3, DType::F64, &Device::Cpu, 5).unwrap();
-    check(&model, &token_batch(7, 6, 10, 3), TOL);
+    for dev in devices() {
+        let model = Model::new(&spec, shape, 3, DType::F64, &dev, 5).unwrap();
+        check(&model, &on(&token_batch(7, 6, 10, 3), &dev), TOL);
+    }
 }
 
 #[test]

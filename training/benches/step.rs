@@ -136,11 +136,14 @@ fn bench(c: &mut Criterion) {
     let clip = Clipping::default();
     for case in cases() {
         let mut opt = sgd(&case.model);
+        // Single-threaded, like candle under RAYON_NUM_THREADS=1 (see docs/training.md).
         let noise = GradientNoise::new(
             1.0,
             clip.clip_norm,
             case.model.trainable_len(Trainable::All),
         )
+        .unwrap()
+        .with_threads(1)
         .unwrap();
         let mut rng = sotto_dp::rng::seeded_rng(7);
         let mut g = c.benchmark_group(format!("step/{}", case.name));

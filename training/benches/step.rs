@@ -1,0 +1,200 @@
+//! One training step: non-DP vs book-keeping DP (per-sample clipping in one backward pass) vs
+//! the naive per-sample loop, for the MLP and the transformer, same model and batch in the same
+//! run. Prints the DP / non-DP ratio of medians.
+//!
+//! Run: `cargo bench -p sotto-training --bench step`
+
+// A benchmark aborts on any error; unwrap is the clearest way to say so.
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use sotto_training::clipping::{Clipping, flatten};
+use sotto_training::data::{Batch, Dataset, digits_split, sequence_task};
+use sotto_training::model::{InputShape, Model, ModelSpec};
+use sotto_training::nn::Trainable;
+use sotto_training::noise::GradientNoise;
+use sotto_training::optim::{Optimizer, OptimizerKind};
+
+struct Case {
+    name: &'static str,
+    model: Model,
+    batch: Batch,
+    batch_size: usize,
+}
+
+fn cases() -> Vec<Case> {
+    let dev = Device::Cpu;
+    let (train, _) = digits_split(1).unwrap();
+    let idx: Vec<usize> = (0..256).collect();
+    let mlp = Model::new(
+        &ModelSpec::Mlp {
+            hidden: vec![256, 256],
+        },
+        InputShape::of(&train),
+        10,
+        DType::F32,
+        &dev,
+        1,
+    )
+    .unwrap();
+    let seq: Dataset = sequence_task(64, 16, 64, 4, 2).unwrap();
+    let spec = ModelSpec::Transformer {
+        dim: 64,
+        heads: 4,
+        mlp_dim: 128,
+        layers: 2,
+    };
+    let transformer = Model::new(&spec, InputShape::of(&seq), 4, DType::F32, &dev, 1).unwrap();
+    vec![
+        Case {
+            name: "mlp",
+            model: mlp,
+            batch: train.batch(&idx, &dev).unwrap(),
+            batch_size: 256,
+        },
+        Case {
+            name: "transformer",
+            model: transformer,
+            batch: seq.full_batch(&dev).unwrap(),
+            batch_size: 64,
+        },
+    ]
+}
+
+fn sgd(model: &Model) -> Optimizer {
+    Optimizer::new(
+        OptimizerKind::Sgd { momentum: 0.0 },
+        1e-4,
+        Trainable::All,
+        model,
+    )
+    .unwrap()
+}
+
+fn non_dp_step(c: &Case, opt: &mut Optimizer) {
+    let (_, g) = c.model.mean_gradient(&c.batch, Trainable::All).unwrap();
+    opt.step(&c.model, &g).unwrap();
+}
+
+fn dp_step(c: &Case, opt: &mut Optimizer, clip: &Clipping) {
+    let g = c.model.clipped_gradients(&c.batch, clip).unwrap();
+    let scale = 1.0 / c.batch_size as f64;
+    let g: Vec<_> = g
+        .grads
+        .iter()
+        .map(|t| t.affine(scale, 0.0).unwrap())
+        .collect();
+    opt.step(&c.model, &g).unwrap();
+}
+
+fn dp_step_noised(
+    c: &Case,
+    opt: &mut Optimizer,
+    clip: &Clipping,
+    noise: &GradientNoise,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) {
+    let g = c.model.clipped_gradients(&c.batch, clip).unwrap();
+    let noised = noise.privatize(&flatten(&g.grads).unwrap(), rng).unwrap();
+    opt.apply_sum(&c.model, &noised, c.batch_size as f64)
+        .unwrap();
+}
+
+fn naive_step(c: &Case, opt: &mut Optimizer, clip: &Clipping) {
+    let g = c.model.clipped_gradients_naive(&c.batch, clip).unwrap();
+    opt.step(&c.model, &g.grads).unwrap();
+}
+
+/// Median milliseconds of each closure, measured interleaved (a b c a b c ...) so that load
+/// from other processes hits all of them alike.
+fn interleaved_medians(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    for f in fs.iter_mut() {
+        f();
+    }
+    let mut times = vec![Vec::with_capacity(rounds); fs.len()];
+    for _ in 0..rounds {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+            let s = Instant::now();
+            f();
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let clip = Clipping::default();
+    for case in cases() {
+        let mut opt = sgd(&case.model);
+        // Single-threaded, like candle under RAYON_NUM_THREADS=1 (see docs/training.md).
+        let noise = GradientNoise::new(
+            1.0,
+            clip.clip_norm,
+            case.model.trainable_len(Trainable::All),
+        )
+        .unwrap()
+        .with_threads(1)
+        .unwrap();
+        let mut rng = sotto_dp::rng::seeded_rng(7);
+        let mut g = c.benchmark_group(format!("step/{}", case.name));
+        g.sample_size(20);
+        let id = |what: &str| BenchmarkId::new(what, case.batch_size);
+        g.bench_function(id("non_dp"), |b| {
+            b.iter(|| non_dp_step(black_box(&case), &mut opt))
+        });
+        g.bench_function(id("dp_bookkeeping"), |b| {
+            b.iter(|| dp_step(black_box(&case), &mut opt, &clip))
+        });
+        g.bench_function(id("dp_bookkeeping_with_noise"), |b| {
+            b.iter(|| dp_step_noised(black_box(&case), &mut opt, &clip, &noise, &mut rng))
+        });
+        g.sample_size(10);
+        g.bench_function(id("naive_per_sample"), |b| {
+            b.iter(|| naive_step(black_box(&case), &mut opt, &clip))
+        });
+        g.finish();
+
+        // Ratio of medians, measured interleaved in this run.
+        let mut opt2 = sgd(&case.model);
+        let mut opt3 = sgd(&case.model);
+        let mut opt4 = sgd(&case.model);
+        let m = interleaved_medians(
+            40,
+            &mut [
+                &mut || non_dp_step(&case, &mut opt),
+                &mut || dp_step(&case, &mut opt2, &clip),
+                &mut || dp_step_noised(&case, &mut opt3, &clip, &noise, &mut rng),
+            ],
+        );
+        let naive = interleaved_medians(3, &mut [&mut || naive_step(&case, &mut opt4, &clip)])[0];
+        let (base, dp, dpn) = (m[0], m[1], m[2]);
+        println!(
+            "RATIO {} (B={}, {} params): non-DP {base:.3} ms | DP book-keeping {dp:.3} ms ({:.2}x) | with noise {dpn:.3} ms ({:.2}x) | naive loop {naive:.3} ms ({:.2}x)",
+            case.name,
+            case.batch_size,
+            case.model.num_params(),
+            dp / base,
+            dpn / base,
+            naive / base
+        );
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(4));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,216 @@
+//! Optimizers applied to a (noised) gradient: SGD with momentum and Adam.
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Model;
+use crate::nn::Trainable;
+use crate::{Error, Result};
+
+/// Which optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// Stochastic gradient descent with optional heavy-ball momentum (0 for none).
+    Sgd {
+        /// Momentum in `[0, 1)`.
+        momentum: f64,
+    },
+    /// Adam (Kingma and Ba 2015); on a noised gradient this is DP-Adam.
+    Adam {
+        /// First-moment decay, in `[0, 1)`.
+        beta1: f64,
+        /// Second-moment decay, in `[0, 1)`.
+        beta2: f64,
+        /// Added to the root of the second moment (> 0).
+        eps: f64,
+    },
+}
+
+impl Default for OptimizerKind {
+    fn default() -> Self {
+        OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Optimizer state for the trained parameters of one model.
+///
+/// # Privacy
+/// The optimizer only post-processes the gradient it is given: when that gradient is a noised
+/// clipped sum (divided by a data-independent denominator), the updates are as private as the
+/// noised sums.
+#[derive(Debug, Clone)]
+pub struct Optimizer {
+    kind: OptimizerKind,
+    learning_rate: f64,
+    trainable: Trainable,
+    trained: Vec<usize>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    steps: u64,
+}
+
+impl Optimizer {
+    /// An optimizer for the parameters of `model` selected by `trainable`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the learning rate is not finite and positive, a
+    /// momentum or beta is outside `[0, 1)`, or `eps` is not positive.
+    pub fn new(
+        kind: OptimizerKind,
+        learning_rate: f64,
+        trainable: Trainable,
+        model: &Model,
+    ) -> Result<Self> {
+        sotto_dp::error::check_positive("learning_rate", learning_rate)?;
+        let unit = |name: &'static str, v: f64| -> Result<()> {
+            sotto_dp::error::check_finite(name, v)?;
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::invalid(name, v, "must lie in [0, 1)"))
+            }
+        };
+        match kind {
+            OptimizerKind::Sgd { momentum } => unit("momentum", momentum)?,
+            OptimizerKind::Adam { beta1, beta2, eps } => {
+                unit("beta1", beta1)?;
+                unit("beta2", beta2)?;
+                sotto_dp::error::check_positive("eps", eps)?;
+            }
+        }
+        let trained = model.params().trainable_indices(trainable);
+        let zeros = trained
+            .iter()
+            .map(|&i| Ok(model.params().get(i)?.value().zeros_like()?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Optimizer {
+            kind,
+            learning_rate,
+            trainable,
+            trained,
+            m: zeros.clone(),
+            v: zeros,
+            steps: 0,
+        })
+    }
+
+    /// Which parameters it trains.
+    pub fn trainable(&self) -> Trainable {
+        self.trainable
+    }
+
+    /// Number of steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// One step along `grads` (one tensor per trained parameter, in order, already averaged).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the number or shapes of `grads` do not match.
+    pub fn step(&mut self, model: &Model, grads: &[Tensor]) -> Result<()> {
+        if grads.len() != self.trained.len() {
+            return Err(Error::invalid(
+                "grads",
+                grads.len(),
+                format!(
+                    "expected one gradient per trained parameter ({})",
+                    self.trained.len()
+                ),
+            ));
+        }
+        self.steps += 1;
+        let lr = self.learning_rate;
+        for (k, (&idx, g)) in self.trained.iter().zip(grads).enumerate() {
+            let param = model.params().get(idx)?;
+            let w = param.value();
+            if g.dims() != w.dims() {
+                return Err(Error::invalid(
+                    "grads",
+                    format!("{:?}", g.dims()),
+                    format!(
+                        "gradient shape differs from parameter {} {:?}",
+                        param.name(),
+                        w.dims()
+                    ),
+                ));
+            }
+            let g = g.to_dtype(w.dtype())?;
+            let update = match self.kind {
+                OptimizerKind::Sgd { momentum } => {
+                    if momentum > 0.0 {
+                        self.m[k] = self.m[k].affine(momentum, 0.0)?.add(&g)?;
+                        self.m[k].clone()
+                    } else {
+                        g
+                    }
+                }
+                OptimizerKind::Adam { beta1, beta2, eps } => {
+                    self.m[k] = self.m[k]
+                        .affine(beta1, 0.0)?
+                        .add(&g.affine(1.0 - beta1, 0.0)?)?;
+                    self.v[k] = self.v[k]
+                        .affine(beta2, 0.0)?
+                        .add(&g.sqr()?.affine(1.0 - beta2, 0.0)?)?;
+                    let t = self.steps as i32;
+                    let mhat = self.m[k].affine(1.0 / (1.0 - beta1.powi(t)), 0.0)?;
+                    let vhat = self.v[k].affine(1.0 / (1.0 - beta2.powi(t)), 0.0)?;
+                    mhat.div(&vhat.sqrt()?.affine(1.0, eps)?)?
+                }
+            };
+            param
+                .var()
+                .set(&w.sub(&update.affine(lr, 0.0)?)?.detach())?;
+        }
+        Ok(())
+    }
+
+    /// One step along `sum / denominator`, where `sum` is a flattened gradient sum over the
+    /// trained parameters (e.g. an aggregated noised clipped sum from secure aggregation).
+    ///
+    /// # Privacy
+    /// `denominator` must not depend on the data: use the expected batch size
+    /// `sampling_rate * n` under Poisson sampling, never the realized batch size.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when `sum` has the wrong length, holds a non-finite value,
+    /// or `denominator` is not finite and positive.
+    pub fn apply_sum(&mut self, model: &Model, sum: &[f32], denominator: f64) -> Result<()> {
+        sotto_dp::error::check_positive("denominator", denominator)?;
+        if sum.iter().any(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                "sum",
+                "non-finite",
+                "every coordinate must be finite",
+            ));
+        }
+        let expected = model.trainable_len(self.trainable);
+        if sum.len() != expected {
+            return Err(Error::invalid(
+                "sum",
+                sum.len(),
+                format!("expected {expected} values (the trained parameters, flattened)"),
+            ));
+        }
+        let mut grads = Vec::with_capacity(self.trained.len());
+        let mut offset = 0;
+        for &idx in &self.trained {
+            let p = model.params().get(idx)?;
+            let n = p.numel();
+            let part = sum
+                .get(offset..offset + n)
+                .ok_or_else(|| Error::invalid("sum", sum.len(), "is too short"))?;
+            offset += n;
+            let t = Tensor::from_slice(part, p.value().dims(), model.device())?
+                .to_dtype(DType::F64)?
+                .affine(1.0 / denominator, 0.0)?;
+            grads.push(t);
+        }
+        self.step(model, &grads)
+    }
+}

@@ -327,3 +327,53 @@ fn poll_rejects_invalid_parameters() {
         "answer",
     );
 }
+
+#[test]
+fn train_central_reports_accuracy_and_the_accountants_epsilon() {
+    let v = json(&[
+        "train",
+        "--central",
+        "--epochs",
+        "3",
+        "--target-epsilon",
+        "2",
+        "--seed",
+        "1",
+        "--no-audit",
+    ]);
+    let accuracy = v["accuracy"].as_f64().expect("accuracy");
+    let epsilon = v["epsilon"].as_f64().expect("epsilon");
+    let sigma = v["noise_multiplier"].as_f64().expect("noise multiplier");
+    let steps = v["steps"].as_u64().expect("steps");
+    let q = v["sampling_rate"].as_f64().expect("sampling rate");
+    assert!(
+        accuracy > 0.5,
+        "3 epochs on digits should beat chance by far: {v}"
+    );
+    assert!(epsilon <= 2.0, "{v}");
+    // The same number `sotto account dp-sgd` prints for these settings.
+    let expected = sotto_dp::accounting::dp_sgd_epsilon(
+        q,
+        sigma,
+        steps,
+        1e-5,
+        sotto_dp::accounting::AccountantKind::Rdp,
+    )
+    .expect("epsilon");
+    assert_eq!(epsilon, expected);
+}
+
+#[test]
+fn train_rejects_bad_settings() {
+    assert_invalid(
+        &["train", "--central", "--target-epsilon", "nan"],
+        "target_epsilon",
+    );
+    assert_invalid(&["train", "--central", "--delta", "0.5"], "delta");
+    assert_invalid(
+        &["train", "--central", "--data", "/nonexistent/data.csv"],
+        "data",
+    );
+    assert_invalid(&["train", "--central", "--hidden", "8"], "--hidden");
+    assert_invalid(&["train"], "--central");
+}

@@ -3,6 +3,7 @@
 mod account;
 mod output;
 mod poll;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,8 @@ pub enum Command {
     /// Private polls with randomized response: simulate one or estimate from responses.
     #[command(subcommand)]
     Poll(poll::PollCommand),
+    /// Differentially private training (`--central`: one party's model on embedded data).
+    Train(train::TrainArgs),
 }
 
 /// Runs the parsed command line.
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Account(cmd) => account::run(cmd, &out),
         Command::Poll(cmd) => poll::run(cmd, &out),
+        Command::Train(args) => train::run(args, &out),
     }
 }
 
@@ -48,12 +52,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// 1 for everything else.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     let invalid = err.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<sotto_dp::Error>(),
-            Some(sotto_dp::Error::InvalidParameter { .. })
-        ) || cause.downcast_ref::<UsageError>().is_some()
+        is_invalid_dp(cause.downcast_ref::<sotto_dp::Error>())
+            || cause.downcast_ref::<UsageError>().is_some()
+            || match cause.downcast_ref::<sotto_training::Error>() {
+                Some(sotto_training::Error::InvalidParameter { .. })
+                | Some(sotto_training::Error::Data(_)) => true,
+                Some(sotto_training::Error::Dp(e)) => is_invalid_dp(Some(e)),
+                _ => false,
+            }
     });
     if invalid { 2 } else { 1 }
+}
+
+fn is_invalid_dp(err: Option<&sotto_dp::Error>) -> bool {
+    matches!(err, Some(sotto_dp::Error::InvalidParameter { .. }))
 }
 
 /// An error in what the user asked for (a bad flag value or input file), reported with exit

@@ -14,6 +14,11 @@ impl Output {
         Output { json }
     }
 
+    /// Whether JSON output was asked for.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// Prints `value` as one JSON line, or `text` when JSON was not asked for.
     pub fn emit<T: Serialize>(
         &self,

@@ -1,0 +1,339 @@
+//! `sotto train`: differentially private training.
+//!
+//! `sotto train --central` trains one party's model with DP-SGD / DP-Adam on the embedded digits
+//! data (or the generated sequence task, or the user's CSV), printing per-epoch progress,
+//! accuracy and epsilon, and ends with a membership-inference audit.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use sotto_dp::accounting::AccountantKind;
+use sotto_training::central::{CentralConfig, CentralReport, EpochMetrics, train_central};
+use sotto_training::clipping::ClipMode;
+use sotto_training::data::{self, CsvOptions, Dataset, LabelColumn, Standardizer};
+use sotto_training::model::ModelSpec;
+use sotto_training::optim::OptimizerKind;
+
+use super::{Output, UsageError};
+
+/// Seed of the fixed 80/20 train/test split of CSV and generated data.
+const SPLIT_SEED: u64 = 1;
+
+/// Arguments of `sotto train`.
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct TrainArgs {
+    /// Train one party's model centrally with DP (the multi-party run over QUIC is separate).
+    #[arg(long)]
+    pub central: bool,
+
+    /// A JSON file with a full training configuration (`CentralConfig`); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// The data: `digits` (embedded), `sequence` (generated text task, for the transformer)
+    /// or a CSV file of numeric features and a label column.
+    #[arg(long, default_value = "digits")]
+    pub data: String,
+    /// Label column of a CSV file: `last`, a 0-based index, or a header name.
+    #[arg(long, default_value = "last")]
+    pub label_column: String,
+    /// The CSV file's first line holds column names.
+    #[arg(long)]
+    pub header: bool,
+
+    /// The model.
+    #[arg(long, value_enum)]
+    pub model: Option<ModelArg>,
+    /// Hidden widths of the MLP, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Per-sample clipping: `automatic` (normalization, no threshold to tune) or `standard`.
+    #[arg(long, value_enum)]
+    pub clipping: Option<ClipArg>,
+    /// DP-BiTFiT: train only the bias terms.
+    #[arg(long)]
+    pub bitfit: bool,
+    /// Optimizer: `adam` (DP-Adam) or `sgd` (DP-SGD).
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
+    /// Number of epochs (each is ceil(1 / sampling rate) steps).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Poisson sampling rate q (expected batch size / training-set size).
+    #[arg(long)]
+    pub sampling_rate: Option<f64>,
+    /// Learning rate.
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Clipping norm R (the L2 sensitivity of each clipped gradient sum).
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Target epsilon: the smallest noise multiplier that meets it is chosen.
+    #[arg(long, conflicts_with_all = ["noise_multiplier", "non_private"])]
+    pub target_epsilon: Option<f64>,
+    /// Fixed noise multiplier (noise standard deviation / clipping norm) instead of a target.
+    #[arg(long, conflicts_with = "non_private")]
+    pub noise_multiplier: Option<f64>,
+    /// Train without clipping or noise (a baseline; no privacy).
+    #[arg(long)]
+    pub non_private: bool,
+    /// delta of the (epsilon, delta) guarantee; must be below 1 / (training-set size).
+    #[arg(long)]
+    pub delta: Option<f64>,
+    /// Accountant: `rdp` or `pld`.
+    #[arg(long)]
+    pub accountant: Option<AccountantKind>,
+    /// Seed of the model initialization.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Also draw sampling and noise from `--seed` (reproducible experiments only, never for
+    /// real data).
+    #[arg(long)]
+    pub reproducible: bool,
+    /// Skip the membership-inference audit.
+    #[arg(long)]
+    pub no_audit: bool,
+}
+
+/// Models selectable on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModelArg {
+    /// Multinomial logistic regression.
+    Logistic,
+    /// A multilayer perceptron (`--hidden` widths, default 64).
+    Mlp,
+    /// A small transformer-encoder text classifier (use with `--data sequence`).
+    Transformer,
+}
+
+/// Clipping modes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ClipArg {
+    /// g_i * min(1, R / ||g_i||).
+    Standard,
+    /// g_i * R / (||g_i|| + gamma).
+    Automatic,
+}
+
+/// Optimizers.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OptimizerArg {
+    /// DP-Adam.
+    Adam,
+    /// DP-SGD (no momentum).
+    Sgd,
+}
+
+impl TrainArgs {
+    /// The configuration: defaults, then the `--config` file, then the flags.
+    fn config(&self) -> anyhow::Result<CentralConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    UsageError(format!("cannot read --config {}: {e}", path.display()))
+                })?;
+                serde_json::from_str(&text).map_err(|e| {
+                    UsageError(format!(
+                        "--config {}: not a valid training configuration: {e}",
+                        path.display()
+                    ))
+                })?
+            }
+            None => CentralConfig::default(),
+        };
+        if let Some(m) = self.model {
+            c.model = match m {
+                ModelArg::Logistic => ModelSpec::Logistic,
+                ModelArg::Mlp => ModelSpec::Mlp {
+                    hidden: self.hidden.clone().unwrap_or_else(|| vec![64]),
+                },
+                ModelArg::Transformer => ModelSpec::Transformer {
+                    dim: 32,
+                    heads: 4,
+                    mlp_dim: 64,
+                    layers: 1,
+                },
+            };
+        } else if self.hidden.is_some() {
+            return Err(UsageError("--hidden needs --model mlp".into()).into());
+        }
+        if let Some(cl) = self.clipping {
+            c.clipping = match cl {
+                ClipArg::Standard => ClipMode::Standard,
+                ClipArg::Automatic => ClipMode::Automatic,
+            };
+        }
+        c.bitfit |= self.bitfit;
+        if let Some(o) = self.optimizer {
+            c.optimizer = match o {
+                OptimizerArg::Adam => OptimizerKind::default(),
+                OptimizerArg::Sgd => OptimizerKind::Sgd { momentum: 0.0 },
+            };
+        }
+        if let Some(v) = self.epochs {
+            c.epochs = v;
+        }
+        if let Some(v) = self.sampling_rate {
+            c.sampling_rate = v;
+        }
+        if let Some(v) = self.learning_rate {
+            c.learning_rate = v;
+        }
+        if let Some(v) = self.clip_norm {
+            c.clip_norm = v;
+        }
+        if let Some(v) = self.target_epsilon {
+            c.target_epsilon = Some(v);
+            c.noise_multiplier = None;
+            c.non_private = false;
+        }
+        if let Some(v) = self.noise_multiplier {
+            c.noise_multiplier = Some(v);
+            c.target_epsilon = None;
+            c.non_private = false;
+        }
+        if self.non_private {
+            c.non_private = true;
+            c.target_epsilon = None;
+            c.noise_multiplier = None;
+        }
+        if let Some(v) = self.delta {
+            c.delta = v;
+        }
+        if let Some(v) = self.accountant {
+            c.accountant = v;
+        }
+        if let Some(v) = self.seed {
+            c.seed = v;
+        }
+        c.reproducible_noise |= self.reproducible;
+        if self.no_audit {
+            c.audit = false;
+        }
+        Ok(c)
+    }
+
+    /// The train/test split of the chosen data.
+    fn data(&self) -> anyhow::Result<(Dataset, Dataset)> {
+        match self.data.as_str() {
+            "digits" => Ok(data::digits_split(
+                sotto_training::central::DIGITS_SPLIT_SEED,
+            )?),
+            "sequence" => {
+                let all = data::sequence_task(6000, 12, 32, 4, SPLIT_SEED)?;
+                Ok(all.split(0.2, SPLIT_SEED)?)
+            }
+            path => {
+                let label_column = match self.label_column.as_str() {
+                    "last" => LabelColumn::Last,
+                    s => match s.parse::<usize>() {
+                        Ok(i) => LabelColumn::Index(i),
+                        Err(_) => LabelColumn::Name(s.to_string()),
+                    },
+                };
+                let options = CsvOptions {
+                    has_header: self.header,
+                    label_column,
+                };
+                let csv = data::load_csv_file(std::path::Path::new(path), &options)
+                    .with_context(|| format!("--data {path}"))?;
+                let (train, test) = csv.dataset.split(0.2, SPLIT_SEED)?;
+                let st = Standardizer::fit(&train)?;
+                Ok((st.apply(&train)?, st.apply(&test)?))
+            }
+        }
+    }
+}
+
+fn epsilon_text(e: Option<f64>) -> String {
+    e.map_or_else(|| "inf (non-private)".to_string(), |x| format!("{x:.4}"))
+}
+
+/// The last JSON line: the whole report (with `accuracy` and `epsilon` at the top level).
+#[derive(Serialize)]
+struct TrainJson<'a> {
+    #[serde(flatten)]
+    report: &'a CentralReport,
+}
+
+/// Runs `sotto train`.
+pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
+    if !args.central {
+        return Err(UsageError(
+            "multi-party training over QUIC is not available in this version; \
+             run `sotto train --central` to train one party's model with DP"
+                .into(),
+        )
+        .into());
+    }
+    let config = args.config()?;
+    let (train, test) = args.data()?;
+    config.validate(train.len())?;
+    let json = out.is_json();
+    if !json {
+        println!(
+            "training {} on {} examples ({} test), {} epochs, sampling rate {}, {}",
+            model_name(&config.model),
+            train.len(),
+            test.len(),
+            config.epochs,
+            config.sampling_rate,
+            if config.non_private {
+                "non-private".to_string()
+            } else {
+                match (config.target_epsilon, config.noise_multiplier) {
+                    (Some(e), _) => format!("target epsilon {e} at delta {}", config.delta),
+                    (None, Some(s)) => format!("noise multiplier {s}, delta {}", config.delta),
+                    (None, None) => format!("delta {}", config.delta),
+                }
+            }
+        );
+    }
+    let on_epoch = |e: &EpochMetrics| {
+        if !json {
+            println!(
+                "epoch {:>3}  step {:>5}  train loss {:.4}  test accuracy {:6.2}%  epsilon {}",
+                e.epoch,
+                e.steps,
+                e.train_loss,
+                100.0 * e.test_accuracy,
+                epsilon_text(e.epsilon)
+            );
+        }
+    };
+    let (_, report) = train_central(&config, &train, &test, on_epoch)?;
+    out.emit(&TrainJson { report: &report }, || {
+        let mut s = format!(
+            "test accuracy {:.2}%, epsilon {} at delta {} ({} accountant, noise multiplier {}, {} steps)",
+            100.0 * report.accuracy,
+            epsilon_text(report.epsilon),
+            report.delta,
+            report.accountant,
+            report
+                .noise_multiplier
+                .map_or_else(|| "-".to_string(), |s| format!("{s:.4}")),
+            report.steps
+        );
+        if let Some(a) = &report.audit {
+            s.push_str(&format!(
+                "\nmembership-inference audit (loss threshold, {} members vs {} held out): \
+                 AUC {:.3}, TPR {:.3} at FPR {:.3} (0.5 and 0.01 mean the attack learns nothing)",
+                a.members, a.non_members, a.auc, a.tpr_at_1pct_fpr, a.fpr
+            ));
+        }
+        s
+    })
+}
+
+fn model_name(m: &ModelSpec) -> String {
+    match m {
+        ModelSpec::Logistic => "logistic regression".into(),
+        ModelSpec::Mlp { hidden } => format!("an MLP {hidden:?}"),
+        ModelSpec::Transformer { dim, layers, .. } => {
+            format!("a transformer (dim {dim}, {layers} layer(s))")
+        }
+    }
+}

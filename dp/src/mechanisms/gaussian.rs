@@ -330,17 +330,8 @@ impl FloatGaussianMechanism {
     /// # Errors
     /// [`Error::InvalidParameter`] if `value` is not finite or `dim != 1`.
     pub fn release<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R, value: f64) -> Result<f64> {
-        if self.dim != 1 {
-            return Err(Error::invalid(
-                "dim",
-                self.dim,
-                "release() is for scalars; use release_vector() for a vector mechanism",
-            ));
-        }
-        let units = self.grid.snap(value)?;
-        Ok(self
-            .grid
-            .value(units.saturating_add(self.noise.sample(rng))))
+        self.grid
+            .release_scalar(self.dim, value, || self.noise.sample(rng))
     }
 
     /// Each coordinate snapped to the grid plus independent discrete Gaussian noise.
@@ -352,24 +343,8 @@ impl FloatGaussianMechanism {
         rng: &mut R,
         values: &[f64],
     ) -> Result<Vec<f64>> {
-        if values.len() != self.dim {
-            return Err(Error::invalid(
-                "values.len()",
-                values.len(),
-                format!("the mechanism was calibrated for dim = {}", self.dim),
-            ));
-        }
-        let units = values
-            .iter()
-            .map(|v| self.grid.snap(*v))
-            .collect::<Result<Vec<i64>>>()?;
-        let mut noise = vec![0i64; values.len()];
-        self.noise.fill(rng, &mut noise);
-        Ok(units
-            .iter()
-            .zip(&noise)
-            .map(|(u, z)| self.grid.value(u.saturating_add(*z)))
-            .collect())
+        self.grid
+            .release_vector(self.dim, values, |noise| self.noise.fill(rng, noise))
     }
 
     /// A conservative confidence interval for the raw value of one coordinate (sub-Gaussian
@@ -378,11 +353,12 @@ impl FloatGaussianMechanism {
     /// # Errors
     /// [`Error::InvalidParameter`] if `confidence` is not in (0, 1) or `released` is not finite.
     pub fn confidence_interval(&self, released: f64, confidence: f64) -> Result<Estimate> {
-        let spacing = self.grid.spacing();
-        let mut estimate =
-            estimators::gaussian_interval(released, self.noise.sigma(), spacing, confidence)?;
-        estimate.ci_low -= spacing / 2.0;
-        estimate.ci_high += spacing / 2.0;
-        Ok(estimate)
+        let estimate = estimators::gaussian_interval(
+            released,
+            self.noise.sigma(),
+            self.grid.spacing(),
+            confidence,
+        )?;
+        Ok(self.grid.widen_by_half_step(estimate))
     }
 }

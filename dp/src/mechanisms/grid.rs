@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::check_positive;
+use crate::estimators::Estimate;
 use crate::{Error, Result};
 
 /// Grid values are clamped to `[-GRID_LIMIT, GRID_LIMIT]` (in grid units) before noise is added.
@@ -193,6 +194,66 @@ impl Grid {
         let root = (dim as f64).sqrt().next_up();
         let charged = (l2_sensitivity * pow2(-self.exponent) + root).next_up();
         check_positive("sensitivity in grid units", charged)
+    }
+}
+
+/// The release steps the float mechanisms share: snap to the grid, add integer noise in grid
+/// units, map back; and the half-step widening of their confidence intervals.
+impl Grid {
+    /// `value` snapped to the grid plus one noise draw from `sample` (in grid units), for a
+    /// mechanism calibrated for `dim` coordinates (which must be 1).
+    pub(super) fn release_scalar(
+        &self,
+        dim: usize,
+        value: f64,
+        sample: impl FnOnce() -> i64,
+    ) -> Result<f64> {
+        if dim != 1 {
+            return Err(Error::invalid(
+                "dim",
+                dim,
+                "release() is for scalars; use release_vector() for a vector mechanism",
+            ));
+        }
+        let units = self.snap(value)?;
+        Ok(self.value(units.saturating_add(sample())))
+    }
+
+    /// Each coordinate snapped to the grid plus independent noise that `fill` writes (in grid
+    /// units), for a mechanism calibrated for `dim` coordinates.
+    pub(super) fn release_vector(
+        &self,
+        dim: usize,
+        values: &[f64],
+        fill: impl FnOnce(&mut [i64]),
+    ) -> Result<Vec<f64>> {
+        if values.len() != dim {
+            return Err(Error::invalid(
+                "values.len()",
+                values.len(),
+                format!("the mechanism was calibrated for dim = {dim}"),
+            ));
+        }
+        let units = values
+            .iter()
+            .map(|v| self.snap(*v))
+            .collect::<Result<Vec<i64>>>()?;
+        let mut noise = vec![0i64; values.len()];
+        fill(&mut noise);
+        Ok(units
+            .iter()
+            .zip(&noise)
+            .map(|(u, z)| self.value(u.saturating_add(*z)))
+            .collect())
+    }
+
+    /// Widens an interval for the snapped value by half a step on each side, so that it covers
+    /// the raw input.
+    pub(super) fn widen_by_half_step(&self, mut estimate: Estimate) -> Estimate {
+        let half = self.spacing() / 2.0;
+        estimate.ci_low -= half;
+        estimate.ci_high += half;
+        estimate
     }
 }
 

@@ -89,7 +89,12 @@ fn timed<S, R>(
             }
             record(&key, total.as_secs_f64() / iters as f64);
             if let Some(per_word) = interleaved_raw_per_word() {
-                RAW_SAMPLES.lock().unwrap().entry(key.clone()).or_default().push(per_word);
+                RAW_SAMPLES
+                    .lock()
+                    .unwrap()
+                    .entry(key.clone())
+                    .or_default()
+                    .push(per_word);
             }
             total
         })
@@ -432,7 +437,10 @@ fn local_raw_per_word(key: &str) {
         })
         .collect();
     t.sort_by(|a, b| a.total_cmp(b));
-    LOCAL_RAW.lock().unwrap().insert(key.to_string(), t[10] / words as f64);
+    LOCAL_RAW
+        .lock()
+        .unwrap()
+        .insert(key.to_string(), t[10] / words as f64);
 }
 
 /// A copy of party 0 as it was before its round-2 shares arrived.

@@ -575,13 +575,21 @@ mod tests {
     #[test]
     fn secrets_are_never_printed() {
         let config = SecAggConfig::new(SessionId([1; 16]), 3, 2, 2).unwrap();
-        let mut c = SecAggClient::<u32>::new(config, PartyId(0), vec![123_456_789, 987_654_321]).unwrap();
+        let mut c =
+            SecAggClient::<u32>::new(config, PartyId(0), vec![123_456_789, 987_654_321]).unwrap();
         c.start(&mut seeded_rng(1)).unwrap();
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("123456789") && !dbg.contains("987654321"), "{dbg}");
+        assert!(
+            !dbg.contains("123456789") && !dbg.contains("987654321"),
+            "{dbg}"
+        );
         let v = SecretVec(vec![123_456_789u32]);
         assert_eq!(format!("{v:?}"), "SecretVec([redacted])");
-        let share = RevealedShare { owner: PartyId(1), kind: ShareKind::SelfMask, value: ShareValue([0xAB; 32]) };
+        let share = RevealedShare {
+            owner: PartyId(1),
+            kind: ShareKind::SelfMask,
+            value: ShareValue([0xAB; 32]),
+        };
         let dbg = format!("{share:?}");
         assert!(dbg.contains("[redacted]") && !dbg.contains("171"), "{dbg}");
         // A party outside the session's range or with a wrong-length input is a clean error.

@@ -16,7 +16,7 @@
 //!
 //! Fixture note: parties that are not being timed are built with a 1-word input (their
 //! messages in rounds 0, 1 and 3 do not depend on the dimension) and the aggregator's masked
-//! inputs are random vectors of the right length: the unmasking work does not depend on the
+//! inputs are a fixed dummy vector of the right length: the unmasking work does not depend on the
 //! vector contents, and the protocol's correctness is tested in `tests/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

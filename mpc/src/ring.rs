@@ -155,20 +155,17 @@ impl RingWord for u64 {
             <&mut [u64; 32]>::try_from(&mut *dst),
             <&[u32; 64]>::try_from(ks),
         ) {
-            let mut w = [0u64; 32];
-            for (i, x) in w.iter_mut().enumerate() {
-                *x = u64::from(k[2 * i]) | (u64::from(k[2 * i + 1]) << 32);
-            }
             if negate {
-                for (a, b) in d.iter_mut().zip(&w) {
-                    *a = a.wrapping_sub(*b);
+                for (i, a) in d.iter_mut().enumerate() {
+                    let w = u64::from(k[2 * i]) | (u64::from(k[2 * i + 1]) << 32);
+                    *a = a.wrapping_sub(w);
                 }
             } else {
-                for (a, b) in d.iter_mut().zip(&w) {
-                    *a = a.wrapping_add(*b);
+                for (i, a) in d.iter_mut().enumerate() {
+                    let w = u64::from(k[2 * i]) | (u64::from(k[2 * i + 1]) << 32);
+                    *a = a.wrapping_add(w);
                 }
             }
-            w.zeroize();
             return;
         }
         let pairs = ks.chunks_exact(2);

@@ -1,7 +1,10 @@
 //! Subcommands of the `sotto` binary.
 
 mod account;
+mod aggregator;
+mod certs;
 mod output;
+mod party;
 mod poll;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +36,12 @@ pub enum Command {
     /// Private polls with randomized response: simulate one or estimate from responses.
     #[command(subcommand)]
     Poll(poll::PollCommand),
+    /// Write a deployment's dev CA and certificates (aggregator and parties 1..=N).
+    Certs(certs::CertsArgs),
+    /// Run the aggregator of one secure sum (TOML configuration).
+    Aggregator(aggregator::AggregatorArgs),
+    /// Contribute a value or vector to a secure sum (TOML configuration).
+    Party(party::PartyArgs),
 }
 
 /// Runs the parsed command line.
@@ -41,6 +50,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Account(cmd) => account::run(cmd, &out),
         Command::Poll(cmd) => poll::run(cmd, &out),
+        Command::Certs(args) => certs::run(args, &out),
+        Command::Aggregator(args) => aggregator::run(args, &out),
+        Command::Party(args) => party::run(args, &out),
     }
 }
 

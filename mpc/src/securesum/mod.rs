@@ -108,7 +108,10 @@ impl PartyNumbering {
 
     /// The core id of transport party `id`, or `None` if `id` is not in `1..=n`.
     pub fn to_core(self, id: PartyId) -> Option<PartyId> {
-        (id.0 >= 1 && (id.0 as usize) <= self.parties).then(|| PartyId(id.0 - 1))
+        id.0
+            .checked_sub(1)
+            .filter(|core| (*core as usize) < self.parties)
+            .map(PartyId)
     }
 
     /// The transport id of core party `core`.
@@ -432,8 +435,8 @@ impl SecureSumInput {
         }
         match self {
             SecureSumInput::F64(x) => {
-                let mut z = Zeroizing::new(encoder.encode(x, rng)?);
-                Ok(Zeroizing::new(z.iter_mut().map(|v| W::from_i64(*v)).collect()))
+                let z = Zeroizing::new(encoder.encode(x, rng)?);
+                Ok(Zeroizing::new(z.iter().map(|v| W::from_i64(*v)).collect()))
             }
             SecureSumInput::I64(x) => {
                 let Clipping::LInf { bound } = encoder.clipping() else {
@@ -456,7 +459,7 @@ impl SecureSumInput {
                 let s = scale as i64;
                 Ok(Zeroizing::new(
                     x.iter()
-                        .map(|v| W::from_i64(v.clamp(&-b, &b).saturating_mul(s)))
+                        .map(|v| W::from_i64((*v).clamp(-b, b).saturating_mul(s)))
                         .collect(),
                 ))
             }

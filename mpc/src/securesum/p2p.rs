@@ -295,9 +295,8 @@ async fn run_ring<W: RingWord>(
         )
         .await;
         if let Some((who, error)) = got.failed.into_iter().next() {
-            return Err(Error::Transport(error)).inspect_err(|_| {
-                tracing::warn!(party = %config.id, peer = %who, "secure sum (p2p): peer failed");
-            });
+            tracing::warn!(party = %config.id, peer = %who, "secure sum (p2p): peer failed");
+            return Err(Error::Transport(error));
         }
         if let Some(silent) = got.silent.first() {
             return Err(Error::Protocol(crate::Error::misbehaved(
@@ -307,7 +306,7 @@ async fn run_ring<W: RingWord>(
         }
         for (from, message) in got.messages {
             // The sender named in the message must be the authenticated peer.
-            if Some(numbering.identity(message.header.from)) != Some(from) {
+            if numbering.identity(message.header.from) != from {
                 return Err(Error::Protocol(crate::Error::misbehaved(
                     Peer::Party(from.party_id().unwrap_or(PartyId(0))),
                     "message claims another sender",

@@ -46,7 +46,8 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("sotto-bench-secure-sum-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sotto-bench-secure-sum-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         generate_dev_pki(&dir, N, &[]).unwrap();
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(20261122);
@@ -77,8 +78,8 @@ impl Setup {
     }
 
     fn params(&self) -> SecureSumParams {
-        let mut p = SecureSumParams::new(self.session(), N, D, Clipping::LInf { bound: 1.0 })
-            .unwrap();
+        let mut p =
+            SecureSumParams::new(self.session(), N, D, Clipping::LInf { bound: 1.0 }).unwrap();
         p.threshold = N / 2 + 1;
         p.scale = SCALE;
         p.ring = RingBits::U32;
@@ -95,8 +96,15 @@ fn localhost() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// Bytes one party sent: UDP (wire) and frames (protocol messages).
+#[derive(Clone, Copy)]
+struct Sent {
+    udp: u64,
+    frames: u64,
+}
+
 /// One secure sum; returns the decoded first coordinate and the bytes each party sent.
-async fn secure_sum(setup: &Setup) -> (f64, Vec<u64>) {
+async fn secure_sum(setup: &Setup) -> (f64, Vec<Sent>) {
     let params = setup.params();
     let aggregator = SecureSumAggregator::bind(
         AggregatorConfig::from_dir(params.clone(), localhost(), &setup.dir).unwrap(),
@@ -108,7 +116,10 @@ async fn secure_sum(setup: &Setup) -> (f64, Vec<u64>) {
         let config = PartyConfig::from_dir(params.clone(), PartyId(id), addr, &setup.dir).unwrap();
         let inputs = Arc::clone(&setup.inputs);
         parties.push(tokio::spawn(async move {
-            let x: Vec<f64> = inputs[id as usize - 1].iter().map(|v| f64::from(*v)).collect();
+            let x: Vec<f64> = inputs[id as usize - 1]
+                .iter()
+                .map(|v| f64::from(*v))
+                .collect();
             SecureSumParty::run(config, SecureSumInput::vec_f64(x)).await
         }));
     }
@@ -116,13 +127,17 @@ async fn secure_sum(setup: &Setup) -> (f64, Vec<u64>) {
     assert_eq!(outcome.survivors.len(), N);
     let mut bytes = Vec::new();
     for p in parties {
-        bytes.push(p.await.unwrap().unwrap().bytes_sent);
+        let outcome = p.await.unwrap().unwrap();
+        bytes.push(Sent {
+            udp: outcome.bytes_sent,
+            frames: outcome.frame_bytes_sent,
+        });
     }
     (outcome.sum[0], bytes)
 }
 
 /// The same vectors, encoded the same way, sent unmasked over the same transport.
-async fn plain_sum(setup: &Setup, dir: &Path) -> (f64, Vec<u64>) {
+async fn plain_sum(setup: &Setup, dir: &Path) -> (f64, Vec<Sent>) {
     let session = setup.session();
     let parties: Vec<Identity> = (1..=N as u32).map(Identity::party).collect();
     let tls = TlsConfig::from_dir(dir, Identity::Aggregator, parties.clone()).unwrap();
@@ -137,27 +152,41 @@ async fn plain_sum(setup: &Setup, dir: &Path) -> (f64, Vec<u64>) {
         tasks.push(tokio::spawn(async move {
             let client = Client::new(&tls, TransportOptions::default()).unwrap();
             let conn = client.connect(addr, Identity::Aggregator).await.unwrap();
-            let x: Vec<f64> = inputs[id as usize - 1].iter().map(|v| f64::from(*v)).collect();
+            let x: Vec<f64> = inputs[id as usize - 1]
+                .iter()
+                .map(|v| f64::from(*v))
+                .collect();
             let mut rng = sotto_dp::rng::os_rng().unwrap();
             let encoded: Vec<u32> = encoder.encode_ring(&x, &mut rng).unwrap();
             conn.send(session, 0, &RingVector(encoded)).await.unwrap();
-            let sum: f64 = conn.recv(session, 1, Duration::from_secs(60)).await.unwrap();
-            let bytes = conn.quic().stats().udp_tx.bytes;
+            let sum: f64 = conn
+                .recv(session, 1, Duration::from_secs(60))
+                .await
+                .unwrap();
+            let bytes = Sent {
+                udp: conn.quic().stats().udp_tx.bytes,
+                frames: conn.frame_bytes_sent(),
+            };
             drop(conn);
             client.shutdown().await;
             (sum, bytes)
         }));
     }
-    let accepted = server.accept_peers(parties.clone(), Duration::from_secs(60)).await;
+    let accepted = server
+        .accept_peers(parties.clone(), Duration::from_secs(60))
+        .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let got = collect::<RingVector<u32>>(&accepted.connections, parties, session, 0, deadline).await;
+    let got =
+        collect::<RingVector<u32>>(&accepted.connections, parties, session, 0, deadline).await;
     assert_eq!(got.messages.len(), N);
     let mut total = vec![0u32; D];
     for v in got.messages.values() {
         sotto_mpc::ring::add_assign(&mut total, v.as_slice());
     }
     let sum = encoder.decode_sum(&total);
-    send_all(&accepted.connections, session, 1, &sum[0]).await.unwrap();
+    send_all(&accepted.connections, session, 1, &sum[0])
+        .await
+        .unwrap();
     let mut bytes = Vec::new();
     for t in tasks {
         let (s, b) = t.await.unwrap();
@@ -183,14 +212,17 @@ fn bench(c: &mut Criterion) {
     let setup = Setup::new();
     let secure_times = Mutex::new(Vec::<f64>::new());
     let plain_times = Mutex::new(Vec::<f64>::new());
-    let secure_bytes = Mutex::new(Vec::<f64>::new());
-    let plain_bytes = Mutex::new(Vec::<f64>::new());
+    let secure_bytes = Mutex::new(Vec::<Sent>::new());
+    let plain_bytes = Mutex::new(Vec::<Sent>::new());
 
     // Both sums agree (up to randomized rounding, identical here in distribution).
     let (s, _) = setup.runtime.block_on(secure_sum(&setup));
     let (p, _) = setup.runtime.block_on(plain_sum(&setup, &setup.dir));
     let exact: f64 = setup.inputs.iter().map(|x| f64::from(x[0])).sum();
-    assert!((s - exact).abs() < 1e-3 && (p - exact).abs() < 1e-3, "{s} {p} {exact}");
+    assert!(
+        (s - exact).abs() < 1e-3 && (p - exact).abs() < 1e-3,
+        "{s} {p} {exact}"
+    );
 
     let mut group = c.benchmark_group("sum_8_parties_loopback_quic");
     group.sample_size(10);
@@ -204,7 +236,7 @@ fn bench(c: &mut Criterion) {
                 let t = start.elapsed();
                 total += t;
                 plain_times.lock().unwrap().push(t.as_secs_f64());
-                plain_bytes.lock().unwrap().extend(bytes.iter().map(|b| *b as f64));
+                plain_bytes.lock().unwrap().extend(bytes);
             }
             total
         });
@@ -218,7 +250,7 @@ fn bench(c: &mut Criterion) {
                 let t = start.elapsed();
                 total += t;
                 secure_times.lock().unwrap().push(t.as_secs_f64());
-                secure_bytes.lock().unwrap().extend(bytes.iter().map(|b| *b as f64));
+                secure_bytes.lock().unwrap().extend(bytes);
             }
             total
         });
@@ -228,15 +260,38 @@ fn bench(c: &mut Criterion) {
     let raw = (D * 4) as f64;
     let st = median(&mut secure_times.lock().unwrap());
     let pt = median(&mut plain_times.lock().unwrap());
-    let sb = median(&mut secure_bytes.lock().unwrap());
-    let pb = median(&mut plain_bytes.lock().unwrap());
+    let per = |v: &Mutex<Vec<Sent>>, f: fn(&Sent) -> u64| -> f64 {
+        median(
+            &mut v
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| f(s) as f64)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (sf, pf) = (
+        per(&secure_bytes, |s| s.frames),
+        per(&plain_bytes, |s| s.frames),
+    );
+    let (su, pu) = (per(&secure_bytes, |s| s.udp), per(&plain_bytes, |s| s.udp));
     println!("secure sum, n = {N}, d = {D} (ring Z_2^32, loopback QUIC):");
-    println!("  median wall time: secure {st:.3} s, plain {pt:.3} s, ratio secure/plain = {:.3}", st / pt);
     println!(
-        "  median bytes sent per party: secure {sb:.0}, plain {pb:.0}, raw ring vector {raw:.0}; \
+        "  median wall time: secure {st:.3} s, plain {pt:.3} s, ratio secure/plain = {:.3}",
+        st / pt
+    );
+    println!(
+        "  protocol bytes sent per party (frames): secure {sf:.0}, plain {pf:.0}, raw ring vector {raw:.0}; \
          secure/raw = {:.4}, plain/raw = {:.4}",
-        sb / raw,
-        pb / raw
+        sf / raw,
+        pf / raw
+    );
+    println!(
+        "  UDP bytes sent per party (QUIC+TLS, ACKs, retransmissions): secure {su:.0}, plain {pu:.0}; \
+         secure/raw = {:.4}, plain/raw = {:.4}, secure/plain = {:.4}",
+        su / raw,
+        pu / raw,
+        su / pu
     );
     let _ = std::fs::remove_dir_all(&setup.dir);
 }

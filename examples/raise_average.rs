@@ -26,8 +26,8 @@ use std::net::SocketAddr;
 use sotto_mpc::encoding::Clipping;
 use sotto_mpc::securesum::p2p::{PeerConfig, SecureSumPeer};
 use sotto_mpc::securesum::{
-    AggregatorConfig, NoiseSpec, PartyConfig, SecureSumAggregator, SecureSumInput,
-    SecureSumParams, SecureSumParty,
+    AggregatorConfig, NoiseSpec, PartyConfig, SecureSumAggregator, SecureSumInput, SecureSumParams,
+    SecureSumParty,
 };
 use sotto_mpc::transport::certs::generate_dev_pki;
 use sotto_mpc::{PartyId, SessionId};
@@ -106,7 +106,9 @@ async fn run(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     };
     let outcome = aggregator_round(dir, &params).await?;
     let sum = first(&Some(outcome.sum.clone()))?;
-    let privacy = outcome.privacy.ok_or("the noised run reports its privacy")?;
+    let privacy = outcome
+        .privacy
+        .ok_or("the noised run reports its privacy")?;
     let average = sum / n as f64;
     let half_width = 1.96 * privacy.noise_std / n as f64;
     println!("\n3. With differential privacy (each engineer adds a share of the noise):");
@@ -119,7 +121,9 @@ async fn run(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         "   epsilon = {:.3} at delta = {:e} (for any one raise in [-{MAX_RAISE}, {MAX_RAISE}])",
         privacy.epsilon, privacy.delta
     );
-    println!("   (with four people, noise that hides any one raise swamps the average: DP pays off with many contributors)");
+    println!(
+        "   (with four people, noise that hides any one raise swamps the average: DP pays off with many contributors)"
+    );
     Ok(())
 }
 

@@ -110,12 +110,22 @@ fn certs_writes_a_deployment_and_refuses_to_overwrite_it() {
     let tmp = TempDir::new("certs");
     let dir = tmp.path().join("pki");
     certs(&dir, 2);
-    for f in ["ca.pem", "aggregator.pem", "aggregator.key", "party-1.pem", "party-2.key"] {
+    for f in [
+        "ca.pem",
+        "aggregator.pem",
+        "aggregator.key",
+        "party-1.pem",
+        "party-2.key",
+    ] {
         assert!(dir.join(f).exists(), "{f}");
     }
     let again = run(&["certs", "--out", dir.to_str().unwrap(), "--parties", "2"]);
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("error:"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("error:"),
+        "{}",
+        text(&again.stderr)
+    );
     let zero = run(&["certs", "--out", dir.to_str().unwrap(), "--parties", "0"]);
     assert_eq!(zero.status.code(), Some(2), "{}", text(&zero.stderr));
 }
@@ -130,42 +140,59 @@ fn aggregator_and_parties_sum_exactly_and_free_the_port() {
     let agg_cfg = write(
         tmp.path(),
         "aggregator.toml",
-        &format!("listen = \"127.0.0.1:{port}\"\ncerts = \"{}\"\n{session}", pki.display()),
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\ncerts = \"{}\"\n{session}",
+            pki.display()
+        ),
     );
-    let aggregator = sotto(&["-v", "aggregator", "--config", &agg_cfg]).spawn().unwrap();
+    let aggregator = sotto(&["-v", "aggregator", "--config", &agg_cfg])
+        .spawn()
+        .unwrap();
     let csv = write(tmp.path(), "v3.csv", "-100\n");
-    let parties: Vec<Child> = [("1", Some("3800"), None), ("2", Some("2514"), None), ("3", None, Some(csv))]
-        .into_iter()
-        .map(|(id, value, input)| {
-            let cfg = write(
-                tmp.path(),
-                &format!("party-{id}.toml"),
-                &format!(
-                    "id = {id}\naggregator = \"127.0.0.1:{port}\"\ncerts = \"{}\"\n{session}",
-                    pki.display()
-                ),
-            );
-            let mut args = vec!["party".to_owned(), "--config".to_owned(), cfg];
-            if let Some(v) = value {
-                args.extend(["--value".to_owned(), v.to_owned()]);
-            }
-            if let Some(path) = input {
-                args.extend(["--input".to_owned(), path]);
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            sotto(&args).spawn().unwrap()
-        })
-        .collect();
+    let parties: Vec<Child> = [
+        ("1", Some("3800"), None),
+        ("2", Some("2514"), None),
+        ("3", None, Some(csv)),
+    ]
+    .into_iter()
+    .map(|(id, value, input)| {
+        let cfg = write(
+            tmp.path(),
+            &format!("party-{id}.toml"),
+            &format!(
+                "id = {id}\naggregator = \"127.0.0.1:{port}\"\ncerts = \"{}\"\n{session}",
+                pki.display()
+            ),
+        );
+        let mut args = vec!["party".to_owned(), "--config".to_owned(), cfg];
+        if let Some(v) = value {
+            args.extend(["--value".to_owned(), v.to_owned()]);
+        }
+        if let Some(path) = input {
+            args.extend(["--input".to_owned(), path]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sotto(&args).spawn().unwrap()
+    })
+    .collect();
     let out = finish(aggregator);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.contains("sum [6214.0]"), "{stdout}");
     assert!(stdout.contains("dropped []"), "{stdout}");
-    assert!(text(&out.stderr).contains("secure sum: done"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("secure sum: done"),
+        "{}",
+        text(&out.stderr)
+    );
     for party in parties {
         let out = finish(party);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        assert!(text(&out.stdout).contains("[6214.0]"), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("[6214.0]"),
+            "{}",
+            text(&out.stdout)
+        );
     }
     // The aggregator has exited and its UDP port is free again.
     std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
@@ -180,12 +207,18 @@ fn missing_certificates_are_a_clear_error() {
     let cfg = write(
         tmp.path(),
         "aggregator.toml",
-        &format!("listen = \"127.0.0.1:0\"\ncerts = \"{}\"\n{session}", empty.display()),
+        &format!(
+            "listen = \"127.0.0.1:0\"\ncerts = \"{}\"\n{session}",
+            empty.display()
+        ),
     );
     let out = run(&["aggregator", "--config", &cfg]);
     let stderr = text(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("ca.pem") && stderr.contains("file not found"), "{stderr}");
+    assert!(
+        stderr.contains("ca.pem") && stderr.contains("file not found"),
+        "{stderr}"
+    );
     assert!(stderr.contains("sotto certs"), "{stderr}");
 }
 
@@ -204,7 +237,10 @@ fn a_certificate_from_another_deployment_is_a_clear_error() {
     let cfg = write(
         tmp.path(),
         "party.toml",
-        &format!("id = 1\naggregator = \"127.0.0.1:9\"\ncerts = \"{}\"\n{session}", a.display()),
+        &format!(
+            "id = 1\naggregator = \"127.0.0.1:9\"\ncerts = \"{}\"\n{session}",
+            a.display()
+        ),
     );
     let out = run(&["party", "--config", &cfg, "--value", "1"]);
     let stderr = text(&out.stderr);
@@ -235,7 +271,11 @@ fn bad_configurations_exit_with_status_2() {
     );
     let out = run(&["party", "--config", &bad_session, "--value", "1"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("32 hex digits"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("32 hex digits"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let good = write(
         tmp.path(),
@@ -244,7 +284,11 @@ fn bad_configurations_exit_with_status_2() {
     );
     let out = run(&["party", "--config", &good, "--value", "1,2"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("dim = 1"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("dim = 1"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["party", "--config", &good, "--value", "nan"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }

@@ -87,7 +87,12 @@ fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| UsageError(format!("session.{name} = {value}: must be a positive number of seconds")).into())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "session.{name} = {value}: must be a positive number of seconds"
+            ))
+            .into()
+        })
 }
 
 impl SessionFile {
@@ -179,8 +184,12 @@ fn parse_session(hex: &str) -> anyhow::Result<SessionId> {
 
 /// Reads and parses a TOML configuration file, rejecting unknown keys.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UsageError(format!("cannot read the configuration {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError(format!(
+            "cannot read the configuration {}: {e}",
+            path.display()
+        ))
+    })?;
     toml::from_str(&text)
         .map_err(|e| UsageError(format!("configuration {}: {e}", path.display())).into())
 }
@@ -191,7 +200,10 @@ pub fn resolve(what: &str, addr: &str) -> anyhow::Result<SocketAddr> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| {
-            UsageError(format!("{what} = {addr:?}: not a host:port address (e.g. \"10.0.0.1:4433\")")).into()
+            UsageError(format!(
+                "{what} = {addr:?}: not a host:port address (e.g. \"10.0.0.1:4433\")"
+            ))
+            .into()
         })
 }
 
@@ -216,7 +228,12 @@ pub struct PartyArgs {
     #[arg(long)]
     pub config: PathBuf,
     /// The value to contribute (integers are summed exactly).
-    #[arg(long, allow_hyphen_values = true, conflicts_with = "input", required_unless_present = "input")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        conflicts_with = "input",
+        required_unless_present = "input"
+    )]
     pub value: Option<String>,
     /// A CSV file with the vector to contribute (commas or newlines between values).
     #[arg(long)]
@@ -246,7 +263,11 @@ fn parse_values(text: &str, origin: &str) -> anyhow::Result<SecureSumInput> {
     if fields.is_empty() {
         return Err(UsageError(format!("{origin}: no values")).into());
     }
-    if let Ok(ints) = fields.iter().map(|f| f.parse::<i64>()).collect::<Result<Vec<_>, _>>() {
+    if let Ok(ints) = fields
+        .iter()
+        .map(|f| f.parse::<i64>())
+        .collect::<Result<Vec<_>, _>>()
+    {
         return Ok(SecureSumInput::vec_i64(ints));
     }
     let mut reals = Vec::with_capacity(fields.len());
@@ -336,8 +357,13 @@ mod tests {
         );
         assert!(parse_session("00").is_err());
         assert!(parse_session("zz0102030405060708090a0b0c0d0e0f").is_err());
-        assert!(matches!(parse_values("1, 2\n3", "x").unwrap(), SecureSumInput::I64(v) if *v == vec![1, 2, 3]));
-        assert!(matches!(parse_values("1.5,2", "x").unwrap(), SecureSumInput::F64(_)));
+        assert!(
+            matches!(parse_values("1, 2\n3", "x").unwrap(), SecureSumInput::I64(v) if *v == vec![1, 2, 3])
+        );
+        assert!(matches!(
+            parse_values("1.5,2", "x").unwrap(),
+            SecureSumInput::F64(_)
+        ));
         assert!(parse_values("1,NaN", "x").is_err());
         assert!(parse_values("", "x").is_err());
     }
@@ -348,7 +374,12 @@ mod tests {
         let err = toml::from_str::<PartyFile>(text).unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
         let text = "id = 1\naggregator = \"127.0.0.1:1\"\ncerts = \"d\"\n[session]\nid = \"000102030405060708090a0b0c0d0e0f\"\nparties = 3\nbound = 10.0\nsalt = 1\n";
-        assert!(toml::from_str::<PartyFile>(text).unwrap_err().to_string().contains("salt"));
+        assert!(
+            toml::from_str::<PartyFile>(text)
+                .unwrap_err()
+                .to_string()
+                .contains("salt")
+        );
         let text = "id = 1\naggregator = \"127.0.0.1:1\"\ncerts = \"d\"\n[session]\nid = \"000102030405060708090a0b0c0d0e0f\"\nparties = 3\nbound = 10.0\n";
         let file: PartyFile = toml::from_str(text).unwrap();
         let params = file.session.params().unwrap();

@@ -108,8 +108,7 @@ impl PartyNumbering {
 
     /// The core id of transport party `id`, or `None` if `id` is not in `1..=n`.
     pub fn to_core(self, id: PartyId) -> Option<PartyId> {
-        id.0
-            .checked_sub(1)
+        id.0.checked_sub(1)
             .filter(|core| (*core as usize) < self.parties)
             .map(PartyId)
     }
@@ -521,8 +520,12 @@ pub struct PartyOutcome {
     pub survivors: Vec<PartyId>,
     /// The privacy of the release, as reported by the aggregator.
     pub privacy: Option<PrivacySpent>,
-    /// Bytes this party sent over UDP on its connection(s) (QUIC and TLS overhead included).
+    /// Bytes this party sent over UDP on its connection(s): QUIC and TLS overhead, ACKs and
+    /// retransmissions included.
     pub bytes_sent: u64,
+    /// Bytes of protocol messages this party sent (frames: length prefix, envelope, body),
+    /// without transport overhead.
+    pub frame_bytes_sent: u64,
 }
 
 /// The release the aggregator sends to the parties in round [`RELEASE_ROUND`].
@@ -654,6 +657,10 @@ mod tests {
             .release_privacy(plan.sensitivity, 1, p.threshold, delta)
             .unwrap();
         assert!(at_t.epsilon <= 1.0, "{}", at_t.epsilon);
-        assert!(at_t.epsilon > 0.9, "calibration too loose: {}", at_t.epsilon);
+        assert!(
+            at_t.epsilon > 0.9,
+            "calibration too loose: {}",
+            at_t.epsilon
+        );
     }
 }

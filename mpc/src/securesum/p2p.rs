@@ -55,16 +55,16 @@ use tokio::task::JoinSet;
 
 use super::party::{connect_with_retry, local_for};
 use super::{
-    Error, Plan, PartyOutcome, PrivacySpent, Result, RingBits, SLACK, SecureSumInput,
+    Error, PartyOutcome, Plan, PrivacySpent, Result, RingBits, SLACK, SecureSumInput,
     SecureSumParams,
 };
+use crate::PartyId;
 use crate::additive::{AdditiveMessage, AdditivePeer, ShareEncoding};
 use crate::error::Peer;
 use crate::ring::RingWord;
 use crate::transport::{
     Client, Connection, Identity, Server, TlsConfig, TransportOptions, collect,
 };
-use crate::PartyId;
 
 /// A peer's configuration in peer-to-peer mode.
 #[derive(Debug, Clone)]
@@ -338,6 +338,7 @@ async fn run_ring<W: RingWord>(
         .values()
         .map(|c| c.quic().stats().udp_tx.bytes)
         .sum();
+    let frame_bytes_sent = connections.values().map(|c| c.frame_bytes_sent()).sum();
     let mut closing = JoinSet::new();
     for connection in connections.values() {
         let connection = connection.clone();
@@ -350,5 +351,6 @@ async fn run_ring<W: RingWord>(
         survivors: numbering.all().collect(),
         privacy,
         bytes_sent,
+        frame_bytes_sent,
     })
 }

@@ -26,6 +26,8 @@
 //! | messages and codec | [`secagg::ClientMessage`], [`secagg::ServerMessage`], [`wire::encode`], [`wire::decode_from`], [`wire::MAX_FRAME`] |
 //! | peer-to-peer sharing | [`additive::AdditivePeer`] |
 //! | in-memory runs | [`sim::Simulation`] |
+//! | secure sum over QUIC (feature `transport`) | [`securesum::SecureSumParty`], [`securesum::SecureSumAggregator`], [`securesum::p2p::SecureSumPeer`] |
+//! | ids shared by core and transport | [`PartyId`], [`SessionId`] |
 //!
 //! Errors: [`Error::PeerMisbehaved`] names the party (or the aggregator) whose message was
 //! rejected; the other variants are configuration or caller errors.
@@ -71,5 +73,8 @@ pub mod sim;
 pub mod wire;
 
 pub use error::{Error, PartyId, Peer, Result};
+pub use secagg::SessionId;
+#[cfg(feature = "transport")]
+pub mod securesum;
 #[cfg(feature = "transport")]
 pub mod transport;

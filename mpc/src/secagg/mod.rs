@@ -33,17 +33,26 @@ pub use client::SecAggClient;
 pub use graph::MaskGraph;
 pub use messages::{ClientMessage, Header, ServerMessage};
 
-/// A session id: 16 bytes, fresh for every aggregation (all keys are per session).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Names one run of a protocol: 16 bytes, fresh for every aggregation (all keys are per
+/// session). Every message carries it, and a message naming another session (for instance,
+/// replayed from an earlier run) is rejected, by the protocol core and by the transport alike.
+///
+/// Choose it at random per run ([`SessionId::random`]) so that sessions never collide.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionId(pub [u8; 16]);
 
-impl std::fmt::Debug for SessionId {
+impl std::fmt::Display for SessionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SessionId(")?;
         for b in &self.0 {
             write!(f, "{b:02x}")?;
         }
-        write!(f, ")")
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionId({self})")
     }
 }
 

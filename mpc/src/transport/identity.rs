@@ -1,5 +1,10 @@
 //! Who is who in a deployment: party ids, the aggregator, session ids.
 //!
+//! [`PartyId`] and [`SessionId`] are the crate-wide types ([`crate::PartyId`],
+//! [`crate::SessionId`]), re-exported here. Certificates name parties `party-1` .. `party-n`
+//! (transport ids start at 1); the protocol core indexes parties `0..n`. The one place that
+//! converts between the two is [`crate::securesum::PartyNumbering`].
+//!
 //! A peer's [`Identity`] is never taken from what it *says* in a message: it is read from the
 //! subject alternative name of the certificate it proved possession of during the TLS handshake
 //! (see [`crate::transport::tls`]). Messages only *repeat* it, and a message whose sender field
@@ -8,26 +13,14 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
+
+pub use crate::error::PartyId;
+pub use crate::secagg::SessionId;
 
 /// The DNS suffix under which every role of a deployment is named in its certificate
 /// (`aggregator.sotto`, `party-3.sotto`).
 pub const IDENTITY_DOMAIN: &str = "sotto";
-
-/// A party's number in a deployment.
-///
-/// Dev certificates number parties from 1 (`party-1` .. `party-n`), so that a party id can serve
-/// directly as a nonzero Shamir evaluation point; the transport itself accepts any `u32`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PartyId(pub u32);
-
-impl fmt::Display for PartyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// The authenticated role of an endpoint: the aggregator or one numbered party.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,7 +50,7 @@ impl Identity {
     pub fn file_stem(self) -> String {
         match self {
             Identity::Aggregator => "aggregator".to_owned(),
-            Identity::Party(id) => format!("party-{id}"),
+            Identity::Party(id) => format!("party-{}", id.0),
         }
     }
 
@@ -102,7 +95,7 @@ impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Identity::Aggregator => f.write_str("the aggregator"),
-            Identity::Party(id) => write!(f, "party {id}"),
+            Identity::Party(id) => id.fmt(f),
         }
     }
 }
@@ -135,37 +128,6 @@ impl fmt::Display for Peer {
             Peer::Known(identity) => identity.fmt(f),
             Peer::Address(addr) => write!(f, "unauthenticated peer {addr}"),
         }
-    }
-}
-
-/// Names one run of a protocol. Every message carries it, and a message naming another session
-/// (for instance, replayed from an earlier run) is rejected.
-///
-/// Choose it at random per run ([`SessionId::random`]) so that sessions never collide.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SessionId(pub [u8; 16]);
-
-impl SessionId {
-    /// A fresh random session id.
-    pub fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
-        let mut bytes = [0u8; 16];
-        rng.fill_bytes(&mut bytes);
-        SessionId(bytes)
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({self})")
     }
 }
 

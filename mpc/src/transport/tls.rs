@@ -196,7 +196,7 @@ impl TlsConfig {
         if !self.allows(identity) {
             return Err(match identity {
                 Identity::Party(id) => format!(
-                    "unknown party {id}: its certificate is valid but party {id} is not in this deployment's set of expected peers"
+                    "unknown {id}: its certificate is valid but {id} is not in this deployment's set of expected peers"
                 ),
                 Identity::Aggregator => {
                     "the aggregator is not an expected peer of this endpoint".to_owned()

@@ -1,0 +1,656 @@
+//! Secure sum over QUIC: tokio drivers that run the sans-IO protocol roles over
+//! [`crate::transport`], behind one high-level entry point per role.
+//!
+//! | role | entry point | protocol |
+//! |---|---|---|
+//! | party (aggregator mode) | [`SecureSumParty::run`] | [`crate::secagg`] (SecAgg with dropout recovery) |
+//! | aggregator | [`SecureSumAggregator::run`] (or [`SecureSumAggregator::bind`] + [`SecureSumAggregator::serve`]) | [`crate::secagg`] |
+//! | peer (peer-to-peer mode) | [`p2p::SecureSumPeer::run`] | [`crate::additive`] (the article's protocol) |
+//!
+//! A party contributes a scalar or a vector of `f64` or `i64` ([`SecureSumInput`]) with its
+//! clipping bound, optionally with its share of distributed DP noise ([`NoiseSpec`]: a target
+//! `(epsilon, delta)` or a noise multiplier). The aggregator returns the (noised) sum, the
+//! survivors, the dropped parties and the privacy spent ([`SumOutcome`]).
+//!
+//! # Rounds and deadlines
+//! The aggregator waits up to [`Deadlines::join`] for the parties to connect, then runs the
+//! four SecAgg rounds; each round ends when every expected party has answered or after
+//! [`Deadlines::round`]. A party that is silent past the deadline (crashed, killed, cut off) or
+//! whose message is rejected is treated as dropped and the round goes on without it; the sum
+//! is still exact over the survivors as long as at least `threshold` remain. After the last
+//! round the aggregator sends the released sum to the parties (envelope round
+//! [`RELEASE_ROUND`]).
+//!
+//! # Party numbering
+//! Certificates and the transport name parties `party-1` .. `party-n` ([`PartyId`] `1..=n`);
+//! the protocol core indexes them `0..n`. [`PartyNumbering`] is the one place that converts,
+//! and errors from the core are renumbered before they reach the caller, so every error and
+//! log line names parties as their certificates do.
+//!
+//! # Exact integer sums
+//! An [`SecureSumInput::I64`] is clamped to the L-infinity bound and mapped into the ring with
+//! no rounding: with scale 1, the sum is exact (the raise example's 12686).
+//!
+//! # Example
+//! Four parties and an aggregator, all on loopback in one process:
+//! ```rust
+//! use sotto_mpc::encoding::Clipping;
+//! use sotto_mpc::securesum::{AggregatorConfig, PartyConfig, SecureSumAggregator, SecureSumInput, SecureSumParams, SecureSumParty};
+//! use sotto_mpc::transport::certs::generate_dev_pki;
+//! use sotto_mpc::{PartyId, SessionId};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("sotto-doc-securesum-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! generate_dev_pki(&dir, 4, &[])?;
+//! let params = SecureSumParams::new(SessionId([3; 16]), 4, 1, Clipping::LInf { bound: 10_000.0 })?;
+//! let aggregator = SecureSumAggregator::bind(AggregatorConfig::from_dir(
+//!     params.clone(), "127.0.0.1:0".parse()?, &dir)?)?;
+//! let addr = aggregator.local_addr();
+//! let mut parties = Vec::new();
+//! for (id, raise) in [(1, 3800), (2, 2514), (3, 2982), (4, 3390)] {
+//!     let config = PartyConfig::from_dir(params.clone(), PartyId(id), addr, &dir)?;
+//!     parties.push(tokio::spawn(SecureSumParty::run(config, SecureSumInput::scalar_i64(raise))));
+//! }
+//! let outcome = aggregator.serve().await?;
+//! assert_eq!(outcome.sum, vec![12686.0]);
+//! assert_eq!(outcome.survivors.len(), 4);
+//! for party in parties {
+//!     assert_eq!(party.await??.sum, Some(vec![12686.0]));
+//! }
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use rand_core::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::encoding::{Clipping, FixedPointEncoder};
+use crate::error::{PartyId, Peer};
+use crate::noise::{DistributedNoise, Neighbouring, ReleasePrivacy, Sensitivity};
+use crate::ring::RingWord;
+use crate::secagg::{SecAggConfig, SessionId};
+use crate::transport::{self, Identity};
+
+pub mod aggregator;
+pub mod p2p;
+pub mod party;
+
+pub use aggregator::{AggregatorConfig, SecureSumAggregator};
+pub use party::{PartyConfig, SecureSumParty};
+
+/// The envelope round in which the aggregator sends the released sum to the parties (after
+/// the four SecAgg rounds `0..=3`).
+pub const RELEASE_ROUND: u64 = 4;
+
+/// How long a party waits beyond the aggregator's round deadline before giving up on it.
+const SLACK: Duration = Duration::from_secs(5);
+
+/// Converts between transport party ids (`1..=n`, as in certificates) and protocol-core ids
+/// (`0..n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartyNumbering {
+    parties: usize,
+}
+
+impl PartyNumbering {
+    /// Numbering for `parties` parties.
+    pub fn new(parties: usize) -> Self {
+        Self { parties }
+    }
+
+    /// The core id of transport party `id`, or `None` if `id` is not in `1..=n`.
+    pub fn to_core(self, id: PartyId) -> Option<PartyId> {
+        (id.0 >= 1 && (id.0 as usize) <= self.parties).then(|| PartyId(id.0 - 1))
+    }
+
+    /// The transport id of core party `core`.
+    pub fn to_transport(self, core: PartyId) -> PartyId {
+        PartyId(core.0.saturating_add(1))
+    }
+
+    /// The transport identity of core party `core`.
+    pub fn identity(self, core: PartyId) -> Identity {
+        Identity::Party(self.to_transport(core))
+    }
+
+    /// The transport ids `1..=n`.
+    pub fn all(self) -> impl Iterator<Item = PartyId> {
+        (1..=self.parties as u32).map(PartyId)
+    }
+
+    /// Renumbers the parties named by a core error into transport numbering.
+    pub fn renumber(self, error: crate::Error) -> crate::Error {
+        match error {
+            crate::Error::PeerMisbehaved {
+                party: Peer::Party(p),
+                reason,
+            } => crate::Error::PeerMisbehaved {
+                party: Peer::Party(self.to_transport(p)),
+                reason,
+            },
+            crate::Error::InconsistentShares { owner } => crate::Error::InconsistentShares {
+                owner: self.to_transport(owner),
+            },
+            other => other,
+        }
+    }
+}
+
+/// The ring the sum is computed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum RingBits {
+    /// Z_2^32: half the bytes on the wire; enough for gradients with moderate scale.
+    U32,
+    /// Z_2^64 (default): room for exact integer sums of large values.
+    #[default]
+    U64,
+}
+
+/// The distributed DP noise added by the parties.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum NoiseSpec {
+    /// No noise: the exact sum is released (input privacy only).
+    #[default]
+    None,
+    /// Calibrate the noise so that the release is `(epsilon, delta)`-DP when at least
+    /// `threshold` parties' noise is in the sum (add/remove one party).
+    EpsilonDelta {
+        /// Target epsilon (> 0).
+        epsilon: f64,
+        /// Target delta in (0, 1).
+        delta: f64,
+    },
+    /// Total noise standard deviation = `multiplier` times the L2 sensitivity; epsilon is
+    /// reported at `delta`.
+    Multiplier {
+        /// Noise multiplier (> 0).
+        multiplier: f64,
+        /// The delta at which epsilon is reported, in (0, 1).
+        delta: f64,
+    },
+}
+
+/// Time limits of a secure sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// How long the aggregator waits for the parties to connect (and a party keeps trying to
+    /// reach the aggregator). Default 30 s.
+    pub join: Duration,
+    /// How long each protocol round lasts at most; a party silent past it is dropped.
+    /// Default 10 s.
+    pub round: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            join: Duration::from_secs(30),
+            round: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The public parameters of one secure sum, identical at every party and the aggregator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecureSumParams {
+    /// The session id (fresh per run; messages of other sessions are rejected).
+    pub session: SessionId,
+    /// Number of parties n.
+    pub parties: usize,
+    /// Minimum number of survivors t (a majority: more than n / 2).
+    pub threshold: usize,
+    /// Vector length.
+    pub dim: usize,
+    /// Clipping of each party's vector.
+    pub clipping: Clipping,
+    /// Fixed-point scale (1 for exact integer sums).
+    pub scale: f64,
+    /// Ring size.
+    pub ring: RingBits,
+    /// Distributed DP noise.
+    pub noise: NoiseSpec,
+    /// Deadlines.
+    pub deadlines: Deadlines,
+}
+
+/// What the parameters imply, computed once and checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) encoder: FixedPointEncoder,
+    pub(crate) secagg: SecAggConfig,
+    pub(crate) noise: Option<(DistributedNoise, f64)>,
+    pub(crate) sensitivity: Sensitivity,
+    pub(crate) numbering: PartyNumbering,
+}
+
+impl SecureSumParams {
+    /// Parameters with the defaults: threshold `n / 2 + 1`, scale 1, ring Z_2^64, no noise,
+    /// default [`Deadlines`].
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidParameter`] if the parameters are inconsistent (see
+    /// [`Self::validate`]).
+    pub fn new(
+        session: SessionId,
+        parties: usize,
+        dim: usize,
+        clipping: Clipping,
+    ) -> crate::Result<Self> {
+        let params = SecureSumParams {
+            session,
+            parties,
+            threshold: parties / 2 + 1,
+            dim,
+            clipping,
+            scale: 1.0,
+            ring: RingBits::U64,
+            noise: NoiseSpec::None,
+            deadlines: Deadlines::default(),
+        };
+        params.validate()?;
+        Ok(params)
+    }
+
+    /// Checks the parameters: party count and threshold, clipping and scale, deadlines, noise,
+    /// and that `n` clipped inputs plus the noise tail cannot wrap the ring.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidParameter`] naming the parameter; [`crate::Error::RingOverflow`]
+    /// if the sum could wrap (lower the scale or the bound, or use [`RingBits::U64`]).
+    pub fn validate(&self) -> crate::Result<()> {
+        self.plan().map(|_| ())
+    }
+
+    pub(crate) fn plan(&self) -> crate::Result<Plan> {
+        if self.deadlines.join.is_zero() || self.deadlines.round.is_zero() {
+            return Err(crate::Error::invalid(
+                "deadlines",
+                format!("{:?}", self.deadlines),
+                "the join and round deadlines must be positive",
+            ));
+        }
+        let secagg = SecAggConfig::new(self.session, self.parties, self.threshold, self.dim)?;
+        let encoder = FixedPointEncoder::new(self.clipping, self.scale, self.dim)?;
+        let sensitivity = Sensitivity::of_encoder(&encoder, Neighbouring::AddRemove);
+        let noise = match self.noise {
+            NoiseSpec::None => None,
+            NoiseSpec::Multiplier { multiplier, delta } => {
+                sotto_dp::error::check_positive("noise.multiplier", multiplier)?;
+                sotto_dp::error::check_open_unit("noise.delta", delta)?;
+                let noise = DistributedNoise::new(multiplier * sensitivity.l2, self.threshold)?;
+                Some((noise, delta))
+            }
+            NoiseSpec::EpsilonDelta { epsilon, delta } => {
+                sotto_dp::error::check_positive("noise.epsilon", epsilon)?;
+                sotto_dp::error::check_open_unit("noise.delta", delta)?;
+                let noise = calibrate(epsilon, delta, sensitivity, self.dim, self.threshold)?;
+                Some((noise, delta))
+            }
+        };
+        match (&noise, self.ring) {
+            (Some((n, _)), RingBits::U32) => n.check_no_wrap::<u32>(self.parties, &encoder)?,
+            (Some((n, _)), RingBits::U64) => n.check_no_wrap::<u64>(self.parties, &encoder)?,
+            (None, RingBits::U32) => crate::encoding::check_no_wrap::<u32>(
+                self.parties,
+                encoder.coordinate_bound(),
+                0.0,
+                self.dim,
+            )?,
+            (None, RingBits::U64) => crate::encoding::check_no_wrap::<u64>(
+                self.parties,
+                encoder.coordinate_bound(),
+                0.0,
+                self.dim,
+            )?,
+        };
+        Ok(Plan {
+            encoder,
+            secagg,
+            noise,
+            sensitivity,
+            numbering: PartyNumbering::new(self.parties),
+        })
+    }
+}
+
+/// The smallest noise (up to a 10^-6 relative bisection step, rounded up) whose release with
+/// `contributors` honest shares is `(epsilon, delta)`-DP.
+fn calibrate(
+    epsilon: f64,
+    delta: f64,
+    sensitivity: Sensitivity,
+    dim: usize,
+    contributors: usize,
+) -> crate::Result<DistributedNoise> {
+    let eps_at = |sigma: f64| -> crate::Result<f64> {
+        let noise = DistributedNoise::new(sigma, contributors)?;
+        Ok(noise
+            .release_privacy(sensitivity, dim, contributors, delta)?
+            .epsilon)
+    };
+    let mut hi = sensitivity.l2.max(1.0);
+    let mut steps = 0;
+    while eps_at(hi)? > epsilon {
+        hi *= 2.0;
+        steps += 1;
+        if steps > 80 {
+            return Err(crate::Error::invalid(
+                "noise.epsilon",
+                epsilon,
+                "no noise level reaches this epsilon; use a larger epsilon or delta",
+            ));
+        }
+    }
+    let mut lo = hi / 2.0;
+    for _ in 0..60 {
+        if hi - lo <= hi * 1e-6 {
+            break;
+        }
+        let mid = 0.5 * (lo + hi);
+        if eps_at(mid)? > epsilon {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    // `hi` always meets the target: it errs toward more noise.
+    DistributedNoise::new(hi, contributors)
+}
+
+/// A party's private contribution: a vector of `f64` (clipped, scaled and randomly rounded)
+/// or of `i64` (clamped to the L-infinity bound and mapped exactly).
+///
+/// # Security
+/// The values are zeroized on drop and print as `[redacted]`.
+#[derive(Clone)]
+pub enum SecureSumInput {
+    /// Real values.
+    F64(Zeroizing<Vec<f64>>),
+    /// Integer values (exact with scale 1).
+    I64(Zeroizing<Vec<i64>>),
+}
+
+impl fmt::Debug for SecureSumInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecureSumInput::F64(v) => write!(f, "F64([redacted], len {})", v.len()),
+            SecureSumInput::I64(v) => write!(f, "I64([redacted], len {})", v.len()),
+        }
+    }
+}
+
+impl SecureSumInput {
+    /// One real value.
+    pub fn scalar_f64(x: f64) -> Self {
+        SecureSumInput::F64(Zeroizing::new(vec![x]))
+    }
+    /// One integer value.
+    pub fn scalar_i64(x: i64) -> Self {
+        SecureSumInput::I64(Zeroizing::new(vec![x]))
+    }
+    /// A real vector.
+    pub fn vec_f64(x: Vec<f64>) -> Self {
+        SecureSumInput::F64(Zeroizing::new(x))
+    }
+    /// An integer vector.
+    pub fn vec_i64(x: Vec<i64>) -> Self {
+        SecureSumInput::I64(Zeroizing::new(x))
+    }
+    /// The vector length.
+    pub fn len(&self) -> usize {
+        match self {
+            SecureSumInput::F64(v) => v.len(),
+            SecureSumInput::I64(v) => v.len(),
+        }
+    }
+    /// Whether the vector is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encodes into the ring: `F64` through the encoder (clip, scale, randomized rounding),
+    /// `I64` clamped to the coordinate bound and mapped exactly (it needs L-infinity clipping).
+    pub(crate) fn encode<W: RingWord, R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        encoder: &FixedPointEncoder,
+        rng: &mut R,
+    ) -> crate::Result<Zeroizing<Vec<W>>> {
+        if self.len() != encoder.dim() {
+            return Err(crate::Error::invalid(
+                "input",
+                format!("length {}", self.len()),
+                format!("the session sums vectors of length dim = {}", encoder.dim()),
+            ));
+        }
+        match self {
+            SecureSumInput::F64(x) => {
+                let mut z = Zeroizing::new(encoder.encode(x, rng)?);
+                Ok(Zeroizing::new(z.iter_mut().map(|v| W::from_i64(*v)).collect()))
+            }
+            SecureSumInput::I64(x) => {
+                let Clipping::LInf { bound } = encoder.clipping() else {
+                    return Err(crate::Error::invalid(
+                        "clipping",
+                        "L2",
+                        "integer inputs need an L-infinity (range) bound: use Clipping::LInf",
+                    ));
+                };
+                // Exact: |x| <= bound and bound * scale < 2^52 (checked by the encoder).
+                let b = bound.floor() as i64;
+                let scale = encoder.scale();
+                if scale.fract() != 0.0 {
+                    return Err(crate::Error::invalid(
+                        "scale",
+                        scale,
+                        "integer inputs need an integer scale (use 1 for exact sums)",
+                    ));
+                }
+                let s = scale as i64;
+                Ok(Zeroizing::new(
+                    x.iter()
+                        .map(|v| W::from_i64(v.clamp(&-b, &b).saturating_mul(s)))
+                        .collect(),
+                ))
+            }
+        }
+    }
+}
+
+/// The privacy of a released sum.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrivacySpent {
+    /// Epsilon at `delta` (rounded up).
+    pub epsilon: f64,
+    /// Delta.
+    pub delta: f64,
+    /// zCDP rho (rounded up).
+    pub rho: f64,
+    /// Honest noise shares counted (the survivors).
+    pub contributors: usize,
+    /// Standard deviation of the total noise in the released sum, in input units (for error
+    /// bars: about 95% of releases lie within 1.96 of it).
+    pub noise_std: f64,
+}
+
+impl PrivacySpent {
+    pub(crate) fn from_release(p: ReleasePrivacy, sigma_per_party: f64, scale: f64) -> Self {
+        PrivacySpent {
+            epsilon: p.epsilon,
+            delta: p.delta,
+            rho: p.rho,
+            contributors: p.contributors,
+            noise_std: sigma_per_party * (p.contributors as f64).sqrt() / scale,
+        }
+    }
+}
+
+/// What the aggregator learns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SumOutcome {
+    /// The (noised) sum of the survivors' inputs, decoded (divided by the scale).
+    pub sum: Vec<f64>,
+    /// The sum in fixed-point units (exact integers; equal to `sum` when the scale is 1).
+    pub sum_fixed: Vec<i64>,
+    /// Parties (transport ids) whose inputs are in the sum.
+    pub survivors: Vec<PartyId>,
+    /// Parties that dropped out, were refused or misbehaved.
+    pub dropped: Vec<PartyId>,
+    /// The privacy of the release, when noise was added.
+    pub privacy: Option<PrivacySpent>,
+}
+
+/// What a party learns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartyOutcome {
+    /// This party.
+    pub id: PartyId,
+    /// The released sum, as sent by the aggregator (`None` if it sent none).
+    pub sum: Option<Vec<f64>>,
+    /// The survivors, as reported by the aggregator.
+    pub survivors: Vec<PartyId>,
+    /// The privacy of the release, as reported by the aggregator.
+    pub privacy: Option<PrivacySpent>,
+    /// Bytes this party sent over UDP on its connection(s) (QUIC and TLS overhead included).
+    pub bytes_sent: u64,
+}
+
+/// The release the aggregator sends to the parties in round [`RELEASE_ROUND`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// The decoded sum.
+    pub sum: Vec<f64>,
+    /// Survivors (transport ids).
+    pub survivors: Vec<PartyId>,
+    /// Privacy spent.
+    pub privacy: Option<PrivacySpent>,
+}
+
+/// Errors of a secure sum. Each says who is at fault: a peer (by its certificate name), the
+/// configuration, or the run as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A parameter or configuration problem, or a protocol failure (for example, fewer than
+    /// `threshold` survivors), with parties named as in their certificates.
+    #[error(transparent)]
+    Protocol(#[from] crate::Error),
+    /// A transport failure: certificates, refused connections, timeouts, lost connections.
+    #[error(transparent)]
+    Transport(#[from] transport::Error),
+    /// The local randomness source failed.
+    #[error("randomness: {0}")]
+    Rng(String),
+}
+
+/// `Result` with the secure-sum [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The set of transport ids not in `survivors`.
+pub(crate) fn dropped_of(numbering: PartyNumbering, survivors: &[PartyId]) -> Vec<PartyId> {
+    let s: BTreeSet<PartyId> = survivors.iter().copied().collect();
+    numbering.all().filter(|p| !s.contains(p)).collect()
+}
+
+pub(crate) fn os_rng() -> Result<rand_chacha::ChaCha20Rng> {
+    sotto_dp::rng::os_rng().map_err(|e| Error::Rng(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbering_converts_both_ways_and_rejects_outsiders() {
+        let n = PartyNumbering::new(4);
+        assert_eq!(n.to_core(PartyId(1)), Some(PartyId(0)));
+        assert_eq!(n.to_core(PartyId(4)), Some(PartyId(3)));
+        assert_eq!(n.to_core(PartyId(0)), None);
+        assert_eq!(n.to_core(PartyId(5)), None);
+        assert_eq!(n.to_transport(PartyId(3)), PartyId(4));
+        assert_eq!(n.all().collect::<Vec<_>>().len(), 4);
+        let e = n.renumber(crate::Error::misbehaved(Peer::Party(PartyId(0)), "x"));
+        assert_eq!(e.to_string(), "party 1 misbehaved: x");
+    }
+
+    #[test]
+    fn integer_inputs_encode_exactly_and_clamp() {
+        let enc = FixedPointEncoder::new(Clipping::LInf { bound: 5000.0 }, 1.0, 3).unwrap();
+        let mut rng = sotto_dp::rng::seeded_rng(1);
+        let z = SecureSumInput::vec_i64(vec![3800, -7000, 4999])
+            .encode::<u64, _>(&enc, &mut rng)
+            .unwrap();
+        assert_eq!(crate::ring::to_signed(&z), vec![3800, -5000, 4999]);
+        let l2 = FixedPointEncoder::new(Clipping::L2 { norm: 1.0 }, 1.0, 1).unwrap();
+        assert!(
+            SecureSumInput::scalar_i64(1)
+                .encode::<u64, _>(&l2, &mut rng)
+                .is_err()
+        );
+        assert!(
+            SecureSumInput::vec_i64(vec![1, 2])
+                .encode::<u64, _>(&enc, &mut rng)
+                .is_err()
+        );
+        assert_eq!(
+            format!("{:?}", SecureSumInput::scalar_i64(3800)),
+            "I64([redacted], len 1)"
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let c = Clipping::LInf { bound: 1.0 };
+        let s = SessionId([1; 16]);
+        let err = SecureSumParams::new(s, 1, 1, c).unwrap_err().to_string();
+        assert!(err.contains("parties"), "{err}");
+        let mut p = SecureSumParams::new(s, 4, 1, c).unwrap();
+        p.threshold = 2;
+        assert!(p.validate().unwrap_err().to_string().contains("threshold"));
+        p.threshold = 3;
+        p.noise = NoiseSpec::EpsilonDelta {
+            epsilon: f64::NAN,
+            delta: 1e-6,
+        };
+        assert!(p.validate().unwrap_err().to_string().contains("epsilon"));
+        p.noise = NoiseSpec::Multiplier {
+            multiplier: 1.0,
+            delta: 2.0,
+        };
+        assert!(p.validate().unwrap_err().to_string().contains("delta"));
+        p.noise = NoiseSpec::None;
+        p.deadlines.round = Duration::ZERO;
+        assert!(p.validate().unwrap_err().to_string().contains("deadlines"));
+        // 2^40 * 4 parties would wrap Z_2^32.
+        let mut p = SecureSumParams::new(s, 4, 1, Clipping::LInf { bound: 1e12 }).unwrap();
+        p.ring = RingBits::U32;
+        assert!(matches!(
+            p.validate(),
+            Err(crate::Error::RingOverflow { .. })
+        ));
+    }
+
+    #[test]
+    fn calibrated_noise_meets_the_target_epsilon_tightly() {
+        let c = Clipping::LInf { bound: 5000.0 };
+        let mut p = SecureSumParams::new(SessionId([1; 16]), 4, 1, c).unwrap();
+        p.noise = NoiseSpec::EpsilonDelta {
+            epsilon: 1.0,
+            delta: 1e-6,
+        };
+        let plan = p.plan().unwrap();
+        let (noise, delta) = plan.noise.unwrap();
+        let at_t = noise
+            .release_privacy(plan.sensitivity, 1, p.threshold, delta)
+            .unwrap();
+        assert!(at_t.epsilon <= 1.0, "{}", at_t.epsilon);
+        assert!(at_t.epsilon > 0.9, "calibration too loose: {}", at_t.epsilon);
+    }
+}

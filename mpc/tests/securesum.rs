@@ -1,0 +1,399 @@
+//! Secure sum over real QUIC connections on loopback: aggregator mode (with dropouts and
+//! misbehaving connections), peer-to-peer mode, DP noise, and configuration errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rand_core::{RngCore, SeedableRng};
+use sotto_mpc::encoding::Clipping;
+use sotto_mpc::secagg::{ClientMessage, Header, Round};
+use sotto_mpc::securesum::p2p::{PeerConfig, SecureSumPeer};
+use sotto_mpc::securesum::{
+    AggregatorConfig, Deadlines, NoiseSpec, PartyConfig, SecureSumAggregator, SecureSumInput,
+    SecureSumParams, SecureSumParty,
+};
+use sotto_mpc::transport::certs::{Credentials, generate_dev_pki, load_ca};
+use sotto_mpc::transport::{Client, Identity, TlsConfig, TransportOptions};
+use sotto_mpc::{PartyId, Peer, SessionId};
+
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+const RAISES: [i64; 4] = [3800, 2514, 2982, 3390];
+
+async fn bounded<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(TEST_LIMIT, f)
+        .await
+        .expect("test exceeded its time limit")
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("sotto-securesum-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn options() -> TransportOptions {
+    TransportOptions {
+        handshake_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(10),
+        keep_alive: Duration::from_secs(1),
+        write_timeout: Duration::from_secs(5),
+        ..TransportOptions::default()
+    }
+}
+
+fn params(session: u8, parties: usize, threshold: usize) -> SecureSumParams {
+    let mut p = SecureSumParams::new(
+        SessionId([session; 16]),
+        parties,
+        1,
+        Clipping::LInf { bound: 10_000.0 },
+    )
+    .unwrap();
+    p.threshold = threshold;
+    p.deadlines = Deadlines {
+        join: Duration::from_secs(10),
+        round: Duration::from_secs(2),
+    };
+    p.validate().unwrap();
+    p
+}
+
+fn start_aggregator(params: &SecureSumParams, dir: &Path) -> SecureSumAggregator {
+    let mut config = AggregatorConfig::from_dir(params.clone(), localhost(), dir).unwrap();
+    config.transport = options();
+    SecureSumAggregator::bind(config).unwrap()
+}
+
+fn party_config(params: &SecureSumParams, id: u32, addr: SocketAddr, dir: &Path) -> PartyConfig {
+    let mut config = PartyConfig::from_dir(params.clone(), PartyId(id), addr, dir).unwrap();
+    config.transport = options();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raise_average_in_aggregator_mode() {
+    bounded(async {
+        let dir = TempDir::new("raise");
+        generate_dev_pki(dir.path(), 4, &[]).unwrap();
+        let params = params(1, 4, 3);
+        let aggregator = start_aggregator(&params, dir.path());
+        let addr = aggregator.local_addr();
+        let parties: Vec<_> = RAISES
+            .iter()
+            .zip(1..)
+            .map(|(raise, id)| {
+                let config = party_config(&params, id, addr, dir.path());
+                tokio::spawn(SecureSumParty::run(config, SecureSumInput::scalar_i64(*raise)))
+            })
+            .collect();
+        let outcome = aggregator.serve().await.unwrap();
+        assert_eq!(outcome.sum, vec![12686.0]);
+        assert_eq!(outcome.sum_fixed, vec![12686]);
+        assert_eq!(outcome.sum[0] / 4.0, 3171.5);
+        assert_eq!(outcome.survivors, (1..=4).map(PartyId).collect::<Vec<_>>());
+        assert!(outcome.dropped.is_empty());
+        assert!(outcome.privacy.is_none());
+        for party in parties {
+            let got = party.await.unwrap().unwrap();
+            assert_eq!(got.sum, Some(vec![12686.0]));
+            assert_eq!(got.survivors.len(), 4);
+            assert!(got.bytes_sent > 0);
+        }
+        // The port is free again.
+        std::net::UdpSocket::bind(addr).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_party_silent_past_the_deadline_is_dropped_and_the_sum_stays_exact() {
+    bounded(async {
+        let dir = TempDir::new("drop");
+        generate_dev_pki(dir.path(), 4, &[]).unwrap();
+        let params = params(2, 4, 3);
+        let aggregator = start_aggregator(&params, dir.path());
+        let addr = aggregator.local_addr();
+        let mut tasks = Vec::new();
+        for (raise, id) in RAISES.iter().zip(1..) {
+            let mut config = party_config(&params, id, addr, dir.path());
+            if id == 2 {
+                // Party 2 shares its keys, then stalls past the round deadline.
+                config.stall_before_masked_input = Some(Duration::from_secs(30));
+            }
+            tasks.push(tokio::spawn(SecureSumParty::run(
+                config,
+                SecureSumInput::scalar_i64(*raise),
+            )));
+        }
+        let outcome = aggregator.serve().await.unwrap();
+        assert_eq!(outcome.sum, vec![(3800 + 2982 + 3390) as f64]);
+        assert_eq!(outcome.survivors, vec![PartyId(1), PartyId(3), PartyId(4)]);
+        assert_eq!(outcome.dropped, vec![PartyId(2)]);
+        let stalled = tasks.remove(1);
+        stalled.abort();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap().sum, Some(vec![10172.0]));
+        }
+    })
+    .await;
+}
+
+/// Misbehaving and unknown connections do not stop the honest parties' sum: a party with a
+/// certificate from another CA, an unknown party (valid certificate, not in the session), a
+/// party replaying a message of an earlier session, and a party sending random bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misbehaving_connections_do_not_stop_the_honest_sum() {
+    bounded(async {
+        let dir = TempDir::new("adv");
+        let other = TempDir::new("adv-other-ca");
+        // Certificates for 6 parties; the session has 5 (party 6 is unknown to it).
+        generate_dev_pki(dir.path(), 6, &[]).unwrap();
+        generate_dev_pki(other.path(), 5, &[]).unwrap();
+        let params = params(3, 5, 3);
+        let aggregator = start_aggregator(&params, dir.path());
+        let addr = aggregator.local_addr();
+        let honest: Vec<_> = [(1, 100i64), (2, 20), (3, 3)]
+            .into_iter()
+            .map(|(id, v)| {
+                let config = party_config(&params, id, addr, dir.path());
+                tokio::spawn(SecureSumParty::run(config, SecureSumInput::scalar_i64(v)))
+            })
+            .collect();
+        let real_ca = load_ca(&dir.path().join("ca.pem")).unwrap();
+
+        // A "party-4" certificate from another CA: refused at the handshake.
+        let other_ca = load_ca(&other.path().join("ca.pem")).unwrap();
+        let forged = Credentials::load_role(other.path(), Identity::party(4), &other_ca).unwrap();
+        let forged_tls = TlsConfig::new(&forged, &real_ca, [Identity::Aggregator]).unwrap();
+        let intruder = Client::new(&forged_tls, options()).unwrap();
+        let refused = intruder.connect(addr, Identity::Aggregator).await;
+        assert!(
+            matches!(refused, Err(sotto_mpc::transport::Error::Refused { .. })),
+            "{refused:?}"
+        );
+
+        // Party 6: valid certificate, but not in this 5-party session.
+        let six = Credentials::load_role(dir.path(), Identity::party(6), &real_ca).unwrap();
+        let six_tls = TlsConfig::new(&six, &real_ca, [Identity::Aggregator]).unwrap();
+        let unknown = Client::new(&six_tls, options()).unwrap();
+        match unknown.connect(addr, Identity::Aggregator).await {
+            Err(sotto_mpc::transport::Error::Refused { reason, .. }) => {
+                assert!(reason.contains("party 6"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        // Party 4: authenticated, but replays a key message of an earlier session.
+        let four = Credentials::load_role(dir.path(), Identity::party(4), &real_ca).unwrap();
+        let four_tls = TlsConfig::new(&four, &real_ca, [Identity::Aggregator]).unwrap();
+        let replayer = Client::new(&four_tls, options()).unwrap();
+        let conn4 = replayer.connect(addr, Identity::Aggregator).await.unwrap();
+        let old_session = SessionId([99; 16]);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        let key = |rng: &mut rand_chacha::ChaCha20Rng| {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            sotto_mpc::crypto::PublicKey(b)
+        };
+        let replayed: ClientMessage<u64> = ClientMessage::AdvertiseKeys {
+            header: Header {
+                session: old_session,
+                round: Round::AdvertiseKeys,
+                from: Peer::Party(PartyId(3)),
+                to: Peer::Aggregator,
+            },
+            enc_pk: key(&mut rng),
+            mask_pk: key(&mut rng),
+            self_mask_commitment: key(&mut rng),
+        };
+        conn4.send(old_session, 0, &replayed).await.unwrap();
+
+        // Party 5: authenticated, then random bytes on its stream.
+        let five = Credentials::load_role(dir.path(), Identity::party(5), &real_ca).unwrap();
+        let five_tls = TlsConfig::new(&five, &real_ca, [Identity::Aggregator]).unwrap();
+        let garbler = Client::new(&five_tls, options()).unwrap();
+        let conn5 = garbler.connect(addr, Identity::Aggregator).await.unwrap();
+        let mut junk = vec![0u8; 4096];
+        rng.fill_bytes(&mut junk);
+        let mut raw = conn5.quic().open_uni().await.unwrap();
+        raw.write_all(&junk).await.unwrap();
+
+        let outcome = aggregator.serve().await.unwrap();
+        assert_eq!(outcome.sum, vec![123.0]);
+        assert_eq!(outcome.survivors, vec![PartyId(1), PartyId(2), PartyId(3)]);
+        assert_eq!(outcome.dropped, vec![PartyId(4), PartyId(5)]);
+        for party in honest {
+            assert_eq!(party.await.unwrap().unwrap().sum, Some(vec![123.0]));
+        }
+        drop((conn4, conn5));
+        for client in [intruder, unknown, replayer, garbler] {
+            client.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn too_few_survivors_fail_with_a_clear_error() {
+    bounded(async {
+        let dir = TempDir::new("few");
+        generate_dev_pki(dir.path(), 4, &[]).unwrap();
+        let mut params = params(4, 4, 3);
+        params.deadlines.join = Duration::from_secs(2);
+        let aggregator = start_aggregator(&params, dir.path());
+        let addr = aggregator.local_addr();
+        // Only two of four parties show up; the threshold is 3.
+        let tasks: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|id| {
+                let config = party_config(&params, id, addr, dir.path());
+                tokio::spawn(SecureSumParty::run(config, SecureSumInput::scalar_i64(1)))
+            })
+            .collect();
+        let err = aggregator.serve().await.unwrap_err().to_string();
+        assert!(err.contains("not enough parties"), "{err}");
+        for task in tasks {
+            assert!(task.await.unwrap().is_err());
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn noised_sum_reports_its_privacy() {
+    bounded(async {
+        let dir = TempDir::new("noise");
+        generate_dev_pki(dir.path(), 4, &[]).unwrap();
+        let mut params = params(5, 4, 3);
+        params.dim = 3;
+        params.clipping = Clipping::L2 { norm: 1.0 };
+        params.scale = 1024.0;
+        params.noise = NoiseSpec::EpsilonDelta {
+            epsilon: 4.0,
+            delta: 1e-6,
+        };
+        let aggregator = start_aggregator(&params, dir.path());
+        let addr = aggregator.local_addr();
+        let tasks: Vec<_> = (1..=4)
+            .map(|id| {
+                let config = party_config(&params, id, addr, dir.path());
+                tokio::spawn(SecureSumParty::run(
+                    config,
+                    SecureSumInput::vec_f64(vec![0.5, -0.25, 0.0]),
+                ))
+            })
+            .collect();
+        let outcome = aggregator.serve().await.unwrap();
+        let privacy = outcome.privacy.unwrap();
+        assert!(privacy.epsilon <= 4.0 && privacy.epsilon > 0.0, "{privacy:?}");
+        assert_eq!(privacy.delta, 1e-6);
+        assert_eq!(privacy.contributors, 4);
+        // The true sum is [2, -1, 0]; the noise is within 6 standard deviations.
+        for (got, want) in outcome.sum.iter().zip([2.0, -1.0, 0.0]) {
+            assert!((got - want).abs() < 6.0 * privacy.noise_std + 0.01, "{got} vs {want}");
+        }
+        for task in tasks {
+            let got = task.await.unwrap().unwrap();
+            assert_eq!(got.sum.as_ref(), Some(&outcome.sum));
+            assert_eq!(got.privacy, Some(privacy));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raise_average_peer_to_peer() {
+    bounded(async {
+        let dir = TempDir::new("p2p");
+        generate_dev_pki(dir.path(), 4, &[]).unwrap();
+        let params = params(6, 4, 3);
+        let mut peers = Vec::new();
+        for id in 1..=4 {
+            let mut config =
+                PeerConfig::from_dir(params.clone(), PartyId(id), localhost(), dir.path())
+                    .unwrap();
+            config.transport = options();
+            peers.push(SecureSumPeer::bind(config).unwrap());
+        }
+        let addrs: BTreeMap<PartyId, SocketAddr> =
+            peers.iter().map(|p| (p.id(), p.local_addr())).collect();
+        let runs: Vec<_> = peers
+            .into_iter()
+            .zip(RAISES)
+            .map(|(p, raise)| tokio::spawn(p.run(addrs.clone(), SecureSumInput::scalar_i64(raise))))
+            .collect();
+        for run in runs {
+            let got = run.await.unwrap().unwrap();
+            assert_eq!(got.sum, Some(vec![12686.0]));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_to_peer_names_a_missing_peer() {
+    bounded(async {
+        let dir = TempDir::new("p2p-missing");
+        generate_dev_pki(dir.path(), 3, &[]).unwrap();
+        let mut params = params(7, 3, 2);
+        params.deadlines.join = Duration::from_secs(1);
+        let mut config =
+            PeerConfig::from_dir(params.clone(), PartyId(1), localhost(), dir.path()).unwrap();
+        config.transport = options();
+        let peer = SecureSumPeer::bind(config).unwrap();
+        let addrs = BTreeMap::from([(PartyId(1), peer.local_addr())]);
+        let err = peer
+            .run(addrs, SecureSumInput::scalar_i64(1))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("party 2") && err.contains("did not connect"), "{err}");
+    })
+    .await;
+}
+
+#[test]
+fn missing_certificates_and_bad_ids_are_named() {
+    let dir = TempDir::new("nocerts");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let params = params(8, 4, 3);
+    let err = AggregatorConfig::from_dir(params.clone(), localhost(), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ca.pem") && err.contains("not found"), "{err}");
+    generate_dev_pki(dir.path(), 4, &[]).unwrap();
+    let err = PartyConfig::from_dir(params.clone(), PartyId(0), localhost(), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`id`") && err.contains("1 to 4"), "{err}");
+    let err = PartyConfig::from_dir(params, PartyId(5), localhost(), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 to 4"), "{err}");
+}

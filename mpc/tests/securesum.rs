@@ -109,7 +109,10 @@ async fn raise_average_in_aggregator_mode() {
             .zip(1..)
             .map(|(raise, id)| {
                 let config = party_config(&params, id, addr, dir.path());
-                tokio::spawn(SecureSumParty::run(config, SecureSumInput::scalar_i64(*raise)))
+                tokio::spawn(SecureSumParty::run(
+                    config,
+                    SecureSumInput::scalar_i64(*raise),
+                ))
             })
             .collect();
         let outcome = aggregator.serve().await.unwrap();
@@ -311,12 +314,18 @@ async fn noised_sum_reports_its_privacy() {
             .collect();
         let outcome = aggregator.serve().await.unwrap();
         let privacy = outcome.privacy.unwrap();
-        assert!(privacy.epsilon <= 4.0 && privacy.epsilon > 0.0, "{privacy:?}");
+        assert!(
+            privacy.epsilon <= 4.0 && privacy.epsilon > 0.0,
+            "{privacy:?}"
+        );
         assert_eq!(privacy.delta, 1e-6);
         assert_eq!(privacy.contributors, 4);
         // The true sum is [2, -1, 0]; the noise is within 6 standard deviations.
         for (got, want) in outcome.sum.iter().zip([2.0, -1.0, 0.0]) {
-            assert!((got - want).abs() < 6.0 * privacy.noise_std + 0.01, "{got} vs {want}");
+            assert!(
+                (got - want).abs() < 6.0 * privacy.noise_std + 0.01,
+                "{got} vs {want}"
+            );
         }
         for task in tasks {
             let got = task.await.unwrap().unwrap();
@@ -336,8 +345,7 @@ async fn raise_average_peer_to_peer() {
         let mut peers = Vec::new();
         for id in 1..=4 {
             let mut config =
-                PeerConfig::from_dir(params.clone(), PartyId(id), localhost(), dir.path())
-                    .unwrap();
+                PeerConfig::from_dir(params.clone(), PartyId(id), localhost(), dir.path()).unwrap();
             config.transport = options();
             peers.push(SecureSumPeer::bind(config).unwrap());
         }
@@ -373,7 +381,10 @@ async fn peer_to_peer_names_a_missing_peer() {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("party 2") && err.contains("did not connect"), "{err}");
+        assert!(
+            err.contains("party 2") && err.contains("did not connect"),
+            "{err}"
+        );
     })
     .await;
 }

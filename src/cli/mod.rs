@@ -34,7 +34,7 @@ pub enum Command {
     /// Private polls with randomized response: simulate one or estimate from responses.
     #[command(subcommand)]
     Poll(poll::PollCommand),
-    /// Differentially private training (`--central`: one party's model on embedded data).
+    /// Differentially private training: multi-party over QUIC (default) or `--central`.
     Train(train::TrainArgs),
 }
 

@@ -26,6 +26,7 @@ pub mod central;
 pub mod clipping;
 pub mod data;
 mod error;
+pub mod federated;
 pub mod model;
 pub mod nn;
 pub mod noise;

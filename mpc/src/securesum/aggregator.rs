@@ -218,9 +218,8 @@ async fn serve_ring<W: RingWord>(
             return Err(Error::Protocol(error));
         }
         None => {
-            let error = crate::Error::InvalidState(
-                "the protocol did not finish in four rounds".to_owned(),
-            );
+            let error =
+                crate::Error::InvalidState("the protocol did not finish in four rounds".to_owned());
             close_all(&connections, "aggregation failed");
             return Err(Error::Protocol(error));
         }

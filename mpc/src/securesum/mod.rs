@@ -433,7 +433,9 @@ impl SecureSumInput {
         match self {
             SecureSumInput::F64(x) => {
                 let mut z = Zeroizing::new(encoder.encode(x, rng)?);
-                Ok(Zeroizing::new(z.iter_mut().map(|v| W::from_i64(*v)).collect()))
+                Ok(Zeroizing::new(
+                    z.iter_mut().map(|v| W::from_i64(*v)).collect(),
+                ))
             }
             SecureSumInput::I64(x) => {
                 let Clipping::LInf { bound } = encoder.clipping() else {
@@ -651,6 +653,10 @@ mod tests {
             .release_privacy(plan.sensitivity, 1, p.threshold, delta)
             .unwrap();
         assert!(at_t.epsilon <= 1.0, "{}", at_t.epsilon);
-        assert!(at_t.epsilon > 0.9, "calibration too loose: {}", at_t.epsilon);
+        assert!(
+            at_t.epsilon > 0.9,
+            "calibration too loose: {}",
+            at_t.epsilon
+        );
     }
 }

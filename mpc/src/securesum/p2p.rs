@@ -55,16 +55,16 @@ use tokio::task::JoinSet;
 
 use super::party::{connect_with_retry, local_for};
 use super::{
-    Error, Plan, PartyOutcome, PrivacySpent, Result, RingBits, SLACK, SecureSumInput,
+    Error, PartyOutcome, Plan, PrivacySpent, Result, RingBits, SLACK, SecureSumInput,
     SecureSumParams,
 };
+use crate::PartyId;
 use crate::additive::{AdditiveMessage, AdditivePeer, ShareEncoding};
 use crate::error::Peer;
 use crate::ring::RingWord;
 use crate::transport::{
     Client, Connection, Identity, Server, TlsConfig, TransportOptions, collect,
 };
-use crate::PartyId;
 
 /// A peer's configuration in peer-to-peer mode.
 #[derive(Debug, Clone)]

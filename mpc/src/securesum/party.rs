@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    Error, Plan, PartyOutcome, RELEASE_ROUND, Release, Result, RingBits, SLACK, SecureSumInput,
+    Error, PartyOutcome, Plan, RELEASE_ROUND, Release, Result, RingBits, SLACK, SecureSumInput,
     SecureSumParams,
 };
 use crate::PartyId;
@@ -99,7 +99,11 @@ impl SecureSumParty {
     pub async fn run(config: PartyConfig, input: SecureSumInput) -> Result<PartyOutcome> {
         let plan = config.params.plan()?;
         let core = check_id(&plan, config.id)?;
-        let client = Client::bind(local_for(config.aggregator), &config.tls, config.transport.clone())?;
+        let client = Client::bind(
+            local_for(config.aggregator),
+            &config.tls,
+            config.transport.clone(),
+        )?;
         let result = match config.params.ring {
             RingBits::U32 => run_ring::<u32>(&config, &plan, core, &client, input).await,
             RingBits::U64 => run_ring::<u64>(&config, &plan, core, &client, input).await,
@@ -135,7 +139,8 @@ pub(crate) async fn connect_with_retry(
         match client.connect(addr, expected).await {
             Ok(connection) => return Ok(connection),
             Err(
-                error @ (transport::Error::Timeout { .. } | transport::Error::ConnectionLost { .. }),
+                error
+                @ (transport::Error::Timeout { .. } | transport::Error::ConnectionLost { .. }),
             ) => {
                 if tokio::time::Instant::now() + RETRY_EVERY >= deadline {
                     return Err(error.into());

@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.target_epsilon
     );
     let report = run_local(&config, &train, &test, |m| {
-        if m.round % 10 == 0 || m.round == rounds {
+        if m.round.is_multiple_of(10) || m.round == rounds {
             println!(
                 "round {:>4}  accuracy {:6.2}%  epsilon {:.3}  survivors {}  {:.1} ms",
                 m.round,
@@ -70,7 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The central run with the same q, sigma and number of steps (steps = epochs * 1/q).
     let steps_per_epoch = (1.0 / config.sampling_rate).ceil() as u64;
-    if rounds % steps_per_epoch == 0 {
+    if rounds.is_multiple_of(steps_per_epoch) {
         let central = CentralConfig {
             epochs: (rounds / steps_per_epoch) as usize,
             sampling_rate: config.sampling_rate,

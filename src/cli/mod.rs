@@ -26,6 +26,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per process: the size of the `train` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Privacy accounting: epsilon of DP-SGD, of a Gaussian mechanism, of a composition.

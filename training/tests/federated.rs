@@ -226,3 +226,40 @@ fn bad_settings_fail_before_any_connection() {
         .unwrap_err();
     assert!(err.to_string().contains("sampling_rate"), "{err}");
 }
+
+#[test]
+fn bitfit_with_label_skew_and_standard_clipping_trains_only_biases() {
+    use candle_core::{DType, Device};
+    use sotto_training::clipping::ClipMode;
+    use sotto_training::federated::Partition;
+    use sotto_training::model::{InputShape, Model};
+    let config = FederatedConfig {
+        bitfit: true,
+        clipping: ClipMode::Standard,
+        partition: Partition::LabelSkew {
+            shards_per_party: 2,
+        },
+        ..small(3, 2)
+    };
+    let out = run(&config, LocalOptions::default());
+    assert_eq!(out.report.dim, 10, "BiTFiT updates only the 10 biases");
+    assert_eq!(out.report.metrics.len(), 2);
+    let (train, _) = data();
+    let initial = Model::new(
+        &config.model,
+        InputShape::of(&train),
+        10,
+        DType::F32,
+        &Device::Cpu,
+        config.seed,
+    )
+    .unwrap()
+    .to_flat()
+    .unwrap();
+    let changed = initial
+        .iter()
+        .zip(&out.model)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(changed > 0 && changed <= 10, "{changed} parameters changed");
+}

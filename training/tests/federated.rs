@@ -159,7 +159,7 @@ fn a_party_killed_mid_round_does_not_stop_training() {
     assert_eq!(r.metrics.len(), 4, "training stopped: {:?}", r.stopped);
     assert_eq!(r.dropped, vec![PartyId(2)]);
     assert_eq!(r.metrics[0].survivors.len(), 4);
-    // Killed after the key shares were forwarded, before its masked input: its mask is
+    // Killed after sending its key shares, before its masked input: its pairwise masks are
     // recovered by the others and its input is not in the sum.
     for m in &r.metrics[1..] {
         assert_eq!(

@@ -75,8 +75,9 @@ pub struct AggregatorOutcome {
 }
 
 /// Runs all rounds over `connections` (one per party, authenticated), then sends the final
-/// model to the parties still connected. `after_step(round, step)` is called after each
-/// protocol step (0..=3 secure, 2 plain) of each round; `on_round` after each round.
+/// model to the parties still connected. `after_step(round, step)` is called in each round
+/// once the messages of each protocol step (0..=3 secure, 2 plain) are collected, before the
+/// aggregator answers them; `on_round` after each round.
 ///
 /// # Errors
 /// [`Error::Protocol`] when fewer than `threshold` parties remain (the round's noise would be
@@ -334,8 +335,8 @@ async fn secure_round(
             outgoing.push((Identity::Party(PartyId(to.0 + 1)), message));
         }
         cpu += c0.elapsed();
-        expected = send_each(active, session, step, outgoing).await;
         after_step(round, step);
+        expected = send_each(active, session, step, outgoing).await;
     }
     let c0 = Instant::now();
     let output = match agg.take_result() {

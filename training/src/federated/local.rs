@@ -24,9 +24,10 @@ use crate::model::{InputShape, Model};
 pub struct KillAt {
     /// The party (transport id, `1..=n`).
     pub party: PartyId,
-    /// 0-based round; the party is aborted after the aggregator has forwarded the key shares
-    /// (SecAgg step 1) and before the masked inputs arrive (in plain mode: before the
-    /// updates are collected is not possible, so it is aborted after them).
+    /// 0-based round; the party is aborted once the aggregator has received its encrypted key
+    /// shares (SecAgg step 1) and before they are forwarded, so it never sends its masked
+    /// input and the survivors must recover its pairwise masks. In plain mode it is aborted
+    /// after its update was collected (it drops out from the next round on).
     pub round: u64,
 }
 

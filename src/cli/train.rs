@@ -22,6 +22,7 @@ use sotto_training::optim::OptimizerKind;
 
 use super::{Output, UsageError};
 
+mod deploy;
 mod federated;
 
 /// Seed of the fixed 80/20 train/test split of CSV and generated data.
@@ -31,6 +32,10 @@ const SPLIT_SEED: u64 = 1;
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
+    /// Run one role of a deployment on its own host (`aggregator` or `party`).
+    #[command(subcommand)]
+    pub role: Option<deploy::Role>,
+
     /// Train one party's model centrally with DP (without it: multi-party training over QUIC).
     #[arg(long)]
     pub central: bool,
@@ -306,6 +311,9 @@ struct TrainJson<'a> {
 
 /// Runs `sotto train`.
 pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
+    if let Some(role) = &args.role {
+        return deploy::run(role, out);
+    }
     if !args.central {
         return federated::run(&args, out);
     }

@@ -126,7 +126,7 @@ async fn raise_average_in_aggregator_mode() {
             let got = party.await.unwrap().unwrap();
             assert_eq!(got.sum, Some(vec![12686.0]));
             assert_eq!(got.survivors.len(), 4);
-            assert!(got.bytes_sent > 0);
+            assert!(got.frame_bytes_sent > 0 && got.frame_bytes_sent < got.bytes_sent);
         }
         // The port is free again.
         std::net::UdpSocket::bind(addr).unwrap();
@@ -169,19 +169,20 @@ async fn a_party_silent_past_the_deadline_is_dropped_and_the_sum_stays_exact() {
 
 /// Misbehaving and unknown connections do not stop the honest parties' sum: a party with a
 /// certificate from another CA, an unknown party (valid certificate, not in the session), a
-/// party replaying a message of an earlier session, and a party sending random bytes.
+/// party replaying a message of an earlier session, a party sending random bytes, and a party
+/// announcing an oversized frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn misbehaving_connections_do_not_stop_the_honest_sum() {
     bounded(async {
         let dir = TempDir::new("adv");
         let other = TempDir::new("adv-other-ca");
-        // Certificates for 6 parties; the session has 5 (party 6 is unknown to it).
-        generate_dev_pki(dir.path(), 6, &[]).unwrap();
+        // Certificates for 8 parties; the session has 7 (party 8 is unknown to it).
+        generate_dev_pki(dir.path(), 8, &[]).unwrap();
         generate_dev_pki(other.path(), 5, &[]).unwrap();
-        let params = params(3, 5, 3);
+        let params = params(3, 7, 4);
         let aggregator = start_aggregator(&params, dir.path());
         let addr = aggregator.local_addr();
-        let honest: Vec<_> = [(1, 100i64), (2, 20), (3, 3)]
+        let honest: Vec<_> = [(1, 100i64), (2, 20), (3, 3), (4, 4000)]
             .into_iter()
             .map(|(id, v)| {
                 let config = party_config(&params, id, addr, dir.path());
@@ -190,7 +191,7 @@ async fn misbehaving_connections_do_not_stop_the_honest_sum() {
             .collect();
         let real_ca = load_ca(&dir.path().join("ca.pem")).unwrap();
 
-        // A "party-4" certificate from another CA: refused at the handshake.
+        // An impostor with a "party-4" certificate from another CA: refused at the handshake.
         let other_ca = load_ca(&other.path().join("ca.pem")).unwrap();
         let forged = Credentials::load_role(other.path(), Identity::party(4), &other_ca).unwrap();
         let forged_tls = TlsConfig::new(&forged, &real_ca, [Identity::Aggregator]).unwrap();
@@ -201,19 +202,19 @@ async fn misbehaving_connections_do_not_stop_the_honest_sum() {
             "{refused:?}"
         );
 
-        // Party 6: valid certificate, but not in this 5-party session.
-        let six = Credentials::load_role(dir.path(), Identity::party(6), &real_ca).unwrap();
+        // Party 8: valid certificate, but not in this 7-party session.
+        let six = Credentials::load_role(dir.path(), Identity::party(8), &real_ca).unwrap();
         let six_tls = TlsConfig::new(&six, &real_ca, [Identity::Aggregator]).unwrap();
         let unknown = Client::new(&six_tls, options()).unwrap();
         match unknown.connect(addr, Identity::Aggregator).await {
             Err(sotto_mpc::transport::Error::Refused { reason, .. }) => {
-                assert!(reason.contains("party 6"), "{reason}")
+                assert!(reason.contains("party 8"), "{reason}")
             }
             other => panic!("expected a refusal, got {other:?}"),
         }
 
-        // Party 4: authenticated, but replays a key message of an earlier session.
-        let four = Credentials::load_role(dir.path(), Identity::party(4), &real_ca).unwrap();
+        // Party 5: authenticated, but replays a key message of an earlier session.
+        let four = Credentials::load_role(dir.path(), Identity::party(5), &real_ca).unwrap();
         let four_tls = TlsConfig::new(&four, &real_ca, [Identity::Aggregator]).unwrap();
         let replayer = Client::new(&four_tls, options()).unwrap();
         let conn4 = replayer.connect(addr, Identity::Aggregator).await.unwrap();
@@ -228,7 +229,7 @@ async fn misbehaving_connections_do_not_stop_the_honest_sum() {
             header: Header {
                 session: old_session,
                 round: Round::AdvertiseKeys,
-                from: Peer::Party(PartyId(3)),
+                from: Peer::Party(PartyId(4)),
                 to: Peer::Aggregator,
             },
             enc_pk: key(&mut rng),
@@ -237,8 +238,8 @@ async fn misbehaving_connections_do_not_stop_the_honest_sum() {
         };
         conn4.send(old_session, 0, &replayed).await.unwrap();
 
-        // Party 5: authenticated, then random bytes on its stream.
-        let five = Credentials::load_role(dir.path(), Identity::party(5), &real_ca).unwrap();
+        // Party 6: authenticated, then random bytes on its stream.
+        let five = Credentials::load_role(dir.path(), Identity::party(6), &real_ca).unwrap();
         let five_tls = TlsConfig::new(&five, &real_ca, [Identity::Aggregator]).unwrap();
         let garbler = Client::new(&five_tls, options()).unwrap();
         let conn5 = garbler.connect(addr, Identity::Aggregator).await.unwrap();
@@ -247,15 +248,24 @@ async fn misbehaving_connections_do_not_stop_the_honest_sum() {
         let mut raw = conn5.quic().open_uni().await.unwrap();
         raw.write_all(&junk).await.unwrap();
 
+        // Party 7: authenticated, then a frame header announcing 4 GiB.
+        let seven = Credentials::load_role(dir.path(), Identity::party(7), &real_ca).unwrap();
+        let seven_tls = TlsConfig::new(&seven, &real_ca, [Identity::Aggregator]).unwrap();
+        let hog = Client::new(&seven_tls, options()).unwrap();
+        let conn7 = hog.connect(addr, Identity::Aggregator).await.unwrap();
+        let mut raw7 = conn7.quic().open_uni().await.unwrap();
+        raw7.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        raw7.write_all(&[0u8; 64]).await.unwrap();
+
         let outcome = aggregator.serve().await.unwrap();
-        assert_eq!(outcome.sum, vec![123.0]);
-        assert_eq!(outcome.survivors, vec![PartyId(1), PartyId(2), PartyId(3)]);
-        assert_eq!(outcome.dropped, vec![PartyId(4), PartyId(5)]);
+        assert_eq!(outcome.sum, vec![4123.0]);
+        assert_eq!(outcome.survivors, (1..=4).map(PartyId).collect::<Vec<_>>());
+        assert_eq!(outcome.dropped, vec![PartyId(5), PartyId(6), PartyId(7)]);
         for party in honest {
-            assert_eq!(party.await.unwrap().unwrap().sum, Some(vec![123.0]));
+            assert_eq!(party.await.unwrap().unwrap().sum, Some(vec![4123.0]));
         }
-        drop((conn4, conn5));
-        for client in [intruder, unknown, replayer, garbler] {
+        drop((conn4, conn5, conn7));
+        for client in [intruder, unknown, replayer, garbler, hog] {
             client.shutdown().await;
         }
     })

@@ -1,7 +1,10 @@
 //! Subcommands of the `sotto` binary.
 
 mod account;
+mod aggregator;
+mod certs;
 mod output;
+mod party;
 mod poll;
 mod train;
 
@@ -38,6 +41,12 @@ pub enum Command {
     Poll(poll::PollCommand),
     /// Differentially private training: multi-party over QUIC (default) or `--central`.
     Train(train::TrainArgs),
+    /// Write a deployment's dev CA and certificates (aggregator and parties 1..=N).
+    Certs(certs::CertsArgs),
+    /// Run the aggregator of one secure sum (TOML configuration).
+    Aggregator(aggregator::AggregatorArgs),
+    /// Contribute a value or vector to a secure sum (TOML configuration).
+    Party(party::PartyArgs),
 }
 
 /// Runs the parsed command line.
@@ -47,6 +56,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account(cmd) => account::run(cmd, &out),
         Command::Poll(cmd) => poll::run(cmd, &out),
         Command::Train(args) => train::run(args, &out),
+        Command::Certs(args) => certs::run(args, &out),
+        Command::Aggregator(args) => aggregator::run(args, &out),
+        Command::Party(args) => party::run(args, &out),
     }
 }
 

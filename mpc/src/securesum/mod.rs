@@ -108,7 +108,9 @@ impl PartyNumbering {
 
     /// The core id of transport party `id`, or `None` if `id` is not in `1..=n`.
     pub fn to_core(self, id: PartyId) -> Option<PartyId> {
-        (id.0 >= 1 && (id.0 as usize) <= self.parties).then(|| PartyId(id.0 - 1))
+        id.0.checked_sub(1)
+            .filter(|core| (*core as usize) < self.parties)
+            .map(PartyId)
     }
 
     /// The transport id of core party `core`.
@@ -432,10 +434,8 @@ impl SecureSumInput {
         }
         match self {
             SecureSumInput::F64(x) => {
-                let mut z = Zeroizing::new(encoder.encode(x, rng)?);
-                Ok(Zeroizing::new(
-                    z.iter_mut().map(|v| W::from_i64(*v)).collect(),
-                ))
+                let z = Zeroizing::new(encoder.encode(x, rng)?);
+                Ok(Zeroizing::new(z.iter().map(|v| W::from_i64(*v)).collect()))
             }
             SecureSumInput::I64(x) => {
                 let Clipping::LInf { bound } = encoder.clipping() else {
@@ -458,7 +458,7 @@ impl SecureSumInput {
                 let s = scale as i64;
                 Ok(Zeroizing::new(
                     x.iter()
-                        .map(|v| W::from_i64(v.clamp(&-b, &b).saturating_mul(s)))
+                        .map(|v| W::from_i64((*v).clamp(-b, b).saturating_mul(s)))
                         .collect(),
                 ))
             }
@@ -520,8 +520,12 @@ pub struct PartyOutcome {
     pub survivors: Vec<PartyId>,
     /// The privacy of the release, as reported by the aggregator.
     pub privacy: Option<PrivacySpent>,
-    /// Bytes this party sent over UDP on its connection(s) (QUIC and TLS overhead included).
+    /// Bytes this party sent over UDP on its connection(s): QUIC and TLS overhead, ACKs and
+    /// retransmissions included.
     pub bytes_sent: u64,
+    /// Bytes of protocol messages this party sent (frames: length prefix, envelope, body),
+    /// without transport overhead.
+    pub frame_bytes_sent: u64,
 }
 
 /// The release the aggregator sends to the parties in round [`RELEASE_ROUND`].

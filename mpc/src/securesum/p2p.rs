@@ -295,9 +295,8 @@ async fn run_ring<W: RingWord>(
         )
         .await;
         if let Some((who, error)) = got.failed.into_iter().next() {
-            return Err(Error::Transport(error)).inspect_err(|_| {
-                tracing::warn!(party = %config.id, peer = %who, "secure sum (p2p): peer failed");
-            });
+            tracing::warn!(party = %config.id, peer = %who, "secure sum (p2p): peer failed");
+            return Err(Error::Transport(error));
         }
         if let Some(silent) = got.silent.first() {
             return Err(Error::Protocol(crate::Error::misbehaved(
@@ -307,7 +306,7 @@ async fn run_ring<W: RingWord>(
         }
         for (from, message) in got.messages {
             // The sender named in the message must be the authenticated peer.
-            if Some(numbering.identity(message.header.from)) != Some(from) {
+            if numbering.identity(message.header.from) != from {
                 return Err(Error::Protocol(crate::Error::misbehaved(
                     Peer::Party(from.party_id().unwrap_or(PartyId(0))),
                     "message claims another sender",
@@ -339,6 +338,7 @@ async fn run_ring<W: RingWord>(
         .values()
         .map(|c| c.quic().stats().udp_tx.bytes)
         .sum();
+    let frame_bytes_sent = connections.values().map(|c| c.frame_bytes_sent()).sum();
     let mut closing = JoinSet::new();
     for connection in connections.values() {
         let connection = connection.clone();
@@ -351,5 +351,6 @@ async fn run_ring<W: RingWord>(
         survivors: numbering.all().collect(),
         privacy,
         bytes_sent,
+        frame_bytes_sent,
     })
 }

@@ -200,6 +200,7 @@ async fn run_ring<W: RingWord>(
         wait = params.deadlines.round * 2 + SLACK;
     }
     let bytes_sent = connection.quic().stats().udp_tx.bytes;
+    let frame_bytes_sent = connection.frame_bytes_sent();
     let release = connection
         .recv::<Release>(session, RELEASE_ROUND, wait)
         .await;
@@ -210,6 +211,7 @@ async fn run_ring<W: RingWord>(
             survivors: release.survivors,
             privacy: release.privacy,
             bytes_sent,
+            frame_bytes_sent,
         },
         Err(error) => {
             tracing::warn!(party = %config.id, %error, "secure sum: no release from the aggregator");

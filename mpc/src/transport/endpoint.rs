@@ -177,6 +177,8 @@ struct Inner {
     options: TransportOptions,
     send: Mutex<SendState>,
     recv: Mutex<RecvState>,
+    /// Bytes of frames written to the send stream (length prefixes included).
+    frame_bytes_sent: std::sync::atomic::AtomicU64,
 }
 
 /// An authenticated connection to one peer. Cheap to clone (clones share the connection).
@@ -223,6 +225,7 @@ impl Connection {
                     decoder,
                     broken: false,
                 }),
+                frame_bytes_sent: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -249,6 +252,15 @@ impl Connection {
     /// than well-formed frames on the first stream as misbehaviour.
     pub fn quic(&self) -> &quinn::Connection {
         &self.inner.quic
+    }
+
+    /// Bytes of frames (length prefix, envelope and body) this side has written on its
+    /// message stream: the protocol's traffic, without QUIC/TLS/UDP overhead or
+    /// retransmissions (for those, see `quic().stats().udp_tx`).
+    pub fn frame_bytes_sent(&self) -> u64 {
+        self.inner
+            .frame_bytes_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends `body` as the envelope `(session, round, sender = this endpoint)`.
@@ -301,8 +313,14 @@ impl Connection {
                 })
             }
         };
-        if result.is_err() {
-            *state = SendState::Broken;
+        match result {
+            Ok(()) => {
+                self.inner.frame_bytes_sent.fetch_add(
+                    u64::try_from(frame.len()).unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            Err(_) => *state = SendState::Broken,
         }
         result
     }

@@ -1,0 +1,81 @@
+//! `sotto aggregator`: run one secure sum for the parties of a deployment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use sotto_mpc::securesum::{AggregatorConfig, SecureSumAggregator, SumOutcome};
+
+use super::Output;
+use super::party::{SessionFile, read_toml, resolve};
+
+/// The aggregator's configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorFile {
+    /// UDP `host:port` to listen on (e.g. "0.0.0.0:4433").
+    pub listen: String,
+    /// Directory with `ca.pem` and `aggregator.{pem,key}`.
+    pub certs: PathBuf,
+    /// The session (the same table as in the parties' files).
+    pub session: SessionFile,
+}
+
+/// Arguments of `sotto aggregator`.
+#[derive(Debug, Args)]
+pub struct AggregatorArgs {
+    /// The aggregator's TOML configuration.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+#[derive(Serialize)]
+struct AggregatorReport {
+    sum: Vec<f64>,
+    survivors: Vec<u32>,
+    dropped: Vec<u32>,
+    epsilon: Option<f64>,
+    delta: Option<f64>,
+    noise_std: Option<f64>,
+}
+
+/// Runs `sotto aggregator`: waits for the parties, runs one secure sum, prints the result and
+/// exits (the UDP port is released).
+pub fn run(args: AggregatorArgs, out: &Output) -> anyhow::Result<()> {
+    let file: AggregatorFile = read_toml(&args.config)?;
+    let params = file.session.params()?;
+    let listen = resolve("listen", &file.listen)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome: SumOutcome = runtime.block_on(async {
+        let config = AggregatorConfig::from_dir(params, listen, &file.certs)?;
+        let aggregator = SecureSumAggregator::bind(config)?;
+        eprintln!("aggregator listening on {}", aggregator.local_addr());
+        Ok::<_, anyhow::Error>(aggregator.serve().await?)
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let report = AggregatorReport {
+        sum: outcome.sum.clone(),
+        survivors: outcome.survivors.iter().map(|p| p.0).collect(),
+        dropped: outcome.dropped.iter().map(|p| p.0).collect(),
+        epsilon: outcome.privacy.map(|p| p.epsilon),
+        delta: outcome.privacy.map(|p| p.delta),
+        noise_std: outcome.privacy.map(|p| p.noise_std),
+    };
+    out.emit(&report, || {
+        let mut text = format!(
+            "sum {:?}\nsurvivors {:?}\ndropped {:?}",
+            report.sum, report.survivors, report.dropped
+        );
+        if let (Some(e), Some(d), Some(s)) = (report.epsilon, report.delta, report.noise_std) {
+            text.push_str(&format!(
+                "\nepsilon = {e:.4} at delta = {d:e} (noise standard deviation {s:.3})"
+            ));
+        }
+        text
+    })
+}

@@ -375,5 +375,6 @@ fn train_rejects_bad_settings() {
         "data",
     );
     assert_invalid(&["train", "--central", "--hidden", "8"], "--hidden");
-    assert_invalid(&["train"], "--central");
+    assert_invalid(&["train", "--parties", "1"], "parties");
+    assert_invalid(&["train", "--central", "--rounds", "5"], "--rounds");
 }

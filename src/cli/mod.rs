@@ -29,6 +29,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per process: the size of the `train` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Privacy accounting: epsilon of DP-SGD, of a Gaussian mechanism, of a composition.
@@ -37,7 +39,7 @@ pub enum Command {
     /// Private polls with randomized response: simulate one or estimate from responses.
     #[command(subcommand)]
     Poll(poll::PollCommand),
-    /// Differentially private training (`--central`: one party's model on embedded data).
+    /// Differentially private training: multi-party over QUIC (default) or `--central`.
     Train(train::TrainArgs),
     /// Write a deployment's dev CA and certificates (aggregator and parties 1..=N).
     Certs(certs::CertsArgs),

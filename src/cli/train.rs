@@ -1,8 +1,12 @@
 //! `sotto train`: differentially private training.
 //!
-//! `sotto train --central` trains one party's model with DP-SGD / DP-Adam on the embedded digits
-//! data (or the generated sequence task, or the user's CSV), printing per-epoch progress,
-//! accuracy and epsilon, and ends with a membership-inference audit.
+//! `sotto train` (no arguments) runs multi-party training: an aggregator and 4 parties as
+//! separate QUIC endpoints on loopback, the digits data split across the parties, secure
+//! aggregation with distributed noise every round, progress bars on stderr, and a report
+//! folder (`metrics.json`, `plot.svg`, `audit.json`). `sotto train --central` trains one
+//! party's model with DP-SGD / DP-Adam on the embedded digits data (or the generated sequence
+//! task, or the user's CSV), printing per-epoch progress, accuracy and epsilon, and ends with a
+//! membership-inference audit.
 
 use std::path::PathBuf;
 
@@ -18,6 +22,9 @@ use sotto_training::optim::OptimizerKind;
 
 use super::{Output, UsageError};
 
+mod deploy;
+mod federated;
+
 /// Seed of the fixed 80/20 train/test split of CSV and generated data.
 const SPLIT_SEED: u64 = 1;
 
@@ -25,13 +32,47 @@ const SPLIT_SEED: u64 = 1;
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
-    /// Train one party's model centrally with DP (the multi-party run over QUIC is separate).
+    /// Run one role of a deployment on its own host (`aggregator` or `party`).
+    #[command(subcommand)]
+    pub role: Option<deploy::Role>,
+
+    /// Train one party's model centrally with DP (without it: multi-party training over QUIC).
     #[arg(long)]
     pub central: bool,
 
-    /// A JSON file with a full training configuration (`CentralConfig`); flags override it.
+    /// A configuration file: TOML (`FederatedConfig`) for multi-party training, JSON
+    /// (`CentralConfig`) with `--central`. Flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+
+    /// Multi-party: number of parties.
+    #[arg(long)]
+    pub parties: Option<usize>,
+    /// Multi-party: minimum number of survivors (default parties / 2 + 1).
+    #[arg(long)]
+    pub threshold: Option<usize>,
+    /// Multi-party: number of rounds (DP-SGD steps).
+    #[arg(long)]
+    pub rounds: Option<u64>,
+    /// Multi-party: how the data is split: `iid` or `label-skew`.
+    #[arg(long, value_enum)]
+    pub partition: Option<PartitionArg>,
+    /// Multi-party: shards per party with `--partition label-skew` (default 2).
+    #[arg(long)]
+    pub shards_per_party: Option<usize>,
+    /// Multi-party: send noised updates unmasked (a baseline to measure secure aggregation).
+    #[arg(long)]
+    pub plain: bool,
+    /// Multi-party: after the secure run, repeat it with plain aggregation and report the
+    /// overhead of secure aggregation per round.
+    #[arg(long, conflicts_with = "plain")]
+    pub compare_plain: bool,
+    /// Multi-party: the report folder (default `reports/train-<UTC timestamp>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Where the parties compute: `cpu`, or `cuda` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 
     /// The data: `digits` (embedded), `sequence` (generated text task, for the transformer)
     /// or a CSV file of numeric features and a label column.
@@ -116,6 +157,15 @@ pub enum ClipArg {
     Standard,
     /// g_i * R / (||g_i|| + gamma).
     Automatic,
+}
+
+/// Data partitions across parties.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PartitionArg {
+    /// Near-equal random parts.
+    Iid,
+    /// Each party holds a few label-sorted shards.
+    LabelSkew,
 }
 
 /// Optimizers.
@@ -217,7 +267,7 @@ impl TrainArgs {
     }
 
     /// The train/test split of the chosen data.
-    fn data(&self) -> anyhow::Result<(Dataset, Dataset)> {
+    pub(super) fn data(&self) -> anyhow::Result<(Dataset, Dataset)> {
         match self.data.as_str() {
             "digits" => Ok(data::digits_split(
                 sotto_training::central::DIGITS_SPLIT_SEED,
@@ -261,13 +311,27 @@ struct TrainJson<'a> {
 
 /// Runs `sotto train`.
 pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
+    if let Some(role) = &args.role {
+        return deploy::run(role, out);
+    }
     if !args.central {
-        return Err(UsageError(
-            "multi-party training over QUIC is not available in this version; \
-             run `sotto train --central` to train one party's model with DP"
-                .into(),
-        )
-        .into());
+        return federated::run(&args, out);
+    }
+    for (set, flag) in [
+        (args.parties.is_some(), "--parties"),
+        (args.threshold.is_some(), "--threshold"),
+        (args.rounds.is_some(), "--rounds"),
+        (args.partition.is_some(), "--partition"),
+        (args.plain, "--plain"),
+        (args.compare_plain, "--compare-plain"),
+        (args.out.is_some(), "--out"),
+    ] {
+        if set {
+            return Err(UsageError(format!(
+                "{flag} is for multi-party training; drop --central"
+            ))
+            .into());
+        }
     }
     let config = args.config()?;
     let (train, test) = args.data()?;

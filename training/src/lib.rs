@@ -14,6 +14,8 @@
 //! * [`optim`]: SGD (with momentum) and Adam applied to a (noised) gradient sum.
 //! * [`central`]: a complete central DP training run with accounting and audit.
 //! * [`audit`]: the loss-threshold membership-inference attack.
+//! * [`federated`]: multi-party training over QUIC: per-round secure aggregation of the
+//!   parties' clipped sums with distributed noise, dropout tolerance, accounting and metrics.
 //!
 //! Multi-party training uses the gradient-level pieces separately: each party calls
 //! [`model::Model::clipped_gradient_sum`]; the aggregate is noised (distributed noise in secure
@@ -26,6 +28,7 @@ pub mod central;
 pub mod clipping;
 pub mod data;
 mod error;
+pub mod federated;
 pub mod model;
 pub mod nn;
 pub mod noise;

@@ -1,0 +1,449 @@
+//! The aggregator's round driver over already-open QUIC connections: one SecAgg session per
+//! training round ([`sotto_mpc::secagg::SecAggAggregator`], sans-IO), model broadcast, the
+//! optimizer step, accounting and per-round metrics.
+//!
+//! `sotto_mpc::securesum` runs one secure sum per connection set-up; training needs one per
+//! round over connections that stay open, so this module drives the sans-IO aggregator role
+//! itself with the transport primitives ([`collect`], [`send_all`]), as the securesum driver
+//! does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sotto_mpc::PartyId;
+use sotto_mpc::SessionId;
+use sotto_mpc::secagg::{ClientMessage, SecAggAggregator, SecAggConfig, ServerMessage};
+use sotto_mpc::transport::{Connection, Identity, collect, send_all};
+use tokio::task::JoinSet;
+
+use super::{
+    Error, FederatedConfig, PLAIN_UPDATE, PartyTiming, PrivacyPlan, Result, RoundMetrics,
+    RoundStart, RoundTiming, START, TIMING, round_session,
+};
+use crate::data::Dataset;
+use crate::model::Model;
+use crate::optim::Optimizer;
+
+/// What the aggregator received from the parties, recorded for tests and audits of the
+/// protocol (`record_view`): every update vector as it arrived.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AggregatorView {
+    /// One entry per update received.
+    pub updates: Vec<ViewedUpdate>,
+    /// The released (noised) sums, ring units, one per round.
+    pub sums: Vec<Vec<u64>>,
+}
+
+/// One update vector as the aggregator received it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewedUpdate {
+    /// 0-based round.
+    pub round: u64,
+    /// Sender (transport id).
+    pub party: PartyId,
+    /// The vector: masked in secure mode, the noised encoded sum in plain mode.
+    pub values: Vec<u64>,
+}
+
+/// The fixed inputs of an aggregator run.
+#[derive(Debug)]
+pub struct AggregatorRun<'a> {
+    /// Settings (the same at every party).
+    pub config: &'a FederatedConfig,
+    /// The privacy calibration (the same at every party).
+    pub plan: &'a PrivacyPlan,
+    /// The model, updated in place.
+    pub model: &'a Model,
+    /// Held-out data for the per-round metrics.
+    pub test: &'a Dataset,
+    /// Records of all parties (the update divides by `q * n_total`).
+    pub n_total: usize,
+    /// The run's session id.
+    pub session: SessionId,
+}
+
+/// What an aggregator run produced.
+#[derive(Debug, Clone)]
+pub struct AggregatorOutcome {
+    /// Per-round metrics.
+    pub metrics: Vec<RoundMetrics>,
+    /// Parties dropped during the run.
+    pub dropped: Vec<PartyId>,
+    /// Why the run stopped early.
+    pub stopped: Option<String>,
+}
+
+/// Runs all rounds over `connections` (one per party, authenticated), then sends the final
+/// model to the parties still connected. `after_step(round, step)` is called in each round
+/// once the messages of each protocol step (0..=3 secure, 2 plain) are collected, before the
+/// aggregator answers them; `on_round` after each round.
+///
+/// # Errors
+/// [`Error::Protocol`] when fewer than `threshold` parties remain (the round's noise would be
+/// short of the target) or the aggregation fails; [`Error::Training`] for the optimizer,
+/// evaluation or the accountant.
+///
+/// # Privacy
+/// Epsilon after round `r` is `dp_sgd_epsilon(q, sigma, r, delta)`, charged when the round
+/// starts. The per-round loss and accuracy read the test data without noise (for the data
+/// owner, not for release).
+pub async fn run_aggregator(
+    run: AggregatorRun<'_>,
+    connections: BTreeMap<Identity, Connection>,
+    after_step: &mut (dyn FnMut(u64, u64) + Send),
+    mut view: Option<&mut AggregatorView>,
+    on_round: &mut (dyn FnMut(&RoundMetrics) + Send),
+) -> Result<AggregatorOutcome> {
+    let AggregatorRun {
+        config,
+        plan,
+        model,
+        test,
+        n_total,
+        session,
+    } = run;
+    let all = connections.clone();
+    let mut active = connections;
+    let mut dropped: BTreeSet<PartyId> = BTreeSet::new();
+    for id in 1..=config.parties as u32 {
+        if !active.contains_key(&Identity::party(id)) {
+            dropped.insert(PartyId(id));
+        }
+    }
+    let trainable = config.trainable();
+    let mut opt = Optimizer::new(config.optimizer, config.learning_rate, trainable, model)?;
+    let dim = model.trainable_len(trainable);
+    let denominator = config.sampling_rate * n_total as f64;
+    let deadline = config.round_deadline();
+    let mut metrics = Vec::with_capacity(config.rounds as usize);
+    let mut stopped = None;
+    let mut round = 0u64;
+    while round < config.rounds {
+        let epsilon = plan.epsilon_after(round + 1)?;
+        if let (Some(target), Some(_)) = (config.target_epsilon, config.noise_multiplier)
+            && epsilon > target
+        {
+            stopped = Some(format!(
+                "target epsilon {target} reached: round {} would spend {epsilon:.4}",
+                round + 1
+            ));
+            break;
+        }
+        let t_round = Instant::now();
+        let bytes_before = total_bytes(&all);
+        let rs = round_session(session, round);
+        let start = RoundStart {
+            round,
+            model: model.to_flat()?,
+            done: false,
+            parties: active.keys().filter_map(|i| i.party_id()).collect(),
+        };
+        for (peer, error) in send_all(&active, rs, START, &start).await? {
+            tracing::warn!(party = %peer, %error, "federated: round start not delivered; dropped");
+            drop_party(&mut active, &mut dropped, peer);
+        }
+        let t_agg = Instant::now();
+        let (sum, survivors, unmasking) = if config.plain {
+            plain_round(
+                config, plan, &active, rs, round, deadline, &mut view, after_step,
+            )
+            .await?
+        } else {
+            secure_round(
+                config, dim, &active, rs, round, deadline, &mut view, after_step,
+            )
+            .await?
+        };
+        let survivor_ids: BTreeSet<Identity> =
+            survivors.iter().map(|p| Identity::Party(*p)).collect();
+        let timings = collect::<PartyTiming>(
+            &active,
+            survivor_ids.iter().copied(),
+            rs,
+            TIMING,
+            tokio::time::Instant::now() + deadline,
+        )
+        .await;
+        let agg_wall = t_agg.elapsed().as_secs_f64();
+        for peer in active.keys().copied().collect::<Vec<_>>() {
+            if !survivor_ids.contains(&peer) {
+                tracing::warn!(party = %peer, round, "federated: party not in the sum; dropped");
+                drop_party(&mut active, &mut dropped, peer);
+            }
+        }
+        let local_compute = timings
+            .messages
+            .values()
+            .map(|t| t.compute)
+            .fold(0.0, f64::max);
+        let masking = timings
+            .messages
+            .values()
+            .map(|t| t.masking)
+            .fold(0.0, f64::max);
+
+        let t_step = Instant::now();
+        let decoded: Vec<f32> = plan
+            .encoder
+            .decode_sum(&sum)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        if let Some(v) = view.as_deref_mut() {
+            v.sums.push(sum);
+        }
+        opt.apply_sum(model, &decoded, denominator)?;
+        let step = t_step.elapsed().as_secs_f64();
+        let t_eval = Instant::now();
+        let losses = model.losses(test)?;
+        let loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        let accuracy = model.accuracy(test)?;
+        let eval = t_eval.elapsed().as_secs_f64();
+        let m = RoundMetrics {
+            round: round + 1,
+            loss,
+            accuracy,
+            epsilon,
+            survivors,
+            bytes: total_bytes(&all).saturating_sub(bytes_before),
+            seconds: t_round.elapsed().as_secs_f64(),
+            timing: RoundTiming {
+                local_compute,
+                masking,
+                unmasking,
+                network: (agg_wall - local_compute - masking - unmasking).max(0.0),
+                step,
+                eval,
+            },
+        };
+        on_round(&m);
+        metrics.push(m);
+        round += 1;
+    }
+    let done = RoundStart {
+        round,
+        model: model.to_flat()?,
+        done: true,
+        parties: active.keys().filter_map(|i| i.party_id()).collect(),
+    };
+    if let Ok(failures) = send_all(&active, round_session(session, round), START, &done).await {
+        for (peer, error) in failures {
+            tracing::info!(party = %peer, %error, "federated: final model not delivered");
+        }
+    }
+    let mut closing = JoinSet::new();
+    for connection in active.into_values() {
+        closing.spawn(async move { connection.close_gracefully(Duration::from_secs(2)).await });
+    }
+    while closing.join_next().await.is_some() {}
+    Ok(AggregatorOutcome {
+        metrics,
+        dropped: dropped.into_iter().collect(),
+        stopped,
+    })
+}
+
+fn drop_party(
+    active: &mut BTreeMap<Identity, Connection>,
+    dropped: &mut BTreeSet<PartyId>,
+    peer: Identity,
+) {
+    if let Some(c) = active.remove(&peer) {
+        c.close("dropped from the training run");
+    }
+    if let Some(p) = peer.party_id() {
+        dropped.insert(p);
+    }
+}
+
+fn total_bytes(connections: &BTreeMap<Identity, Connection>) -> u64 {
+    connections
+        .values()
+        .map(|c| {
+            let s = c.quic().stats();
+            s.udp_tx.bytes + s.udp_rx.bytes
+        })
+        .sum()
+}
+
+fn core_of(identity: Identity, parties: usize) -> Option<PartyId> {
+    let p = identity.party_id()?;
+    (p.0 >= 1 && p.0 as usize <= parties).then(|| PartyId(p.0 - 1))
+}
+
+/// One SecAgg session: returns the noised sum (ring), the survivors (transport ids) and the
+/// aggregator's protocol CPU time.
+#[allow(clippy::too_many_arguments)]
+async fn secure_round(
+    config: &FederatedConfig,
+    dim: usize,
+    active: &BTreeMap<Identity, Connection>,
+    session: SessionId,
+    round: u64,
+    deadline: Duration,
+    view: &mut Option<&mut AggregatorView>,
+    after_step: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<(Vec<u64>, Vec<PartyId>, f64)> {
+    let n = config.parties;
+    let secagg = SecAggConfig::new(session, n, config.threshold(), dim)?;
+    let mut agg = SecAggAggregator::<u64>::new(secagg, deadline);
+    let mut cpu = Duration::ZERO;
+    agg.start(Instant::now())?;
+    let mut expected: BTreeSet<Identity> = active.keys().copied().collect();
+    for step in 0u64..=3 {
+        let Some(core_round) = agg.round() else {
+            break;
+        };
+        let got = collect::<ClientMessage<u64>>(
+            active,
+            expected.iter().copied(),
+            session,
+            step,
+            tokio::time::Instant::now() + deadline,
+        )
+        .await;
+        for (party, error) in &got.failed {
+            tracing::warn!(party = %party, round, step, %error, "federated: message rejected or connection lost; dropped");
+        }
+        for party in &got.silent {
+            tracing::warn!(party = %party, round, step, "federated: no message by the deadline; dropped");
+        }
+        let c0 = Instant::now();
+        for (identity, message) in got.messages {
+            let Some(core) = core_of(identity, n) else {
+                continue;
+            };
+            if let (Some(v), ClientMessage::MaskedInput { masked, .. }) =
+                (view.as_deref_mut(), &message)
+            {
+                v.updates.push(ViewedUpdate {
+                    round,
+                    party: PartyId(core.0 + 1),
+                    values: masked.0.clone(),
+                });
+            }
+            if let Err(error) = agg.handle_message(Instant::now(), core, message) {
+                tracing::warn!(%error, round, step, "federated: message rejected");
+            }
+        }
+        if agg.round() == Some(core_round) {
+            agg.close_round(Instant::now());
+        }
+        let mut outgoing: Vec<(Identity, ServerMessage)> = Vec::new();
+        while let Some((to, message)) = agg.poll_transmit() {
+            outgoing.push((Identity::Party(PartyId(to.0 + 1)), message));
+        }
+        cpu += c0.elapsed();
+        after_step(round, step);
+        expected = send_each(active, session, step, outgoing).await;
+    }
+    let c0 = Instant::now();
+    let output = match agg.take_result() {
+        Some(Ok(output)) => output,
+        Some(Err(error)) => return Err(Error::Protocol(error)),
+        None => {
+            return Err(Error::Run(format!(
+                "round {}: the aggregation did not finish",
+                round + 1
+            )));
+        }
+    };
+    let survivors = output
+        .survivors()
+        .iter()
+        .map(|p| PartyId(p.0 + 1))
+        .collect();
+    let sum = output.sum().to_vec();
+    cpu += c0.elapsed();
+    Ok((sum, survivors, cpu.as_secs_f64()))
+}
+
+/// The plain baseline: each party's noised encoded sum arrives unmasked and is added up.
+#[allow(clippy::too_many_arguments)]
+async fn plain_round(
+    config: &FederatedConfig,
+    plan: &PrivacyPlan,
+    active: &BTreeMap<Identity, Connection>,
+    session: SessionId,
+    round: u64,
+    deadline: Duration,
+    view: &mut Option<&mut AggregatorView>,
+    after_step: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<(Vec<u64>, Vec<PartyId>, f64)> {
+    let got = collect::<Vec<u64>>(
+        active,
+        active.keys().copied(),
+        session,
+        PLAIN_UPDATE,
+        tokio::time::Instant::now() + deadline,
+    )
+    .await;
+    after_step(round, PLAIN_UPDATE);
+    let c0 = Instant::now();
+    let dim = plan.encoder.dim();
+    let mut sum = vec![0u64; dim];
+    let mut survivors = Vec::new();
+    for (identity, values) in got.messages {
+        let Some(party) = identity.party_id() else {
+            continue;
+        };
+        if values.len() != dim {
+            tracing::warn!(%party, len = values.len(), "federated: update of the wrong length; dropped");
+            continue;
+        }
+        for (s, v) in sum.iter_mut().zip(&values) {
+            *s = s.wrapping_add(*v);
+        }
+        if let Some(v) = view.as_deref_mut() {
+            v.updates.push(ViewedUpdate {
+                round,
+                party,
+                values,
+            });
+        }
+        survivors.push(party);
+    }
+    if survivors.len() < config.threshold() {
+        return Err(Error::Protocol(sotto_mpc::Error::invalid(
+            "survivors",
+            survivors.len(),
+            format!(
+                "round {}: fewer than threshold = {} updates; the noise would fall short of the target",
+                round + 1,
+                config.threshold()
+            ),
+        )));
+    }
+    Ok((sum, survivors, c0.elapsed().as_secs_f64()))
+}
+
+/// Sends each message to its recipient concurrently; returns the recipients it reached.
+async fn send_each(
+    connections: &BTreeMap<Identity, Connection>,
+    session: SessionId,
+    step: u64,
+    outgoing: Vec<(Identity, ServerMessage)>,
+) -> BTreeSet<Identity> {
+    let mut tasks = JoinSet::new();
+    for (to, message) in outgoing {
+        let Some(connection) = connections.get(&to) else {
+            continue;
+        };
+        let connection = connection.clone();
+        tasks.spawn(async move { (to, connection.send(session, step, &message).await) });
+    }
+    let mut reached = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((to, Ok(()))) => {
+                reached.insert(to);
+            }
+            Ok((to, Err(error))) => {
+                tracing::warn!(party = %to, %error, "federated: send failed; dropped");
+            }
+            Err(error) => tracing::warn!(%error, "federated: send task failed"),
+        }
+    }
+    reached
+}

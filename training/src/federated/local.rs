@@ -1,0 +1,296 @@
+//! A whole multi-party run in one process: an aggregator and `n` parties, each its own QUIC
+//! endpoint on loopback with its own certificate from a fresh dev PKI, as tokio tasks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use candle_core::{DType, Device};
+use sotto_mpc::transport::certs::generate_dev_pki;
+use sotto_mpc::transport::{Client, Identity, Server, TlsConfig, TransportOptions};
+use sotto_mpc::{PartyId, SessionId};
+
+use super::aggregator::{AggregatorRun, AggregatorView, run_aggregator};
+use super::party::{PartyOutcome, PartySetup, run_party};
+use super::{Error, FederatedConfig, FederatedReport, Partition, Result, RoundMetrics};
+use crate::audit::audit_model;
+use crate::data::{Dataset, partition_iid, partition_label_skew};
+use crate::model::{InputShape, Model};
+
+/// Testing aid: abort a party's task (its endpoint and connection are dropped, as when the
+/// process is killed) in the middle of a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KillAt {
+    /// The party (transport id, `1..=n`).
+    pub party: PartyId,
+    /// 0-based round; the party is aborted once the aggregator has received its encrypted key
+    /// shares (SecAgg step 1) and before they are forwarded, so it never sends its masked
+    /// input and the survivors must recover its pairwise masks. In plain mode it is aborted
+    /// after its update was collected (it drops out from the next round on).
+    pub round: u64,
+}
+
+/// Options of a local run that are not part of the (serializable) settings.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Where the parties compute (`Device::Cpu`, or a CUDA device with the `cuda` feature).
+    pub device: Device,
+    /// Abort one party mid-round.
+    pub kill: Option<KillAt>,
+    /// Record every update vector the aggregator receives ([`LocalOutcome::view`]).
+    pub record_view: bool,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            device: Device::Cpu,
+            kill: None,
+            record_view: false,
+        }
+    }
+}
+
+/// The result of [`run_local_with`].
+#[derive(Debug, Clone)]
+pub struct LocalOutcome {
+    /// The report.
+    pub report: FederatedReport,
+    /// What the aggregator received, if recorded.
+    pub view: Option<AggregatorView>,
+    /// The final model's parameters.
+    pub model: Vec<f32>,
+    /// What each party that finished ended with.
+    pub parties: Vec<PartyOutcome>,
+}
+
+/// Trains with `config.parties` parties holding a partition of `train` and an aggregator
+/// evaluating on `test`, all in this process over QUIC on loopback. Must be called inside a
+/// multi-threaded tokio runtime.
+///
+/// ```rust
+/// use sotto_training::federated::{run_local, FederatedConfig};
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), sotto_training::federated::Error> {
+/// let (train, test) = sotto_training::data::digits_split(4)?;
+/// let config = FederatedConfig { rounds: 3, audit: false, ..FederatedConfig::default() };
+/// let report = run_local(&config, &train, &test, |m| println!("round {} acc {:.3}", m.round, m.accuracy)).await?;
+/// assert_eq!(report.metrics.len(), 3);
+/// assert!(report.epsilon < 2.0);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// As [`run_local_with`].
+///
+/// # Privacy
+/// As [`super::aggregator::run_aggregator`]; see the module documentation.
+pub async fn run_local(
+    config: &FederatedConfig,
+    train: &Dataset,
+    test: &Dataset,
+    mut on_round: impl FnMut(&RoundMetrics) + Send,
+) -> Result<FederatedReport> {
+    Ok(
+        run_local_with(config, train, test, LocalOptions::default(), &mut on_round)
+            .await?
+            .report,
+    )
+}
+
+/// [`run_local`] with options (device, a party killed mid-round, recording the aggregator's
+/// view).
+///
+/// # Errors
+/// [`Error::Training`] for bad settings (naming the field) or data; [`Error::Transport`] if
+/// the endpoints cannot be set up; [`Error::Protocol`] if fewer than `threshold` parties
+/// remain.
+pub async fn run_local_with(
+    config: &FederatedConfig,
+    train: &Dataset,
+    test: &Dataset,
+    options: LocalOptions,
+    on_round: &mut (dyn FnMut(&RoundMetrics) + Send),
+) -> Result<LocalOutcome> {
+    if train.is_empty() || test.is_empty() {
+        return Err(crate::Error::Data("training and test data must not be empty".into()).into());
+    }
+    config.validate(train.len())?;
+    let n = config.parties;
+    let parts = match config.partition {
+        Partition::Iid => partition_iid(train, n, config.seed)?,
+        Partition::LabelSkew { shards_per_party } => {
+            partition_label_skew(train, n, shards_per_party, config.seed)?
+        }
+    };
+    let n_total: usize = parts.iter().map(Dataset::len).sum();
+    let max_party = parts.iter().map(Dataset::len).max().unwrap_or(0);
+    let classes = train.num_classes().max(test.num_classes()).max(2);
+    let new_model = || {
+        Model::new(
+            &config.model,
+            InputShape::of(train),
+            classes,
+            DType::F32,
+            &options.device,
+            config.seed,
+        )
+    };
+    let model = new_model()?;
+    model.check_data(test)?;
+    let dim = model.trainable_len(config.trainable());
+    let plan = config.plan(n_total, max_party, dim)?;
+    let mut rng = if config.reproducible {
+        sotto_dp::rng::seeded_rng(config.seed ^ 0xfed0_5eed)
+    } else {
+        sotto_dp::rng::os_rng().map_err(crate::Error::from)?
+    };
+    let session = SessionId::random(&mut rng);
+
+    let pki = PkiDir::new(n)?;
+    let parties: Vec<Identity> = (1..=n as u32).map(Identity::party).collect();
+    let options_t = TransportOptions::default();
+    let tls = TlsConfig::from_dir(&pki.0, Identity::Aggregator, parties.iter().copied())?;
+    let server = Server::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &tls,
+        options_t.clone(),
+    )?;
+    let addr = server.local_addr();
+
+    let mut tasks = BTreeMap::new();
+    for (i, data) in parts.into_iter().enumerate() {
+        let id = PartyId(i as u32 + 1);
+        let tls = TlsConfig::from_dir(&pki.0, Identity::Party(id), [Identity::Aggregator])?;
+        let setup = PartySetup {
+            id,
+            config: config.clone(),
+            plan: plan.clone(),
+            data,
+            model: new_model()?,
+            session,
+            rng: if config.reproducible {
+                sotto_dp::rng::seeded_rng(
+                    config.seed.wrapping_mul(31).wrapping_add(u64::from(id.0)),
+                )
+            } else {
+                sotto_dp::rng::os_rng().map_err(crate::Error::from)?
+            },
+        };
+        let topts = options_t.clone();
+        let handle = tokio::spawn(async move {
+            let client = Client::bind(SocketAddr::from(([127, 0, 0, 1], 0)), &tls, topts)?;
+            let result = match client.connect(addr, Identity::Aggregator).await {
+                Ok(connection) => run_party(setup, connection).await,
+                Err(e) => Err(Error::from(e)),
+            };
+            client.shutdown().await;
+            result
+        });
+        tasks.insert(id, handle);
+    }
+    let accepted = server
+        .accept_peers(parties.iter().copied(), Duration::from_secs(30))
+        .await;
+    for refused in &accepted.refused {
+        tracing::warn!(error = %refused, "federated: refused a connection");
+    }
+    let aborts: BTreeMap<PartyId, tokio::task::AbortHandle> = tasks
+        .iter()
+        .map(|(id, h)| (*id, h.abort_handle()))
+        .collect();
+    let kill = options.kill;
+    let kill_step = if config.plain { super::PLAIN_UPDATE } else { 1 };
+    let mut after_step = move |round: u64, step: u64| {
+        if let Some(k) = kill
+            && k.round == round
+            && step == kill_step
+            && let Some(h) = aborts.get(&k.party)
+        {
+            tracing::warn!(party = %k.party, round, "federated: killing a party (testing aid)");
+            h.abort();
+        }
+    };
+    let mut view = options.record_view.then(AggregatorView::default);
+    let outcome = run_aggregator(
+        AggregatorRun {
+            config,
+            plan: &plan,
+            model: &model,
+            test,
+            n_total,
+            session,
+        },
+        accepted.connections,
+        &mut after_step,
+        view.as_mut(),
+        on_round,
+    )
+    .await;
+    let mut finished = Vec::new();
+    for (id, handle) in tasks {
+        match handle.await {
+            Ok(Ok(p)) => finished.push(p),
+            Ok(Err(error)) => tracing::info!(party = %id, %error, "federated: party ended early"),
+            Err(error) => tracing::info!(party = %id, %error, "federated: party task ended"),
+        }
+    }
+    server.shutdown().await;
+    drop(pki);
+    let outcome = outcome?;
+    let test_losses = model.losses(test)?;
+    let last = outcome.metrics.last();
+    let report = FederatedReport {
+        mode: if config.plain { "plain" } else { "secure" }.to_owned(),
+        accuracy: model.accuracy(test)?,
+        test_loss: test_losses.iter().sum::<f64>() / test_losses.len().max(1) as f64,
+        epsilon: last.map_or(0.0, |m| m.epsilon),
+        delta: config.delta,
+        noise_multiplier: plan.sigma,
+        sampling_rate: config.sampling_rate,
+        rounds: outcome.metrics.len() as u64,
+        parties: n,
+        threshold: plan.threshold,
+        records: n_total,
+        dim,
+        accountant: config.accountant,
+        sensitivity_ring: plan.sensitivity_ring,
+        scale: config.scale,
+        dropped: outcome.dropped,
+        stopped: outcome.stopped,
+        metrics: outcome.metrics,
+        audit: if config.audit {
+            Some(audit_model(&model, train, test)?)
+        } else {
+            None
+        },
+    };
+    Ok(LocalOutcome {
+        report,
+        view,
+        model: model.to_flat()?,
+        parties: finished,
+    })
+}
+
+/// A fresh dev PKI in a temporary directory, removed on drop.
+struct PkiDir(PathBuf);
+
+impl PkiDir {
+    fn new(parties: usize) -> Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("sotto-train-{}-{nanos}", std::process::id()));
+        generate_dev_pki(&dir, parties, &[])?;
+        Ok(PkiDir(dir))
+    }
+}
+
+impl Drop for PkiDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

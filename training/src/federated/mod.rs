@@ -1,0 +1,606 @@
+//! Multi-party DP training over QUIC: each party Poisson-samples its own records, computes the
+//! per-sample clipped gradient sum, encodes it in the ring, adds its share of distributed
+//! discrete Gaussian noise and secure-aggregates it (SecAgg, [`sotto_mpc::secagg`]); the
+//! aggregator decodes the noised sum, steps the optimizer and sends the new model to the
+//! parties at the start of the next round.
+//!
+//! | piece | API |
+//! |---|---|
+//! | settings (serde, TOML or JSON, unknown fields rejected) | [`FederatedConfig`] |
+//! | the privacy calibration of a run | [`PrivacyPlan`] ([`FederatedConfig::plan`]) |
+//! | aggregator and 4 parties as separate QUIC endpoints in one process | [`run_local`], [`run_local_with`] |
+//! | the aggregator over already-open connections | [`aggregator::run_aggregator`] |
+//! | a party over an open connection | [`party::run_party`] |
+//! | per-round metrics and the report | [`RoundMetrics`], [`FederatedReport`] |
+//!
+//! # Privacy
+//! One round is one step of DP-SGD with Poisson sampling over the union of all parties'
+//! records: every party includes each of its records with the same probability `q`, clips
+//! each per-sample gradient to `R`, and the rounds' sum over parties is noised once (the
+//! parties' noise shares). The total noise, counting only the `threshold` survivors that the
+//! protocol requires, has standard deviation `sigma * Δ` in ring units, where
+//! `Δ = scale * R + 2 sqrt(d)` is the L2 sensitivity of the encoded sum: `scale * R` for one
+//! clipped per-sample gradient plus the randomized rounding of the party that holds it (each
+//! coordinate's rounding error is below 1, before and after, for every realization of the
+//! rounding randomness). The update divides by the data-independent `q * n_total`.
+//! Accounting is therefore exactly `dp_sgd_epsilon(q, sigma, rounds, delta)`, the value the
+//! central run reports for the same `q`, `sigma` and number of steps. The noise is a sum of
+//! discrete Gaussians (Kairouz, Liu and Steinke 2021); its zCDP bound at `threshold`
+//! contributors is checked to be at most the Gaussian's `1 / (2 sigma^2)` (the noise is raised
+//! until it is), and, as for the central run's discrete Gaussian, the subsampled-Gaussian
+//! accountant is applied to it. See `docs/federated.md`.
+//!
+//! # Security
+//! Semi-honest aggregator colluding with fewer than `threshold` parties: it only receives
+//! masked vectors (uniform in Z_2^64) and the noised sum. With `plain: true` (a benchmark
+//! baseline) the parties send their noised encoded sums unmasked: each one is then only
+//! protected by that party's own share of the noise.
+
+pub mod aggregator;
+pub mod local;
+pub mod party;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sotto_dp::accounting::{AccountantKind, dp_sgd_epsilon, dp_sgd_noise_multiplier};
+use sotto_mpc::encoding::{Clipping as RingClipping, FixedPointEncoder};
+use sotto_mpc::noise::{DistributedNoise, Sensitivity};
+use sotto_mpc::{PartyId, SessionId};
+
+use crate::audit::MiaReport;
+use crate::clipping::{ClipMode, Clipping, NormStrategy};
+use crate::model::ModelSpec;
+use crate::nn::Trainable;
+use crate::optim::OptimizerKind;
+
+pub use local::{KillAt, LocalOptions, LocalOutcome, run_local, run_local_with};
+
+/// How the training data is split across the parties of a local run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Partition {
+    /// A seeded shuffle cut into near-equal parts.
+    #[default]
+    Iid,
+    /// Label skew: each party gets `shards_per_party` label-sorted shards (McMahan et al.).
+    LabelSkew {
+        /// Shards per party (1 or 2: each party sees only a few classes).
+        shards_per_party: usize,
+    },
+}
+
+/// Settings of a multi-party training run. Every field has a default; unknown fields are
+/// rejected (serde, so it reads from TOML or JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederatedConfig {
+    /// The model.
+    pub model: ModelSpec,
+    /// Standard or automatic clipping.
+    pub clipping: ClipMode,
+    /// DP-BiTFiT: train only bias terms.
+    pub bitfit: bool,
+    /// DP-SGD (with momentum) or DP-Adam, applied by the aggregator.
+    pub optimizer: OptimizerKind,
+    /// Number of parties `n` (2 or more).
+    pub parties: usize,
+    /// Minimum number of survivors `t`; default `n / 2 + 1`. The noise is calibrated so that
+    /// any `t` parties' shares alone reach the target.
+    pub threshold: Option<usize>,
+    /// Number of rounds (DP-SGD steps).
+    pub rounds: u64,
+    /// Poisson sampling rate `q`, the same at every party.
+    pub sampling_rate: f64,
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// Clip norm `R` of each per-sample gradient.
+    pub clip_norm: f64,
+    /// `gamma` of automatic clipping.
+    pub gamma: f64,
+    /// Noise multiplier `sigma`. With `target_epsilon` also set, the run stops before the
+    /// round that would exceed the target.
+    pub noise_multiplier: Option<f64>,
+    /// Target epsilon: without `noise_multiplier`, the smallest `sigma` whose epsilon after
+    /// `rounds` rounds is at most this.
+    pub target_epsilon: Option<f64>,
+    /// `delta`; must be below `1 / n_total`.
+    pub delta: f64,
+    /// RDP or PLD accounting.
+    pub accountant: AccountantKind,
+    /// Fixed-point scale of the ring encoding (a gradient coordinate `v` becomes about
+    /// `v * scale`); the rounding slack `2 sqrt(d) / scale` relative to `R` is charged.
+    pub scale: f64,
+    /// How the data is split across the parties (local runs).
+    pub partition: Partition,
+    /// Seed of the model initialization and the partition.
+    pub seed: u64,
+    /// Draw sampling, noise and protocol keys from generators seeded by `seed` (experiments
+    /// only, never for real data).
+    pub reproducible: bool,
+    /// Send the noised updates unmasked (a baseline to measure the cost of secure
+    /// aggregation; no input privacy beyond each party's own noise share).
+    pub plain: bool,
+    /// Deadline of each protocol step in seconds; a party silent past it is dropped.
+    pub round_deadline_secs: f64,
+    /// Run the membership-inference audit after training (local runs).
+    pub audit: bool,
+}
+
+impl Default for FederatedConfig {
+    fn default() -> Self {
+        FederatedConfig {
+            model: ModelSpec::Logistic,
+            clipping: ClipMode::Automatic,
+            bitfit: false,
+            optimizer: OptimizerKind::default(),
+            parties: 4,
+            threshold: None,
+            rounds: 100,
+            sampling_rate: 0.2,
+            learning_rate: 0.05,
+            clip_norm: 1.0,
+            gamma: 0.01,
+            noise_multiplier: None,
+            target_epsilon: Some(2.0),
+            delta: 1e-5,
+            accountant: AccountantKind::Rdp,
+            scale: 65536.0,
+            partition: Partition::Iid,
+            seed: 0,
+            reproducible: false,
+            plain: false,
+            round_deadline_secs: 10.0,
+            audit: true,
+        }
+    }
+}
+
+impl FederatedConfig {
+    /// The threshold `t` (default `n / 2 + 1`).
+    pub fn threshold(&self) -> usize {
+        self.threshold.unwrap_or(self.parties / 2 + 1)
+    }
+
+    /// Which parameters are trained.
+    pub fn trainable(&self) -> Trainable {
+        if self.bitfit {
+            Trainable::BiasOnly
+        } else {
+            Trainable::All
+        }
+    }
+
+    /// The per-sample clipping.
+    pub fn clipping(&self) -> Clipping {
+        Clipping {
+            mode: self.clipping,
+            clip_norm: self.clip_norm,
+            gamma: self.gamma,
+            trainable: self.trainable(),
+            strategy: NormStrategy::Auto,
+        }
+    }
+
+    /// The deadline of each protocol step.
+    pub fn round_deadline(&self) -> Duration {
+        Duration::from_secs_f64(self.round_deadline_secs)
+    }
+
+    /// Checks the settings for `n_total` records in all.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidParameter`] naming the first bad field and the fix.
+    pub fn validate(&self, n_total: usize) -> crate::Result<()> {
+        if self.parties < 2 {
+            return Err(crate::Error::invalid(
+                "parties",
+                self.parties,
+                "multi-party training needs at least 2 parties",
+            ));
+        }
+        let t = self.threshold();
+        if t <= self.parties / 2 || t > self.parties {
+            return Err(crate::Error::invalid(
+                "threshold",
+                t,
+                format!(
+                    "must be a majority of the parties: between {} and {}",
+                    self.parties / 2 + 1,
+                    self.parties
+                ),
+            ));
+        }
+        if self.rounds == 0 {
+            return Err(crate::Error::invalid("rounds", 0, "must be at least 1"));
+        }
+        sotto_dp::error::check_open_unit("sampling_rate", self.sampling_rate)?;
+        sotto_dp::error::check_positive("learning_rate", self.learning_rate)?;
+        sotto_dp::error::check_positive("clip_norm", self.clip_norm)?;
+        sotto_dp::error::check_positive("gamma", self.gamma)?;
+        sotto_dp::error::check_positive("scale", self.scale)?;
+        sotto_dp::error::check_positive("round_deadline_secs", self.round_deadline_secs)?;
+        if self.round_deadline_secs > 3600.0 {
+            return Err(crate::Error::invalid(
+                "round_deadline_secs",
+                self.round_deadline_secs,
+                "must be at most 3600 seconds",
+            ));
+        }
+        sotto_dp::error::check_open_unit("delta", self.delta)?;
+        if n_total > 0 && self.delta >= 1.0 / n_total as f64 {
+            return Err(crate::Error::invalid(
+                "delta",
+                self.delta,
+                format!(
+                    "must be below 1/n = {:.3e} for {n_total} records in all",
+                    1.0 / n_total as f64
+                ),
+            ));
+        }
+        if let Partition::LabelSkew { shards_per_party } = self.partition
+            && shards_per_party == 0
+        {
+            return Err(crate::Error::invalid(
+                "partition.shards_per_party",
+                0,
+                "must be at least 1",
+            ));
+        }
+        match (self.target_epsilon, self.noise_multiplier) {
+            (None, None) => Err(crate::Error::invalid(
+                "noise_multiplier",
+                "none",
+                "set noise_multiplier or target_epsilon",
+            )),
+            (e, s) => {
+                if let Some(e) = e {
+                    sotto_dp::error::check_positive("target_epsilon", e)?;
+                }
+                if let Some(s) = s {
+                    sotto_dp::error::check_positive("noise_multiplier", s)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The noise multiplier: the configured one, or the smallest meeting `target_epsilon`
+    /// after `rounds` rounds.
+    ///
+    /// # Errors
+    /// As [`Self::validate`]; [`crate::Error::Dp`] when no noise meets the target.
+    pub fn resolve_noise_multiplier(&self, n_total: usize) -> crate::Result<f64> {
+        self.validate(n_total)?;
+        match (self.noise_multiplier, self.target_epsilon) {
+            (Some(s), _) => Ok(s),
+            (None, Some(e)) => Ok(dp_sgd_noise_multiplier(
+                self.sampling_rate,
+                self.rounds,
+                e,
+                self.delta,
+                self.accountant,
+            )?),
+            (None, None) => Err(crate::Error::invalid("noise_multiplier", "none", "missing")),
+        }
+    }
+
+    /// The privacy calibration of a run with `n_total` records in all, the largest party
+    /// holding `max_party` of them, and `dim` trained parameters.
+    ///
+    /// # Errors
+    /// As [`Self::resolve_noise_multiplier`]; [`crate::Error::InvalidParameter`] naming
+    /// `scale` if the ring could wrap or the encoding is out of range.
+    pub fn plan(&self, n_total: usize, max_party: usize, dim: usize) -> crate::Result<PrivacyPlan> {
+        let sigma = self.resolve_noise_multiplier(n_total)?;
+        PrivacyPlan::new(self, sigma, max_party, dim)
+    }
+}
+
+/// The privacy calibration of a run: the encoder, the sensitivity in ring units with the
+/// rounding charged, and the per-party noise.
+#[derive(Debug, Clone)]
+pub struct PrivacyPlan {
+    /// Noise multiplier `sigma` (total noise std / sensitivity, counting `threshold` shares).
+    pub sigma: f64,
+    /// The ring encoder of a party's clipped sum (its L2 bound never clips a party's sum of
+    /// `max_party` clipped gradients).
+    pub encoder: FixedPointEncoder,
+    /// L2 sensitivity of the encoded sum, ring units: `scale * R + 2 sqrt(d)`.
+    pub sensitivity_ring: f64,
+    /// The per-party noise (calibrated for `threshold` contributors).
+    pub noise: DistributedNoise,
+    /// Threshold `t`.
+    pub threshold: usize,
+    /// Sampling rate `q`.
+    pub sampling_rate: f64,
+    /// Delta.
+    pub delta: f64,
+    /// Accountant.
+    pub accountant: AccountantKind,
+}
+
+impl PrivacyPlan {
+    fn new(
+        config: &FederatedConfig,
+        sigma: f64,
+        max_party: usize,
+        dim: usize,
+    ) -> crate::Result<Self> {
+        let t = config.threshold();
+        let r = config.clip_norm;
+        let bound = r * (max_party.max(1) as f64);
+        let encoder = FixedPointEncoder::new(RingClipping::L2 { norm: bound }, config.scale, dim)
+            .map_err(|e| crate::Error::invalid("scale", config.scale, e.to_string()))?;
+        let d = dim as f64;
+        let sensitivity_ring = (config.scale * r + 2.0 * d.sqrt()) * (1.0 + 1e-12);
+        let s = Sensitivity {
+            l2: sensitivity_ring,
+            l1: sensitivity_ring * d.sqrt(),
+        };
+        let target_rho = 1.0 / (2.0 * sigma * sigma);
+        let mut total = sigma * sensitivity_ring;
+        let mut noise = None;
+        for _ in 0..200 {
+            let candidate = DistributedNoise::new(total, t)
+                .map_err(|e| crate::Error::invalid("noise_multiplier", sigma, e.to_string()))?;
+            let p = candidate
+                .release_privacy(s, dim, t, config.delta)
+                .map_err(|e| crate::Error::invalid("noise_multiplier", sigma, e.to_string()))?;
+            if p.rho <= target_rho {
+                noise = Some(candidate);
+                break;
+            }
+            total *= 1.0001;
+        }
+        let noise = noise.ok_or_else(|| {
+            crate::Error::invalid(
+                "noise_multiplier",
+                sigma,
+                "the distributed noise cannot match the Gaussian's privacy; raise `scale`",
+            )
+        })?;
+        noise
+            .check_no_wrap::<u64>(config.parties, &encoder)
+            .map_err(|e| crate::Error::invalid("scale", config.scale, e.to_string()))?;
+        Ok(PrivacyPlan {
+            sigma,
+            encoder,
+            sensitivity_ring,
+            noise,
+            threshold: t,
+            sampling_rate: config.sampling_rate,
+            delta: config.delta,
+            accountant: config.accountant,
+        })
+    }
+
+    /// Epsilon after `rounds` rounds: `dp_sgd_epsilon(q, sigma, rounds, delta)`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Dp`] if the accountant fails.
+    pub fn epsilon_after(&self, rounds: u64) -> crate::Result<f64> {
+        Ok(dp_sgd_epsilon(
+            self.sampling_rate,
+            self.sigma,
+            rounds,
+            self.delta,
+            self.accountant,
+        )?)
+    }
+
+    /// The standard deviation of the noise in the released sum, in gradient units, with
+    /// `survivors` shares in it.
+    pub fn noise_std(&self, survivors: usize) -> f64 {
+        self.noise.sigma_per_party() * (survivors as f64).sqrt() / self.encoder.scale()
+    }
+}
+
+/// Time spent in one round, in seconds. Parties work in parallel: their figures are the
+/// largest over the survivors.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct RoundTiming {
+    /// Loading the model, Poisson sampling and the clipped gradient sum (slowest party).
+    pub local_compute: f64,
+    /// Encoding, the noise share and the SecAgg client's key agreement, secret sharing and
+    /// masking (slowest party); encoding and noise only in plain mode.
+    pub masking: f64,
+    /// The aggregator's protocol work: checking and routing messages and unmasking the sum
+    /// (reconstructing dropped parties' masks); summing in plain mode.
+    pub unmasking: f64,
+    /// The rest of the aggregation: messages in flight and waiting.
+    pub network: f64,
+    /// Decoding and the optimizer step at the aggregator.
+    pub step: f64,
+    /// Evaluating the model on the test data (not part of the protocol).
+    pub eval: f64,
+}
+
+/// Progress after one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundMetrics {
+    /// 1-based round number.
+    pub round: u64,
+    /// Mean test loss of the new model (not private; for the data owner).
+    pub loss: f64,
+    /// Test accuracy of the new model.
+    pub accuracy: f64,
+    /// Epsilon spent after this round.
+    pub epsilon: f64,
+    /// Parties whose update is in this round's sum (transport ids).
+    pub survivors: Vec<PartyId>,
+    /// Bytes sent and received by the aggregator in this round (QUIC and TLS overhead
+    /// included).
+    pub bytes: u64,
+    /// Wall time of the round (model broadcast to evaluation).
+    pub seconds: f64,
+    /// The split of the round's time.
+    pub timing: RoundTiming,
+}
+
+/// The result of a multi-party training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FederatedReport {
+    /// `"secure"` (SecAgg) or `"plain"` (unmasked, still noised).
+    pub mode: String,
+    /// Final test accuracy.
+    pub accuracy: f64,
+    /// Final mean test loss.
+    pub test_loss: f64,
+    /// Final epsilon.
+    pub epsilon: f64,
+    /// Delta.
+    pub delta: f64,
+    /// Noise multiplier `sigma`.
+    pub noise_multiplier: f64,
+    /// Sampling rate `q`.
+    pub sampling_rate: f64,
+    /// Rounds run.
+    pub rounds: u64,
+    /// Number of parties.
+    pub parties: usize,
+    /// Threshold `t`.
+    pub threshold: usize,
+    /// Records of all parties.
+    pub records: usize,
+    /// Trained parameters (the vector length of each update).
+    pub dim: usize,
+    /// The accountant.
+    pub accountant: AccountantKind,
+    /// Sensitivity of the encoded sum in ring units (`scale * R + 2 sqrt(d)`).
+    pub sensitivity_ring: f64,
+    /// Fixed-point scale.
+    pub scale: f64,
+    /// Parties dropped during the run.
+    pub dropped: Vec<PartyId>,
+    /// Why the run stopped early (`None` when it ran all rounds).
+    pub stopped: Option<String>,
+    /// Per-round metrics.
+    pub metrics: Vec<RoundMetrics>,
+    /// Membership-inference audit (members: all parties' records; non-members: test data).
+    pub audit: Option<MiaReport>,
+}
+
+/// Errors of a multi-party run. Each says who is at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A training problem: bad settings (naming the field), data, tensors, accounting.
+    #[error(transparent)]
+    Training(#[from] crate::Error),
+    /// A secure-aggregation protocol error, or too few survivors.
+    #[error("secure aggregation: {0}")]
+    Protocol(#[from] sotto_mpc::Error),
+    /// A transport failure (certificates, refused or lost connections, timeouts).
+    #[error("transport: {0}")]
+    Transport(#[from] sotto_mpc::transport::Error),
+    /// The aggregator sent something unexpected, or a task failed.
+    #[error("{0}")]
+    Run(String),
+}
+
+/// `Result` with the multi-party [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Envelope round of the aggregator's round-start message (model broadcast), after the SecAgg
+/// rounds `0..=3`.
+pub const START: u64 = 8;
+/// Envelope round of a party's timing report.
+pub const TIMING: u64 = 9;
+/// Envelope round of a plain (unmasked) update.
+pub const PLAIN_UPDATE: u64 = 2;
+
+/// The session of training round `round` (0-based) of the run `run`: distinct per round, so
+/// a message of one round is rejected in another.
+pub fn round_session(run: SessionId, round: u64) -> SessionId {
+    let mut bytes = run.0;
+    let tag = (round.wrapping_add(1)).to_be_bytes();
+    for (b, t) in bytes.iter_mut().skip(8).zip(tag) {
+        *b ^= t;
+    }
+    SessionId(bytes)
+}
+
+/// The aggregator's message at the start of a round: the current model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundStart {
+    /// 0-based round.
+    pub round: u64,
+    /// All model parameters (`Model::to_flat`).
+    pub model: Vec<f32>,
+    /// `true`: training is over and `model` is the final model.
+    pub done: bool,
+    /// Parties in this round.
+    pub parties: Vec<PartyId>,
+}
+
+/// A party's timing report after a round (for benchmarking; see `docs/federated.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PartyTiming {
+    /// Seconds of local compute.
+    pub compute: f64,
+    /// Seconds of encoding, noise and masking.
+    pub masking: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_named() {
+        let c = FederatedConfig::default();
+        assert!(c.validate(1438).is_ok());
+        let bad = |f: fn(&mut FederatedConfig), name: &str| {
+            let mut c = FederatedConfig::default();
+            f(&mut c);
+            let e = c.validate(1438).unwrap_err().to_string();
+            assert!(e.contains(name), "{e}");
+        };
+        bad(|c| c.parties = 1, "parties");
+        bad(|c| c.threshold = Some(2), "threshold");
+        bad(|c| c.threshold = Some(5), "threshold");
+        bad(|c| c.rounds = 0, "rounds");
+        bad(|c| c.sampling_rate = f64::NAN, "sampling_rate");
+        bad(|c| c.delta = 0.01, "delta");
+        bad(|c| c.scale = -1.0, "scale");
+        bad(|c| c.round_deadline_secs = 0.0, "round_deadline_secs");
+        bad(
+            |c| {
+                c.target_epsilon = None;
+                c.noise_multiplier = None
+            },
+            "noise_multiplier",
+        );
+    }
+
+    #[test]
+    fn plan_charges_rounding_and_meets_the_gaussian() {
+        let c = FederatedConfig::default();
+        let plan = c.plan(1438, 360, 650).unwrap();
+        assert!(plan.sensitivity_ring > 65536.0);
+        assert!(plan.sensitivity_ring < 65536.0 * 1.001);
+        // any `t` shares reach sigma * Δ
+        let t = plan.threshold as f64;
+        assert!(plan.noise.sigma_per_party() * t.sqrt() >= plan.sigma * plan.sensitivity_ring);
+        let eps = plan.epsilon_after(100).unwrap();
+        assert!(eps <= 2.0 && eps > 1.9, "{eps}");
+        // with every party surviving there is more noise, never less
+        assert!(plan.noise_std(4) > plan.noise_std(3));
+    }
+
+    #[test]
+    fn round_sessions_differ() {
+        let s = SessionId([7; 16]);
+        assert_ne!(round_session(s, 0), round_session(s, 1));
+        assert_ne!(round_session(s, 0), s);
+        assert_eq!(round_session(s, 5), round_session(s, 5));
+    }
+
+    #[test]
+    fn config_reads_toml_and_rejects_unknown_fields() {
+        let c: FederatedConfig = serde_json::from_str(r#"{"parties":3,"rounds":5}"#).unwrap();
+        assert_eq!(c.parties, 3);
+        assert!(serde_json::from_str::<FederatedConfig>(r#"{"partys":3}"#).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! A party's round driver over an open QUIC connection to the aggregator: receive the model,
+//! Poisson-sample, clip, encode, add the noise share, mask (SecAgg client, sans-IO) and send.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use sotto_mpc::secagg::{SecAggClient, SecAggConfig, ServerMessage};
+use sotto_mpc::transport::Connection;
+use sotto_mpc::{PartyId, SessionId};
+use zeroize::Zeroizing;
+
+use super::{
+    Error, FederatedConfig, PLAIN_UPDATE, PartyTiming, PrivacyPlan, Result, RoundStart, START,
+    TIMING, round_session,
+};
+use crate::central::poisson_sample;
+use crate::data::Dataset;
+use crate::model::Model;
+
+/// A party's fixed inputs.
+#[derive(Debug)]
+pub struct PartySetup {
+    /// This party's transport id (`party-<id>` in its certificate), `1..=n`.
+    pub id: PartyId,
+    /// Settings (the same as the aggregator's).
+    pub config: FederatedConfig,
+    /// The privacy calibration (the same as the aggregator's).
+    pub plan: PrivacyPlan,
+    /// This party's records.
+    pub data: Dataset,
+    /// A model of the run's architecture (its parameters are replaced by the aggregator's).
+    pub model: Model,
+    /// The run's session id.
+    pub session: SessionId,
+    /// Sampling, noise and protocol randomness.
+    pub rng: ChaCha20Rng,
+}
+
+/// What a party ends with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartyOutcome {
+    /// This party.
+    pub id: PartyId,
+    /// Rounds it took part in.
+    pub rounds: u64,
+    /// The final model's parameters, as sent by the aggregator.
+    pub model: Vec<f32>,
+}
+
+/// Takes part in every round until the aggregator sends the final model.
+///
+/// # Errors
+/// [`Error::Transport`] if the aggregator is silent past the deadlines or the connection is
+/// lost (for example because the aggregator dropped this party); [`Error::Protocol`] if the
+/// aggregator's messages are rejected; [`Error::Training`] for data or tensor problems.
+///
+/// # Privacy
+/// Only masked vectors (or, with `plain`, the noised encoded sum) and encrypted key shares
+/// leave the party; the clipped sum and its encoding are zeroized after use. The timing
+/// report reveals how long local work took, which depends on the batch size.
+pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<PartyOutcome> {
+    let PartySetup {
+        id,
+        config,
+        plan,
+        data,
+        model,
+        session,
+        rng,
+    } = setup;
+    let core = PartyId(id.0.saturating_sub(1));
+    let deadline = config.round_deadline();
+    // The aggregator waits at most 5 deadlines per round (4 protocol steps and timings),
+    // plus its own step and evaluation.
+    let wait_start = deadline * 6 + Duration::from_secs(60);
+    let shared = Arc::new((model, data, plan, config));
+    let mut rng = Some(rng);
+    let mut round = 0u64;
+    loop {
+        let rs = round_session(session, round);
+        let start: RoundStart = connection.recv(rs, START, wait_start).await?;
+        if start.round != round {
+            return Err(Error::Run(format!(
+                "the aggregator started round {} while round {round} was expected",
+                start.round
+            )));
+        }
+        if start.done {
+            shared.0.load_flat(&start.model)?;
+            return Ok(PartyOutcome {
+                id,
+                rounds: round,
+                model: start.model,
+            });
+        }
+        let job = Arc::clone(&shared);
+        let mut job_rng = rng
+            .take()
+            .ok_or_else(|| Error::Run("internal: randomness lost".into()))?;
+        let (encoded, compute, encode_s, job_rng) = tokio::task::spawn_blocking(move || {
+            local_update(&job, &start.model, &mut job_rng).map(|(e, c, m)| (e, c, m, job_rng))
+        })
+        .await
+        .map_err(|e| Error::Run(format!("local compute failed: {e}")))??;
+        let mut job_rng = job_rng;
+        let mut masking = encode_s;
+        let config = &shared.3;
+        if config.plain {
+            connection.send(rs, PLAIN_UPDATE, &*encoded).await?;
+            drop(encoded);
+        } else {
+            let c0 = Instant::now();
+            let secagg = SecAggConfig::new(rs, config.parties, config.threshold(), encoded.len())?;
+            let mut encoded = encoded;
+            let mut client = SecAggClient::<u64>::new(secagg, core, std::mem::take(&mut *encoded))?;
+            drop(encoded);
+            client.start(&mut job_rng)?;
+            let queued = drain(&mut client);
+            masking += c0.elapsed().as_secs_f64();
+            send_queued(&connection, rs, queued).await?;
+            for step in 0u64..=2 {
+                let message: ServerMessage = connection
+                    .recv(rs, step, deadline * 2 + Duration::from_secs(5))
+                    .await?;
+                let c0 = Instant::now();
+                client.handle_message(message, &mut job_rng)?;
+                let queued = drain(&mut client);
+                masking += c0.elapsed().as_secs_f64();
+                send_queued(&connection, rs, queued).await?;
+            }
+        }
+        connection
+            .send(rs, TIMING, &PartyTiming { compute, masking })
+            .await?;
+        rng = Some(job_rng);
+        round += 1;
+    }
+}
+
+/// Loads the model, samples, clips and sums, encodes and adds the noise share. Returns the
+/// ring vector, the compute time and the encoding time.
+fn local_update(
+    shared: &(Model, Dataset, PrivacyPlan, FederatedConfig),
+    params: &[f32],
+    rng: &mut ChaCha20Rng,
+) -> Result<(Zeroizing<Vec<u64>>, f64, f64)> {
+    let (model, data, plan, config) = shared;
+    let c0 = Instant::now();
+    model.load_flat(params)?;
+    let idx = poisson_sample(rng, data.len(), config.sampling_rate);
+    let batch = data.batch(&idx, model.device())?;
+    let sum = model.clipped_gradient_sum(&batch, &config.clipping())?;
+    let mut values: Zeroizing<Vec<f64>> =
+        Zeroizing::new(sum.values.iter().map(|v| f64::from(*v)).collect());
+    let mut raw = sum.values;
+    zeroize::Zeroize::zeroize(&mut raw);
+    let compute = c0.elapsed().as_secs_f64();
+    let c1 = Instant::now();
+    let mut ints = Zeroizing::new(plan.encoder.encode(&values, rng)?);
+    zeroize::Zeroize::zeroize(&mut *values);
+    let mut ring: Zeroizing<Vec<u64>> = Zeroizing::new(ints.iter().map(|v| *v as u64).collect());
+    zeroize::Zeroize::zeroize(&mut *ints);
+    plan.noise.add_share(&mut ring, rng);
+    Ok((ring, compute, c1.elapsed().as_secs_f64()))
+}
+
+fn drain(client: &mut SecAggClient<u64>) -> Vec<sotto_mpc::secagg::ClientMessage<u64>> {
+    let mut out = Vec::new();
+    while let Some(m) = client.poll_transmit() {
+        out.push(m);
+    }
+    out
+}
+
+async fn send_queued(
+    connection: &Connection,
+    session: SessionId,
+    queued: Vec<sotto_mpc::secagg::ClientMessage<u64>>,
+) -> Result<()> {
+    for message in queued {
+        let step = message.kind_round() as u64;
+        connection.send(session, step, &message).await?;
+    }
+    Ok(())
+}

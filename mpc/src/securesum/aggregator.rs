@@ -15,7 +15,7 @@ use crate::PartyId;
 use crate::ring::{self, RingWord};
 use crate::secagg::{ClientMessage, SecAggAggregator, ServerMessage};
 use crate::transport::{
-    Connection, Identity, Server, TlsConfig, TransportOptions, collect, send_all,
+    Connection, Identity, Server, TlsConfig, TransportOptions, collect, send_all, send_each,
 };
 
 /// How long the aggregator waits for each party to acknowledge the release before closing.
@@ -202,7 +202,7 @@ async fn serve_ring<W: RingWord>(
         while let Some((to, message)) = aggregator.poll_transmit() {
             outgoing.push((numbering.identity(to), message));
         }
-        expected = send_each(&connections, session, round, outgoing).await;
+        expected = send_each(&connections, session, round, outgoing, "secure sum").await;
         tracing::info!(
             round = core_round.name(),
             continuing = expected.len(),
@@ -272,36 +272,6 @@ async fn serve_ring<W: RingWord>(
         dropped,
         privacy,
     })
-}
-
-/// Sends each message to its recipient concurrently; returns the recipients it reached.
-async fn send_each(
-    connections: &BTreeMap<Identity, Connection>,
-    session: crate::SessionId,
-    round: u64,
-    outgoing: Vec<(Identity, ServerMessage)>,
-) -> BTreeSet<Identity> {
-    let mut tasks = JoinSet::new();
-    for (to, message) in outgoing {
-        let Some(connection) = connections.get(&to) else {
-            continue;
-        };
-        let connection = connection.clone();
-        tasks.spawn(async move { (to, connection.send(session, round, &message).await) });
-    }
-    let mut reached = BTreeSet::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((to, Ok(()))) => {
-                reached.insert(to);
-            }
-            Ok((to, Err(error))) => {
-                tracing::warn!(party = %to, %error, "secure sum: send failed; dropped");
-            }
-            Err(error) => tracing::warn!(%error, "secure sum: send task failed"),
-        }
-    }
-    reached
 }
 
 fn close_all(connections: &BTreeMap<Identity, Connection>, reason: &str) {

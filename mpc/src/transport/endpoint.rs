@@ -1093,6 +1093,40 @@ where
     collected
 }
 
+/// Sends each message to its own recipient concurrently and returns the recipients it reached.
+/// A recipient without a connection is skipped; a failed send is logged (prefixed by
+/// `context`, e.g. the protocol's name) and the recipient left out, so the caller can treat it
+/// as dropped.
+pub async fn send_each<T: Serialize + Send + Sync + 'static>(
+    connections: &BTreeMap<Identity, Connection>,
+    session: SessionId,
+    round: u64,
+    outgoing: Vec<(Identity, T)>,
+    context: &'static str,
+) -> BTreeSet<Identity> {
+    let mut tasks = JoinSet::new();
+    for (to, message) in outgoing {
+        let Some(connection) = connections.get(&to) else {
+            continue;
+        };
+        let connection = connection.clone();
+        tasks.spawn(async move { (to, connection.send(session, round, &message).await) });
+    }
+    let mut reached = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((to, Ok(()))) => {
+                reached.insert(to);
+            }
+            Ok((to, Err(error))) => {
+                tracing::warn!(party = %to, %error, "{context}: send failed; dropped");
+            }
+            Err(error) => tracing::warn!(%error, "{context}: send task failed"),
+        }
+    }
+    reached
+}
+
 /// Sends the same `(session, round, body)` to every connection concurrently (the message is
 /// encoded once). Returns the peers the send failed for, with why.
 ///

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sotto_mpc::PartyId;
 use sotto_mpc::SessionId;
 use sotto_mpc::secagg::{ClientMessage, SecAggAggregator, SecAggConfig, ServerMessage};
-use sotto_mpc::transport::{Connection, Identity, collect, send_all};
+use sotto_mpc::transport::{Connection, Identity, collect, send_all, send_each};
 use tokio::task::JoinSet;
 
 use super::{
@@ -336,7 +336,7 @@ async fn secure_round(
         }
         cpu += c0.elapsed();
         after_step(round, step);
-        expected = send_each(active, session, step, outgoing).await;
+        expected = send_each(active, session, step, outgoing, "federated").await;
     }
     let c0 = Instant::now();
     let output = match agg.take_result() {
@@ -416,34 +416,4 @@ async fn plain_round(
         )));
     }
     Ok((sum, survivors, c0.elapsed().as_secs_f64()))
-}
-
-/// Sends each message to its recipient concurrently; returns the recipients it reached.
-async fn send_each(
-    connections: &BTreeMap<Identity, Connection>,
-    session: SessionId,
-    step: u64,
-    outgoing: Vec<(Identity, ServerMessage)>,
-) -> BTreeSet<Identity> {
-    let mut tasks = JoinSet::new();
-    for (to, message) in outgoing {
-        let Some(connection) = connections.get(&to) else {
-            continue;
-        };
-        let connection = connection.clone();
-        tasks.spawn(async move { (to, connection.send(session, step, &message).await) });
-    }
-    let mut reached = BTreeSet::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((to, Ok(()))) => {
-                reached.insert(to);
-            }
-            Ok((to, Err(error))) => {
-                tracing::warn!(party = %to, %error, "federated: send failed; dropped");
-            }
-            Err(error) => tracing::warn!(%error, "federated: send task failed"),
-        }
-    }
-    reached
 }

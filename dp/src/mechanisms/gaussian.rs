@@ -180,13 +180,7 @@ impl GaussianMechanism {
         rng: &mut R,
         values: &[i64],
     ) -> Vec<i64> {
-        let mut noise = vec![0i64; values.len()];
-        self.noise.fill(rng, &mut noise);
-        values
-            .iter()
-            .zip(&noise)
-            .map(|(v, z)| v.saturating_add(*z))
-            .collect()
+        super::add_integer_noise(values, |noise| self.noise.fill(rng, noise))
     }
 
     /// A conservative confidence interval for the un-noised value of one coordinate, from the

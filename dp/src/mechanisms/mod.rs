@@ -40,3 +40,15 @@ pub use gaussian::{FloatGaussianMechanism, GaussianCalibration, GaussianMechanis
 pub use grid::{DEFAULT_STEPS_PER_SCALE, GRID_LIMIT, Grid};
 pub use laplace::{FloatLaplaceMechanism, LaplaceMechanism};
 pub use randomized_response::{BinaryRandomizedResponse, KaryRandomizedResponse, TwoCoinResponse};
+
+/// `values` plus independent integer noise that `fill` writes, coordinate by coordinate
+/// (saturating): the release step the integer Laplace and Gaussian mechanisms share.
+pub(crate) fn add_integer_noise(values: &[i64], fill: impl FnOnce(&mut [i64])) -> Vec<i64> {
+    let mut noise = vec![0i64; values.len()];
+    fill(&mut noise);
+    values
+        .iter()
+        .zip(&noise)
+        .map(|(v, z)| v.saturating_add(*z))
+        .collect()
+}

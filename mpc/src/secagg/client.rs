@@ -35,16 +35,16 @@ struct Held {
 #[derive(Clone)]
 enum State<W: RingWord> {
     Init {
-        input: SecretVec<W>,
+        input: Option<SecretVec<W>>,
     },
     AwaitRoster {
-        input: SecretVec<W>,
+        input: Option<SecretVec<W>>,
         enc_sk: SecretScalar,
         mask_sk: SecretScalar,
         b: SecretScalar,
     },
     AwaitShares {
-        input: SecretVec<W>,
+        input: Option<SecretVec<W>>,
         enc_sk: SecretScalar,
         mask_sk: SecretScalar,
         b: SecretScalar,
@@ -104,6 +104,33 @@ impl<W: RingWord> SecAggClient<W> {
     /// [`Error::InvalidParameter`] if `id` is not below the number of parties or the input
     /// length is not `config.dim()`.
     pub fn new(config: SecAggConfig, id: PartyId, input: Vec<W>) -> Result<Self> {
+        let mut client = Self::new_deferred(config, id)?;
+        client.provide_input(input)?;
+        Ok(client)
+    }
+
+    /// A party whose input is not known yet: it can run the key rounds (advertise keys,
+    /// share keys) while the input is still being computed, and must receive it with
+    /// [`Self::provide_input`] before it handles the aggregator's round-1 shares (the step
+    /// that produces the masked input). Running the key rounds early takes them off the
+    /// critical path of a round, e.g. while a training party computes its gradients.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `id` is not below the number of parties.
+    ///
+    /// # Example
+    /// ```rust
+    /// use sotto_mpc::secagg::{SecAggClient, SecAggConfig, SessionId};
+    /// use sotto_mpc::PartyId;
+    /// let config = SecAggConfig::new(SessionId([1; 16]), 3, 2, 4)?;
+    /// let mut rng = sotto_dp::rng::seeded_rng(1);
+    /// let mut party = SecAggClient::<u32>::new_deferred(config, PartyId(0))?;
+    /// party.start(&mut rng)?; // round 0 goes out before the input exists
+    /// assert!(party.poll_transmit().is_some());
+    /// party.provide_input(vec![1, 2, 3, 4])?;
+    /// # Ok::<(), sotto_mpc::Error>(())
+    /// ```
+    pub fn new_deferred(config: SecAggConfig, id: PartyId) -> Result<Self> {
         if id.index() >= config.parties() {
             return Err(Error::invalid(
                 "id",
@@ -111,24 +138,60 @@ impl<W: RingWord> SecAggClient<W> {
                 format!("party ids run from 0 to {}", config.parties() - 1),
             ));
         }
-        if input.len() != config.dim() {
-            let mut input = input;
-            let len = input.len();
-            input.zeroize();
-            return Err(Error::invalid(
-                "input",
-                format!("length {len}"),
-                format!("the session's vectors have length dim = {}", config.dim()),
-            ));
-        }
         Ok(Self {
             config,
             id,
-            state: State::Init {
-                input: SecretVec(input),
-            },
+            state: State::Init { input: None },
             outbox: VecDeque::new(),
         })
+    }
+
+    /// Supplies the (encoded, noised) input of a party made with [`Self::new_deferred`]. Valid
+    /// until the party has handled the round-1 shares.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if the length is not `config.dim()` (the vector is
+    /// zeroized); [`Error::InvalidState`] if an input was already given or the party is past
+    /// the point where it masks its input.
+    pub fn provide_input(&mut self, input: Vec<W>) -> Result<()> {
+        let input = SecretVec(input);
+        if input.0.len() != self.config.dim() {
+            return Err(Error::invalid(
+                "input",
+                format!("length {}", input.0.len()),
+                format!(
+                    "the session's vectors have length dim = {}",
+                    self.config.dim()
+                ),
+            ));
+        }
+        let slot = match &mut self.state {
+            State::Init { input } | State::AwaitRoster { input, .. } => input,
+            State::AwaitShares { input, .. } => input,
+            _ => {
+                return Err(Error::InvalidState(
+                    "the input can only be given before the party handles the round-1 shares"
+                        .into(),
+                ));
+            }
+        };
+        if slot.is_some() {
+            return Err(Error::InvalidState(
+                "this party already has its input".into(),
+            ));
+        }
+        *slot = Some(input);
+        Ok(())
+    }
+
+    /// Whether the party still waits for [`Self::provide_input`].
+    pub fn needs_input(&self) -> bool {
+        matches!(
+            &self.state,
+            State::Init { input: None }
+                | State::AwaitRoster { input: None, .. }
+                | State::AwaitShares { input: None, .. }
+        )
     }
 
     /// A party that adds its share of `noise` to its encoded input in the ring before masking
@@ -474,7 +537,12 @@ impl<W: RingWord> SecAggClient<W> {
         }
         // Mask: y = x + PRG(b) + sum_{v in U2} +-PRG(s_uv).
         let mut y = if mask {
-            input.clone()
+            input.clone().ok_or_else(|| {
+                Error::InvalidState(
+                    "the input was not given (call provide_input before handling the round-1 shares)"
+                        .into(),
+                )
+            })?
         } else {
             SecretVec(Vec::new())
         };
@@ -596,5 +664,102 @@ mod tests {
         let config = SecAggConfig::new(SessionId([1; 16]), 3, 2, 2).unwrap();
         assert!(SecAggClient::<u32>::new(config.clone(), PartyId(3), vec![0, 0]).is_err());
         assert!(SecAggClient::<u32>::new(config, PartyId(0), vec![0]).is_err());
+    }
+
+    #[test]
+    fn deferred_input_runs_the_key_rounds_first_and_sums_exactly() {
+        use crate::secagg::SecAggAggregator;
+        use std::time::{Duration, Instant};
+        let config = SecAggConfig::new(SessionId([7; 16]), 3, 2, 2).unwrap();
+        let mut rng = seeded_rng(3);
+        let mut clients: Vec<SecAggClient<u64>> = (0..3)
+            .map(|i| SecAggClient::new_deferred(config.clone(), PartyId(i)).unwrap())
+            .collect();
+        let now = Instant::now();
+        let mut aggregator = SecAggAggregator::new(config, Duration::from_secs(10));
+        aggregator.start(now).unwrap();
+        for c in &mut clients {
+            assert!(c.needs_input());
+            c.start(&mut rng).unwrap();
+        }
+        let mut pump = |clients: &mut Vec<SecAggClient<u64>>| {
+            for c in clients.iter_mut() {
+                while let Some(msg) = c.poll_transmit() {
+                    aggregator.handle_message(now, c.id(), msg).unwrap();
+                }
+            }
+            let mut results = Vec::new();
+            while let Some((to, msg)) = aggregator.poll_transmit() {
+                results.push(clients[to.index()].handle_message(msg, &mut rng));
+            }
+            results
+        };
+        // Round 0 (roster delivered: each party shares its keys without an input).
+        assert!(pump(&mut clients).iter().all(Result::is_ok));
+        // Party 2 gets its input late; parties 0 and 1 now.
+        clients[0].provide_input(vec![1, 10]).unwrap();
+        clients[1].provide_input(vec![2, 20]).unwrap();
+        // A second input, or one of the wrong length, is refused without losing the first.
+        assert!(matches!(
+            clients[0].provide_input(vec![9, 9]),
+            Err(Error::InvalidState(_))
+        ));
+        assert!(matches!(
+            clients[2].provide_input(vec![1]),
+            Err(Error::InvalidParameter { .. })
+        ));
+        assert!(clients[2].needs_input());
+        clients[2].provide_input(vec![3, 30]).unwrap();
+        assert!(!clients[2].needs_input());
+        // Round 1 (shares forwarded, masked inputs), then survivors and unmasking.
+        for _ in 0..3 {
+            assert!(pump(&mut clients).iter().all(Result::is_ok));
+        }
+        let out = aggregator.take_result().unwrap().unwrap();
+        assert_eq!(out.sum(), &[6, 60]);
+        // After masking, an input can no longer be given.
+        assert!(clients[0].provide_input(vec![0, 0]).is_err());
+    }
+
+    #[test]
+    fn deferred_party_without_input_cannot_mask() {
+        use crate::secagg::SecAggAggregator;
+        use std::time::{Duration, Instant};
+        let config = SecAggConfig::new(SessionId([8; 16]), 2, 2, 1).unwrap();
+        let mut rng = seeded_rng(4);
+        let mut clients = vec![
+            SecAggClient::<u32>::new(config.clone(), PartyId(0), vec![5]).unwrap(),
+            SecAggClient::<u32>::new_deferred(config.clone(), PartyId(1)).unwrap(),
+        ];
+        let now = Instant::now();
+        let mut aggregator = SecAggAggregator::new(config, Duration::from_secs(10));
+        aggregator.start(now).unwrap();
+        let mut errors = Vec::new();
+        for c in &mut clients {
+            c.start(&mut rng).unwrap();
+        }
+        for _ in 0..2 {
+            for c in clients.iter_mut() {
+                while let Some(msg) = c.poll_transmit() {
+                    aggregator.handle_message(now, c.id(), msg).unwrap();
+                }
+            }
+            while let Some((to, msg)) = aggregator.poll_transmit() {
+                if let Err(e) = clients[to.index()].handle_message(msg, &mut rng) {
+                    errors.push((to, e));
+                }
+            }
+        }
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, PartyId(1));
+        assert!(
+            errors[0].1.to_string().contains("provide_input"),
+            "{}",
+            errors[0].1
+        );
+        assert!(
+            clients[1].round().is_none(),
+            "the party stops rather than mask nothing"
+        );
     }
 }

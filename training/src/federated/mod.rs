@@ -121,7 +121,9 @@ pub struct FederatedConfig {
     /// Send the noised updates unmasked (a baseline to measure the cost of secure
     /// aggregation; no input privacy beyond each party's own noise share).
     pub plain: bool,
-    /// Deadline of each protocol step in seconds; a party silent past it is dropped.
+    /// Deadline of each protocol step in seconds; a party silent past it is dropped. The
+    /// parties run the SecAgg key rounds while they compute their update, so the step that
+    /// collects the masked inputs must also cover a party's local compute time.
     pub round_deadline_secs: f64,
     /// Run the membership-inference audit after training (local runs).
     pub audit: bool,

@@ -76,6 +76,14 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
     let wait_start = deadline * 6 + Duration::from_secs(60);
     let shared = Arc::new((model, data, plan, config));
     let mut rng = Some(rng);
+    // The SecAgg client's keys and shares come from their own stream, so the key rounds can
+    // run while the local update (which owns `rng`) is computed on a blocking thread.
+    let mut key_rng = {
+        let r = rng
+            .as_mut()
+            .ok_or_else(|| Error::Run("internal: randomness lost".into()))?;
+        <ChaCha20Rng as rand_core::SeedableRng>::from_rng(r)
+    };
     let mut round = 0u64;
     loop {
         let rs = round_session(session, round);
@@ -98,38 +106,58 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
         let mut job_rng = rng
             .take()
             .ok_or_else(|| Error::Run("internal: randomness lost".into()))?;
-        let (encoded, compute, encode_s, job_rng) = tokio::task::spawn_blocking(move || {
+        let compute_job = tokio::task::spawn_blocking(move || {
             local_update(&job, &start.model, &mut job_rng).map(|(e, c, m)| (e, c, m, job_rng))
-        })
-        .await
-        .map_err(|e| Error::Run(format!("local compute failed: {e}")))??;
-        let mut job_rng = job_rng;
-        let mut masking = encode_s;
+        });
+        let await_compute = |job: tokio::task::JoinHandle<_>| async move {
+            job.await
+                .map_err(|e| Error::Run(format!("local compute failed: {e}")))?
+        };
         let config = &shared.3;
-        if config.plain {
+        let (compute, masking, job_rng) = if config.plain {
+            let (encoded, compute, encode_s, job_rng) = await_compute(compute_job).await?;
             connection.send(rs, PLAIN_UPDATE, &*encoded).await?;
             drop(encoded);
+            (compute, encode_s, job_rng)
         } else {
+            // The key rounds (advertise keys, share keys) run while the update is computed;
+            // the input is needed only when the round-1 shares arrive.
             let c0 = Instant::now();
-            let secagg = SecAggConfig::new(rs, config.parties, config.threshold(), encoded.len())?;
-            let mut encoded = encoded;
-            let mut client = SecAggClient::<u64>::new(secagg, core, std::mem::take(&mut *encoded))?;
-            drop(encoded);
-            client.start(&mut job_rng)?;
+            let secagg = SecAggConfig::new(
+                rs,
+                config.parties,
+                config.threshold(),
+                shared.2.encoder.dim(),
+            )?;
+            let mut client = SecAggClient::<u64>::new_deferred(secagg, core)?;
+            client.start(&mut key_rng)?;
             let queued = drain(&mut client);
-            masking += c0.elapsed().as_secs_f64();
+            let mut masking = c0.elapsed().as_secs_f64();
             send_queued(&connection, rs, queued).await?;
+            let mut pending = Some(compute_job);
+            let mut outcome = None;
             for step in 0u64..=2 {
                 let message: ServerMessage = connection
                     .recv(rs, step, deadline * 2 + Duration::from_secs(5))
                     .await?;
+                if step == 1
+                    && let Some(job) = pending.take()
+                {
+                    let (mut encoded, compute, encode_s, job_rng) = await_compute(job).await?;
+                    client.provide_input(std::mem::take(&mut *encoded))?;
+                    masking += encode_s;
+                    outcome = Some((compute, job_rng));
+                }
                 let c0 = Instant::now();
-                client.handle_message(message, &mut job_rng)?;
+                client.handle_message(message, &mut key_rng)?;
                 let queued = drain(&mut client);
                 masking += c0.elapsed().as_secs_f64();
                 send_queued(&connection, rs, queued).await?;
             }
-        }
+            let (compute, job_rng) =
+                outcome.ok_or_else(|| Error::Run("internal: local update lost".into()))?;
+            (compute, masking, job_rng)
+        };
         connection
             .send(rs, TIMING, &PartyTiming { compute, masking })
             .await?;

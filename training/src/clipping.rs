@@ -231,6 +231,11 @@ impl Model {
                 .collect(),
             None => vec![0.0; b],
         };
+        // Pass 2 needs only `prepared`: free the gradient store, the loss graph and the tape
+        // (their tensors would otherwise stay alive through the clipped-sum matmuls).
+        drop(grads);
+        drop(losses);
+        drop(tape);
         let factors: Vec<f64> = norms.iter().map(|&n| clipping.factor(n)).collect();
         let c = Tensor::from_vec(factors, b, self.device())?.to_dtype(self.dtype())?;
 

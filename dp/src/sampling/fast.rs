@@ -399,3 +399,253 @@ impl FastGaussian {
         accept.then_some(if negative { -x } else { x })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::seeded_rng;
+    use crate::sampling::DiscreteGaussian;
+    use crate::sampling::lazy_exp::scaled_exp_neg_bounds;
+
+    fn table(sigma: f64) -> FastGaussian {
+        let (n, d) = DiscreteGaussian::new(sigma)
+            .unwrap()
+            .sigma_squared_rational();
+        FastGaussian::new(n, d).unwrap()
+    }
+
+    const SIGMAS: [f64; 8] = [8.0, 16.0, 17.0, 33.3, 100.0, 12345.678, 3e5, 67_108_864.0];
+
+    /// Mass each entry receives from the alias table: must equal its weight exactly.
+    fn alias_masses(thr: &[u64; SLOTS], alias: &[u8; SLOTS]) -> Vec<u128> {
+        let mut mass = vec![0u128; SLOTS];
+        for i in 0..SLOTS {
+            mass[i] += u128::from(thr[i]);
+            mass[usize::from(alias[i])] += u128::from(SLOT_CAP - thr[i]);
+        }
+        mass
+    }
+
+    #[test]
+    fn alias_table_reproduces_integer_weights_exactly() {
+        for sigma in SIGMAS {
+            let t = table(sigma);
+            let mass = alias_masses(&t.thr, &t.alias);
+            for (e, m) in mass.iter().enumerate() {
+                let w = t.weights.get(e).copied().unwrap_or(0);
+                assert_eq!(*m, u128::from(w), "sigma {sigma}, entry {e}");
+            }
+            assert_eq!(t.weights.len(), t.buckets + 2);
+            // The reject entry holds only the rounding slack (at most J + 2 units).
+            assert!(*t.weights.last().unwrap() <= t.buckets as u64 + 2 + 2);
+        }
+        // Synthetic weights: uneven, with zeros, summing to 2^64.
+        let mut rng = seeded_rng(3);
+        for _ in 0..50 {
+            let k = 1 + (rng.next_u64() % 256) as usize;
+            let mut w: Vec<u64> = (0..k)
+                .map(|_| rng.next_u64() >> (8 + rng.next_u64() % 40))
+                .collect();
+            let sum: u128 = w.iter().map(|&x| u128::from(x)).sum();
+            let rest = (1u128 << 64) - sum;
+            let last = w.len() - 1;
+            w[last] = u64::try_from(u128::from(w[last]) + rest).unwrap();
+            let (thr, alias) = build_alias(&w).unwrap();
+            let mass = alias_masses(&thr, &alias);
+            for (e, m) in mass.iter().enumerate() {
+                assert_eq!(*m, u128::from(w.get(e).copied().unwrap_or(0)));
+            }
+        }
+        // Weights that do not sum to 2^64 are refused.
+        assert!(build_alias(&[1, 2, 3]).is_none());
+    }
+
+    #[test]
+    fn parameter_edges() {
+        // sigma < 8 (sigma^2 < 64): no table, the caller uses CKS.
+        assert!(FastGaussian::new(63, 1).is_none());
+        assert!(FastGaussian::new(1, 0).is_none());
+        let t = FastGaussian::new(64, 1).unwrap();
+        assert_eq!((t.width, t.buckets), (1, 81));
+        let t = table(67_108_864.0);
+        assert_eq!(t.width, 1 << 22);
+        assert!(t.tail_start >= 9 * (1 << 26));
+        let dbg = format!("{t:?}");
+        assert!(dbg.contains("FastGaussian") && dbg.contains("width"));
+    }
+
+    /// W_j >= Q exp(-g_j) (so every acceptance probability is at most 1), c_j's fixed-point
+    /// value does not exceed 2^64 c_j, and W_T covers the tail envelope, checked with bounds
+    /// at 320 bits (the table was built at 192).
+    #[test]
+    fn weights_are_rigorous_upper_bounds() {
+        for sigma in SIGMAS {
+            let t = table(sigma);
+            let g_den = BigUint::from(t.n) * 2u32;
+            let q = BigUint::from(t.q);
+            for j in 0..t.buckets {
+                let x = BigUint::from(j as u64 * t.width);
+                let (lo, hi) = exp_neg_bounds(&(x.pow(2) * t.d), &g_den, 320);
+                let wj = BigUint::from(t.weights[j]);
+                assert!(&q * &hi <= &wj << 320u32, "sigma {sigma}: W_{j} too small");
+                assert!(
+                    BigUint::from(t.c[j]) * &wj << 256u32 <= &q * &lo,
+                    "c_{j} too big"
+                );
+            }
+            let x = BigUint::from(t.tail_start);
+            let (_, hi) = exp_neg_bounds(&(x.pow(2) * t.d), &g_den, 320);
+            let env = q * 2u32 * t.tail_block * hi;
+            let wt = BigUint::from(t.weights[t.buckets]) * t.width;
+            assert!(env <= wt << 320u32, "sigma {sigma}: W_T too small");
+        }
+    }
+
+    /// The fixed-point acceptance probability is within 10 units of 2^64 p(x), and the squeeze
+    /// is below p(x), for random points of random buckets.
+    #[test]
+    fn fixed_point_acceptance_is_within_its_error_bound() {
+        let mut rng = seeded_rng(8);
+        for sigma in SIGMAS {
+            let t = table(sigma);
+            let g_den = BigUint::from(t.n) * 2u32;
+            for i in 0..600 {
+                let j = (rng.next_u64() % t.buckets as u64) as usize;
+                let u = match i % 3 {
+                    0 => t.width - 1,
+                    1 => 0,
+                    _ => rng.next_u64() % t.width,
+                };
+                let mag = j as u64 * t.width + u;
+                let p = t.p_q64(t.c[j], t.r_q64(t.m(j as u64, u).unwrap())).unwrap();
+                let (lo, hi) = scaled_exp_neg_bounds(
+                    &BigUint::from(t.q),
+                    &BigUint::from(t.weights[j]),
+                    &(BigUint::from(mag).pow(2) * t.d),
+                    &g_den,
+                    128,
+                );
+                let lo = i128::try_from(lo >> 64u32).unwrap();
+                let hi = i128::try_from((hi >> 64u32) + 1u32).unwrap();
+                let p = i128::from(p);
+                assert!(
+                    p > lo - 10 && p < hi + 10,
+                    "sigma {sigma} j {j} u {u}: {p} vs [{lo}, {hi}]"
+                );
+                assert!(
+                    i128::from(t.squeeze[j]) <= lo,
+                    "sigma {sigma} j {j}: squeeze too high"
+                );
+            }
+        }
+    }
+
+    /// The fast decision (squeeze, fixed point, slow fallback) and the exact slow path give
+    /// the same answer for the same uniform V, including V's first word close to p(x).
+    #[test]
+    fn fast_and_slow_decisions_agree() {
+        let mut rng = seeded_rng(9);
+        let mut near = 0;
+        for sigma in [16.0, 100.0, 3e5] {
+            let t = table(sigma);
+            for i in 0..3000 {
+                let j = (rng.next_u64() % t.buckets as u64) as usize;
+                let u = rng.next_u64() % t.width;
+                let mag = j as u64 * t.width + u;
+                let p = t.p_q64(t.c[j], t.r_q64(t.m(j as u64, u).unwrap())).unwrap();
+                let v = if i % 2 == 0 {
+                    near += 1;
+                    p.wrapping_add(rng.next_u64() % 4096).wrapping_sub(2048)
+                } else {
+                    rng.next_u64()
+                };
+                let seed = rng.next_u64();
+                let mut r1 = seeded_rng(seed);
+                let mut r2 = seeded_rng(seed);
+                let fast = if v < t.squeeze[j] {
+                    true
+                } else {
+                    t.decide(&mut Bits::new(&mut r1), v, j, u, mag)
+                };
+                let slow = t.slow_bucket(&mut Bits::new(&mut r2), v, j, mag);
+                assert_eq!(fast, slow, "sigma {sigma} j {j} u {u} v {v} p {p}");
+            }
+        }
+        assert!(near > 4000);
+    }
+
+    /// With the tail moved in to L ~ 1 or 2 sigma (so that it carries real mass), the tail
+    /// path is taken as often as the exact tail mass says, and the samples follow the exact
+    /// pmf (chi-square on bins of sigma / 4; both tests at level about 1e-4, fixed seeds).
+    #[test]
+    fn tail_path_frequency_and_distribution() {
+        for (sigma, at, seed) in [(20.0, 1u64, 1u64), (1000.0, 2, 2)] {
+            let (n, d) = DiscreteGaussian::new(sigma)
+                .unwrap()
+                .sigma_squared_rational();
+            let t = FastGaussian::with_tail_at(n, d, at).unwrap();
+            let var = n as f64 / d as f64;
+            let l = t.tail_start as i64;
+            let samples = 40_000;
+            let mut rng = seeded_rng(seed);
+            let mut bits = Bits::new(&mut rng);
+            let xs: Vec<i64> = (0..samples).map(|_| t.sample(&mut bits)).collect();
+            let half = (12.0 * sigma) as i64;
+            let weight = |x: i64| (-(x as f64).powi(2) / (2.0 * var)).exp();
+            let z: f64 = (-half..=half).map(weight).sum();
+            let tail: f64 = (-half..=half)
+                .filter(|x| x.abs() >= l)
+                .map(weight)
+                .sum::<f64>()
+                / z;
+            let observed = xs.iter().filter(|x| x.abs() >= l).count() as f64 / samples as f64;
+            let se = (tail * (1.0 - tail) / samples as f64).sqrt();
+            assert!(
+                ((observed - tail) / se).abs() < 3.9,
+                "sigma {sigma}: tail {observed} vs {tail}"
+            );
+            assert!(tail > 0.04, "the test must exercise the tail: {tail}");
+            // Chi-square over bins of width sigma / 4 (pooled to >= 5 expected).
+            let width = (sigma / 4.0) as i64;
+            let bins = (2 * half / width + 1) as usize;
+            let mut probs = vec![0.0; bins];
+            for x in -half..=half {
+                probs[((x + half) / width) as usize] += weight(x) / z;
+            }
+            let mut counts = vec![0.0; bins];
+            for &x in &xs {
+                counts[((x.clamp(-half, half) + half) / width) as usize] += 1.0;
+            }
+            let (mut stat, mut dof, mut o, mut e) = (0.0, 0usize, 0.0, 0.0);
+            for (c, p) in counts.iter().zip(&probs) {
+                o += c;
+                e += p * samples as f64;
+                if e >= 5.0 {
+                    stat += (o - e) * (o - e) / e;
+                    dof += 1;
+                    o = 0.0;
+                    e = 0.0;
+                }
+            }
+            // Chi-square critical value at level 1e-4 (Wilson-Hilferty approximation).
+            let k = (dof - 1) as f64;
+            let crit = k * (1.0 - 2.0 / (9.0 * k) + 3.719 * (2.0 / (9.0 * k)).sqrt()).powi(3);
+            assert!(
+                stat < crit,
+                "sigma {sigma}: chi-square {stat} on {k} dof > {crit}"
+            );
+        }
+    }
+
+    #[test]
+    fn sampling_is_reproducible() {
+        let t = table(300.0);
+        let draw = |seed| {
+            let mut rng = seeded_rng(seed);
+            let mut bits = Bits::new(&mut rng);
+            (0..500).map(|_| t.sample(&mut bits)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(4), draw(4));
+        assert_ne!(draw(4), draw(5));
+    }
+}

@@ -1,4 +1,4 @@
-//! A table-driven exact discrete Gaussian sampler for sigma >= 8 (used by
+//! A table-driven exact discrete Gaussian sampler for sigma >= 2 (used by
 //! [`super::DiscreteGaussian`] above [`super::FAST_MIN_SIGMA`]).
 //!
 //! **Proposal.** Magnitudes |x| are split into `J` buckets of width `w` (about sigma / 16) up to
@@ -142,9 +142,11 @@ fn big(x: u128) -> BigUint {
 }
 
 impl FastGaussian {
-    /// The table for sigma^2 = n / d (at least 64, i.e. sigma >= 8, so that the in-bucket
-    /// exponent r stays below 2; `None` below, or if a bound does not fit, in which case the
-    /// caller keeps the CKS sampler).
+    /// The table for sigma^2 = n / d >= 4 (sigma >= 2); `None` below, or if a bound does not
+    /// fit, in which case the caller keeps the CKS sampler. The in-bucket exponent r stays
+    /// below 2, as the fixed-point path needs: r = 0 for w = 1 (sigma < 17), and
+    /// r < (2J - 1) w^2 / (2 sigma^2) < 1.2 for w >= 2 (checked below: the squeeze of the last
+    /// bucket is computed at the largest r).
     pub(crate) fn new(n: u128, d: u128) -> Option<Self> {
         Self::with_tail_at(n, d, TAIL_SIGMAS)
     }
@@ -152,7 +154,7 @@ impl FastGaussian {
     /// As [`Self::new`] with the tail starting at `tail_sigmas` sigmas (tests use a small one
     /// to exercise the tail).
     pub(crate) fn with_tail_at(n: u128, d: u128, tail_sigmas: u64) -> Option<Self> {
-        if d == 0 || n < 64 * d || tail_sigmas == 0 {
+        if d == 0 || n < 4 * d || tail_sigmas == 0 {
             return None;
         }
         let sigma_floor = u64::try_from((n / d).isqrt()).ok()?;
@@ -414,7 +416,18 @@ mod tests {
         FastGaussian::new(n, d).unwrap()
     }
 
-    const SIGMAS: [f64; 8] = [8.0, 16.0, 17.0, 33.3, 100.0, 12345.678, 3e5, 67_108_864.0];
+    const SIGMAS: [f64; 10] = [
+        2.0,
+        5.5,
+        8.0,
+        16.0,
+        17.0,
+        33.3,
+        100.0,
+        12345.678,
+        3e5,
+        67_108_864.0,
+    ];
 
     /// Mass each entry receives from the alias table: must equal its weight exactly.
     fn alias_masses(thr: &[u64; SLOTS], alias: &[u8; SLOTS]) -> Vec<u128> {
@@ -462,9 +475,15 @@ mod tests {
 
     #[test]
     fn parameter_edges() {
-        // sigma < 8 (sigma^2 < 64): no table, the caller uses CKS.
-        assert!(FastGaussian::new(63, 1).is_none());
+        // sigma < 2 (sigma^2 < 4): no table, the caller uses CKS.
+        assert!(FastGaussian::new(3, 1).is_none());
+        assert!(FastGaussian::new(15, 4).is_none());
         assert!(FastGaussian::new(1, 0).is_none());
+        let t = FastGaussian::new(4, 1).unwrap();
+        assert_eq!(
+            (t.width, t.buckets, t.tail_start, t.tail_block),
+            (1, 27, 27, 1)
+        );
         let t = FastGaussian::new(64, 1).unwrap();
         assert_eq!((t.width, t.buckets), (1, 81));
         let t = table(67_108_864.0);
@@ -489,7 +508,7 @@ mod tests {
                 let wj = BigUint::from(t.weights[j]);
                 assert!(&q * &hi <= &wj << 320u32, "sigma {sigma}: W_{j} too small");
                 assert!(
-                    BigUint::from(t.c[j]) * &wj << 256u32 <= &q * &lo,
+                    (BigUint::from(t.c[j]) * &wj) << 256u32 <= &q * &lo,
                     "c_{j} too big"
                 );
             }
@@ -546,7 +565,7 @@ mod tests {
     fn fast_and_slow_decisions_agree() {
         let mut rng = seeded_rng(9);
         let mut near = 0;
-        for sigma in [16.0, 100.0, 3e5] {
+        for sigma in [2.5, 16.0, 100.0, 3e5] {
             let t = table(sigma);
             for i in 0..3000 {
                 let j = (rng.next_u64() % t.buckets as u64) as usize;
@@ -579,7 +598,7 @@ mod tests {
     /// pmf (chi-square on bins of sigma / 4; both tests at level about 1e-4, fixed seeds).
     #[test]
     fn tail_path_frequency_and_distribution() {
-        for (sigma, at, seed) in [(20.0, 1u64, 1u64), (1000.0, 2, 2)] {
+        for (sigma, at, seed) in [(3.0, 1u64, 3u64), (20.0, 1, 1), (1000.0, 2, 2)] {
             let (n, d) = DiscreteGaussian::new(sigma)
                 .unwrap()
                 .sigma_squared_rational();
@@ -606,7 +625,7 @@ mod tests {
             );
             assert!(tail > 0.04, "the test must exercise the tail: {tail}");
             // Chi-square over bins of width sigma / 4 (pooled to >= 5 expected).
-            let width = (sigma / 4.0) as i64;
+            let width = ((sigma / 4.0) as i64).max(1);
             let bins = (2 * half / width + 1) as usize;
             let mut probs = vec![0.0; bins];
             for x in -half..=half {

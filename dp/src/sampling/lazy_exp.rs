@@ -43,7 +43,7 @@ fn exp_neg_unit_bounds(a: &BigUint, b: &BigUint, prec: u64) -> (BigUint, BigUint
         if th <= BigUint::from(1u32) {
             break th;
         }
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             even_lo += &tl;
             even_hi += &th;
         } else {

@@ -305,7 +305,7 @@ impl DiscreteLaplace {
 /// (`fast.rs`, about 5-10x faster than CKS Algorithm 3 for large sigma); below it, with CKS
 /// Algorithm 3. Both are exact; the choice affects only speed (and which values a given seed
 /// produces).
-pub const FAST_MIN_SIGMA: f64 = 16.0;
+pub const FAST_MIN_SIGMA: f64 = 2.0;
 
 /// The discrete Gaussian distribution on the integers: P(x) proportional to
 /// exp(-x^2 / (2 sigma^2)) (Canonne, Kamath, Steinke 2020).

@@ -39,6 +39,12 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         self.rng.next_u64()
     }
 
+    /// One uniform 32-bit word straight from the generator (the bit buffer is untouched).
+    #[inline(always)]
+    pub(crate) fn word32(&mut self) -> u32 {
+        self.rng.next_u32()
+    }
+
     /// The underlying generator (for the lazily drawn words of an exact slow path).
     #[inline]
     pub(crate) fn rng(&mut self) -> &mut R {

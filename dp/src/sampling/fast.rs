@@ -25,9 +25,9 @@
 //! probability (Q B 2^(k+1) / (w W_T)) exp(-x^2 / (2 sigma^2)) is at most 1, and accepted
 //! points again have probability proportional to exp(-x^2 / (2 sigma^2)). The tail is decided
 //! on the slow path (it is reached with probability about 1e-18 per sample at L = 9 sigma).
-//! Blocks k >= 2^12 (|x| >= L + 2^12 B > 4096 sigma^2 / L > 400 sigma, as L < 9.7 sigma for
-//! sigma >= 16) are rejected: the output is conditioned on |x| below that bound, which fails
-//! with probability below exp(-80000).
+//! Blocks k >= 2^12 (|x| >= L + 2^12 B >= 4096 sigma^2 / L > 300 sigma, as L <= 9 (sigma + 1)
+//! + w < 13.6 sigma for sigma >= 2) are rejected: the output is conditioned on |x| below that
+//! bound, which fails with probability below exp(-45000).
 
 use std::fmt;
 
@@ -300,11 +300,16 @@ impl FastGaussian {
             if negative && mag == 0 {
                 continue;
             }
-            let v = bits.word();
-            let accept = if v < self.squeeze[entry] {
+            // V's first 32 bits settle the squeeze most of the time: V < (hi + 1) 2^-32 <=
+            // squeeze 2^-64 <= p(x) when hi < squeeze / 2^32. Otherwise V's next 32 bits
+            // complete its first 64-bit word.
+            let squeeze = self.squeeze[entry];
+            let hi = u64::from(bits.word32());
+            let accept = if hi < squeeze >> 32 {
                 true
             } else {
-                self.decide(bits, v, entry, u, mag)
+                let v = (hi << 32) | u64::from(bits.word32());
+                v < squeeze || self.decide(bits, v, entry, u, mag)
             };
             if accept {
                 // mag < 2^30: fits in an i64.

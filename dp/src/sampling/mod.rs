@@ -21,7 +21,9 @@
 //! least 2^11 scales* (discrete Laplace with the largest supported scale 2^52) or 2^36 sigmas
 //! (discrete Gaussian with the largest supported sigma 2^26). That event has probability below
 //! exp(-2^11) in the worst case (e^-2048, about 10^-889), far below the probability that the
-//! generator itself is broken.
+//! generator itself is broken. The table-driven discrete Gaussian sampler used for
+//! sigma >= [`FAST_MIN_SIGMA`] (`fast.rs`) conditions on |x| < 300 sigma instead (probability
+//! of the excluded event below exp(-45000)).
 //!
 //! See `docs/privacy/sampling.md` for the derivations and the statistical tests.
 
@@ -324,7 +326,7 @@ pub const FAST_MIN_SIGMA: f64 = 2.0;
 /// lazily refined comparison with rigorous integer bounds of exp; see
 /// `docs/privacy/sampling.md`), built on the first call to [`Self::sample`] or [`Self::fill`]
 /// (about a millisecond) and shared by clones made after that. Its output is conditioned on
-/// |x| < 400 sigma instead, an event of probability above 1 - exp(-80000).
+/// |x| < 300 sigma instead, an event of probability above 1 - exp(-45000).
 #[derive(Clone)]
 pub struct DiscreteGaussian {
     /// sigma^2 = n / d, d a power of two, n < 2^53.

@@ -25,9 +25,9 @@
 //! probability (Q B 2^(k+1) / (w W_T)) exp(-x^2 / (2 sigma^2)) is at most 1, and accepted
 //! points again have probability proportional to exp(-x^2 / (2 sigma^2)). The tail is decided
 //! on the slow path (it is reached with probability about 1e-18 per sample at L = 9 sigma).
-//! Blocks k >= 2^12 (|x| >= L + 2^12 B >= 4096 sigma^2 / L > 300 sigma, as L <= 9 (sigma + 1)
-//! + w < 13.6 sigma for sigma >= 2) are rejected: the output is conditioned on |x| below that
-//! bound, which fails with probability below exp(-45000).
+//! Blocks k >= 2^12 (|x| >= L + 2^12 B >= 4096 sigma^2 / L > 300 sigma, as L is below
+//! 9 (sigma + 1) plus w, hence below 13.6 sigma for sigma >= 2) are rejected: the output is
+//! conditioned on |x| below that bound, which fails with probability below exp(-45000).
 
 use std::fmt;
 

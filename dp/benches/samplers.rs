@@ -238,7 +238,9 @@ fn print_ratios() {
 
 /// Profiling mode for instruction counts that do not depend on machine load:
 /// `SOTTO_PROFILE_SIGMA=100 valgrind --tool=callgrind target/release/deps/samplers-<hash>`
-/// draws 100,000 discrete Gaussian samples and exits.
+/// draws 100,000 discrete Gaussian samples with `fill` and exits. `SOTTO_PROFILE_N` changes
+/// the count (the difference of two counts gives a per-sample figure without the one-time
+/// table build); `SOTTO_PROFILE_CKS=1` uses `fill_cks` (CKS Algorithm 3) instead.
 fn profile_mode() -> bool {
     let Some(sigma) = std::env::var("SOTTO_PROFILE_SIGMA")
         .ok()
@@ -246,9 +248,18 @@ fn profile_mode() -> bool {
     else {
         return false;
     };
+    let n = std::env::var("SOTTO_PROFILE_N")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(100_000);
+    let cks = std::env::var("SOTTO_PROFILE_CKS").is_ok_and(|v| v == "1");
     let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
-    let mut out = vec![0i64; 100_000];
-    dg.fill(&mut seeded_rng(SEED), &mut out);
+    let mut out = vec![0i64; n];
+    if cks {
+        dg.fill_cks(&mut seeded_rng(SEED), &mut out);
+    } else {
+        dg.fill(&mut seeded_rng(SEED), &mut out);
+    }
     black_box(&out);
     true
 }

@@ -233,7 +233,11 @@ impl FastGaussian {
         };
         for (j, (lo, _)) in bounds.iter().enumerate() {
             // c_j >= Q lo_j / (W_j 2^prec); floor(2^64 of that), capped at 2^64 - 1.
-            let wj = big(u128::from(*table.weights.get(j)?));
+            let wj = *table.weights.get(j)?;
+            if wj == 0 {
+                return None; // impossible (Q >= 1 and the upper bounds are >= 1 unit)
+            }
+            let wj = big(u128::from(wj));
             let cj = ((&q_big * lo) >> (BUILD_PREC - 64)) / wj;
             let cj = u64::try_from(cj).unwrap_or(u64::MAX);
             *table.c.get_mut(j)? = cj;

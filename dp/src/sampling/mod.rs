@@ -303,10 +303,10 @@ impl DiscreteLaplace {
     }
 }
 
-/// From this sigma on, [`DiscreteGaussian`] samples with the table-driven exact sampler
-/// (`fast.rs`, about 5-10x faster than CKS Algorithm 3 for large sigma); below it, with CKS
-/// Algorithm 3. Both are exact; the choice affects only speed (and which values a given seed
-/// produces).
+/// From this sigma on (compared exactly: sigma^2 = N / D >= 4), [`DiscreteGaussian`] samples
+/// with the table-driven exact sampler (`fast.rs`; 5 to 7.7 times faster than CKS Algorithm 3
+/// in `docs/benchmarks-dp.md`); below it, with CKS Algorithm 3. Both are exact; the choice
+/// affects only speed (and which values a given seed produces).
 pub const FAST_MIN_SIGMA: f64 = 2.0;
 
 /// The discrete Gaussian distribution on the integers: P(x) proportional to
@@ -325,7 +325,7 @@ pub const FAST_MIN_SIGMA: f64 = 2.0;
 /// (alias-table proposal over buckets of width about sigma / 16, acceptance decided by a
 /// lazily refined comparison with rigorous integer bounds of exp; see
 /// `docs/privacy/sampling.md`), built on the first call to [`Self::sample`] or [`Self::fill`]
-/// (about a millisecond) and shared by clones made after that. Its output is conditioned on
+/// (1 to 2 ms) and shared by clones made after that. Its output is conditioned on
 /// |x| < 300 sigma instead, an event of probability above 1 - exp(-45000).
 #[derive(Clone)]
 pub struct DiscreteGaussian {
@@ -523,7 +523,21 @@ impl DiscreteGaussian {
 
     /// Fills `out` with independent samples from CKS Algorithm 3 (discrete Laplace proposal),
     /// whatever sigma is: the reference sampler the table-driven one is tested and
-    /// benchmarked against. Same distribution as [`Self::fill`].
+    /// benchmarked against. Same distribution as [`Self::fill`] (up to the negligible
+    /// conditioning events described on [`DiscreteGaussian`]), several times slower for
+    /// sigma >= [`FAST_MIN_SIGMA`].
+    ///
+    /// # Example
+    /// ```rust
+    /// use sotto_dp::{rng::seeded_rng, sampling::DiscreteGaussian};
+    /// let dg = DiscreteGaussian::new(100.0)?;
+    /// let (mut a, mut b) = (vec![0i64; 4000], vec![0i64; 4000]);
+    /// dg.fill(&mut seeded_rng(1), &mut a); // table-driven
+    /// dg.fill_cks(&mut seeded_rng(1), &mut b); // CKS Algorithm 3: other values, same law
+    /// let var = |v: &[i64]| v.iter().map(|&x| (x * x) as f64).sum::<f64>() / v.len() as f64;
+    /// assert!((var(&a) / 1e4 - 1.0).abs() < 0.1 && (var(&b) / 1e4 - 1.0).abs() < 0.1);
+    /// # Ok::<(), sotto_dp::Error>(())
+    /// ```
     pub fn fill_cks<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R, out: &mut [i64]) {
         let mut bits = Bits::new(rng);
         for x in out.iter_mut() {

@@ -741,6 +741,50 @@ mod tests {
     }
 
     #[test]
+    fn table_sampler_threshold_and_sharing() {
+        // sigma^2 >= 4 exactly: the table; just below: CKS.
+        let at = DiscreteGaussian::new(FAST_MIN_SIGMA).unwrap();
+        assert!(at.fast_table().is_some());
+        let below = DiscreteGaussian::new(1.999_999).unwrap();
+        assert!(below.fast_table().is_none());
+        assert!(
+            DiscreteGaussian::new(MAX_GAUSSIAN_SIGMA)
+                .unwrap()
+                .fast_table()
+                .is_some()
+        );
+        // Equality ignores whether the table has been built; Debug says whether it has.
+        let fresh = DiscreteGaussian::new(FAST_MIN_SIGMA).unwrap();
+        assert_eq!(at, fresh);
+        assert!(format!("{at:?}").contains("fast_table: Some(true)"));
+        assert!(format!("{fresh:?}").contains("fast_table: None"));
+        // One sampler shared by threads: the table is built once, and each thread's output
+        // depends only on its own seed.
+        let dg = DiscreteGaussian::new(1e4).unwrap();
+        let outs: Vec<Vec<i64>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let dg = &dg;
+                    s.spawn(move || {
+                        let mut v = vec![0i64; 1000];
+                        dg.fill(&mut seeded_rng(i % 2), &mut v);
+                        v
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(outs[0], outs[2]);
+        assert_eq!(outs[1], outs[3]);
+        assert_ne!(outs[0], outs[1]);
+        let mut single = vec![0i64; 1000];
+        DiscreteGaussian::new(1e4)
+            .unwrap()
+            .fill(&mut seeded_rng(0), &mut single);
+        assert_eq!(single, outs[0]);
+    }
+
+    #[test]
     fn tiny_sigma_is_almost_always_zero() {
         let dg = DiscreteGaussian::new(1e-3).unwrap();
         let mut rng = seeded_rng(9);

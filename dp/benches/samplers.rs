@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo bench -p sotto-dp --bench samplers`
 //!
+//! Table sampler vs CKS Algorithm 3 only:
+//! `cargo bench -p sotto-dp --bench samplers -- table_vs_cks`
+//!
 //! Load-independent instruction counts: see [`profile_mode`].
 //!
 //! After criterion's groups, `main` times each case itself (median of 21 fills of 2^16
@@ -23,6 +26,9 @@ const BUF: usize = 1 << 16;
 const SIGMAS: [f64; 5] = [1.0, 10.0, 100.0, 1e3, 1e4];
 const SCALES: [f64; 6] = [0.3, 1.0, 1.7, 10.0, 100.0, 1e4];
 const SEED: u64 = 42;
+/// Sigmas of the table-driven sampler vs CKS comparison (`DiscreteGaussian::fill` vs
+/// `DiscreteGaussian::fill_cks`, same distribution).
+const TABLE_SIGMAS: [f64; 4] = [10.0, 1e3, 3e5, 1e7];
 
 fn fill_raw(rng: &mut ChaCha20Rng, out: &mut [u64]) {
     for x in out.iter_mut() {
@@ -54,6 +60,31 @@ fn bench_gaussian(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(sigma), &dg, |b, dg| {
             b.iter(|| {
                 dg.fill(&mut rng, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_table_vs_cks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("discrete_gaussian_table_vs_cks_65536");
+    group.throughput(Throughput::Elements(BUF as u64));
+    let mut out = vec![0i64; BUF];
+    for sigma in TABLE_SIGMAS {
+        let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
+        dg.fill(&mut seeded_rng(SEED), &mut out[..1]); // build the table outside the timing
+        let mut rng = seeded_rng(SEED);
+        group.bench_with_input(BenchmarkId::new("table", sigma), &dg, |b, dg| {
+            b.iter(|| {
+                dg.fill(&mut rng, &mut out);
+                black_box(&out);
+            })
+        });
+        let mut rng = seeded_rng(SEED);
+        group.bench_with_input(BenchmarkId::new("cks", sigma), &dg, |b, dg| {
+            b.iter(|| {
+                dg.fill_cks(&mut rng, &mut out);
                 black_box(&out);
             })
         });
@@ -166,6 +197,32 @@ fn print_ratios() {
             rate / raw_rate
         );
     }
+    println!("-- table-driven sampler (fill) vs CKS Algorithm 3 (fill_cks), same run --");
+    for sigma in TABLE_SIGMAS {
+        let build = median_secs(REPS, || {
+            let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
+            dg.fill(&mut seeded_rng(SEED), &mut out[..1]);
+            black_box(&out);
+        });
+        let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
+        let mut rng = seeded_rng(SEED);
+        let table = median_secs(REPS, || {
+            dg.fill(&mut rng, &mut out);
+            black_box(&out);
+        });
+        let mut rng = seeded_rng(SEED);
+        let cks = median_secs(REPS, || {
+            dg.fill_cks(&mut rng, &mut out);
+            black_box(&out);
+        });
+        println!(
+            "sigma = {sigma:>8}: table {:>6.1} ns/sample, CKS {:>6.1} ns/sample, speedup {:.2}x (table build + first sample {:.2} ms)",
+            table / BUF as f64 * 1e9,
+            cks / BUF as f64 * 1e9,
+            cks / table,
+            build * 1e3
+        );
+    }
     let mut big = vec![0i64; 1_000_000];
     let dg = DiscreteGaussian::new(1e3).expect("valid sigma");
     let mut rng = seeded_rng(SEED);
@@ -181,7 +238,9 @@ fn print_ratios() {
 
 /// Profiling mode for instruction counts that do not depend on machine load:
 /// `SOTTO_PROFILE_SIGMA=100 valgrind --tool=callgrind target/release/deps/samplers-<hash>`
-/// draws 100,000 discrete Gaussian samples and exits.
+/// draws 100,000 discrete Gaussian samples with `fill` and exits. `SOTTO_PROFILE_N` changes
+/// the count (the difference of two counts gives a per-sample figure without the one-time
+/// table build); `SOTTO_PROFILE_CKS=1` uses `fill_cks` (CKS Algorithm 3) instead.
 fn profile_mode() -> bool {
     let Some(sigma) = std::env::var("SOTTO_PROFILE_SIGMA")
         .ok()
@@ -189,9 +248,18 @@ fn profile_mode() -> bool {
     else {
         return false;
     };
+    let n = std::env::var("SOTTO_PROFILE_N")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(100_000);
+    let cks = std::env::var("SOTTO_PROFILE_CKS").is_ok_and(|v| v == "1");
     let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
-    let mut out = vec![0i64; 100_000];
-    dg.fill(&mut seeded_rng(SEED), &mut out);
+    let mut out = vec![0i64; n];
+    if cks {
+        dg.fill_cks(&mut seeded_rng(SEED), &mut out);
+    } else {
+        dg.fill(&mut seeded_rng(SEED), &mut out);
+    }
     black_box(&out);
     true
 }
@@ -203,6 +271,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_baseline(&mut c);
     bench_gaussian(&mut c);
+    bench_table_vs_cks(&mut c);
     bench_laplace(&mut c);
     bench_million(&mut c);
     c.final_summary();

@@ -427,6 +427,140 @@ fn discrete_gaussian_matches_pmf() {
     }
 }
 
+/// The unnormalized mass of the integers `a..=b` under exp(-x^2 / (2 var)) for a large
+/// sigma, as the integral over [a - 1/2, b + 1/2] (composite Simpson, 256 intervals). For
+/// sigma >= 10^4 the sum-versus-integral difference (Euler-Maclaurin: derivative terms of
+/// relative size 1 / sigma^2) and the quadrature error are both below 1e-9 of a bin's mass,
+/// far below what 10^5 samples can see.
+fn gaussian_mass_smooth(dg: &DiscreteGaussian) -> impl Fn(i64, i64) -> f64 {
+    let (n, d) = dg.sigma_squared_rational();
+    let var = n as f64 / d as f64;
+    move |a, b| {
+        let (lo, hi) = (a as f64 - 0.5, b as f64 + 0.5);
+        let steps = 256;
+        let h = (hi - lo) / steps as f64;
+        let f = |x: f64| (-x * x / (2.0 * var)).exp();
+        let mut sum = f(lo) + f(hi);
+        for i in 1..steps {
+            sum += f(lo + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        sum * h / 3.0
+    }
+}
+
+/// Goodness of fit for a large sigma (table-driven sampler), binned in sigma / 10 with
+/// integral bin masses.
+fn check_gaussian_large(sigma: f64, samples: usize, seed: u64) {
+    let dg = DiscreteGaussian::new(sigma).unwrap();
+    let mut xs = vec![0i64; samples];
+    dg.fill(&mut seeded_rng(seed), &mut xs);
+    let width = (dg.sigma() / 10.0).floor() as i64;
+    let half = 100 * width;
+    let g = gof_binned(&xs, gaussian_mass_smooth(&dg), -half, half - 1, width);
+    assert_fits(&format!("DiscreteGaussian({sigma}) [table sampler]"), &g);
+}
+
+/// The table-driven sampler (sigma >= 16) against the exact pmf: integer sums for 16, 100
+/// and 7.5 (CKS path, for comparison); integral bin masses for 3e5 and 2^26 (the largest
+/// supported sigma).
+#[test]
+fn discrete_gaussian_table_sampler_matches_pmf() {
+    for (i, sigma) in [7.5, 16.0, 100.0, 1234.5].into_iter().enumerate() {
+        check_gaussian(sigma, N, 700 + i as u64);
+    }
+    for (i, sigma) in [3e5, 67_108_864.0].into_iter().enumerate() {
+        check_gaussian_large(sigma, N, 710 + i as u64);
+    }
+}
+
+/// Mean, variance and sign symmetry at sigma = 3e5 (the DP-SGD noise scale): z-tests at
+/// |z| < 3.89 (two-sided level 1e-4 each). The exact variance of the discrete Gaussian equals
+/// sigma^2 up to a relative exp(-2 pi^2 sigma^2) (CKS), and Var(x^2) = 2 sigma^4 likewise.
+#[test]
+fn discrete_gaussian_large_sigma_moments_and_symmetry() {
+    let dg = DiscreteGaussian::new(3e5).unwrap();
+    let (n, d) = dg.sigma_squared_rational();
+    let var = n as f64 / d as f64;
+    let mut xs = vec![0i64; 4 * N];
+    dg.fill(&mut seeded_rng(720), &mut xs);
+    let m = xs.len() as f64;
+    let mean = xs.iter().map(|&x| x as f64).sum::<f64>() / m;
+    let z_mean = mean / (var / m).sqrt();
+    let second = xs.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / m;
+    let z_var = (second - var) / (2.0 * var * var / m).sqrt();
+    let pos = xs.iter().filter(|&&x| x > 0).count() as f64;
+    let neg = xs.iter().filter(|&&x| x < 0).count() as f64;
+    let z_sym = (pos - neg) / (pos + neg).sqrt();
+    eprintln!("sigma 3e5: z(mean) = {z_mean:.2}, z(var) = {z_var:.2}, z(sign) = {z_sym:.2}");
+    for (name, z) in [("mean", z_mean), ("variance", z_var), ("sign", z_sym)] {
+        assert!(z.abs() < 3.89, "{name}: z = {z}");
+    }
+}
+
+/// Two-sample chi-square test of homogeneity between two integer samples of equal size, on
+/// bins of `width` over [-half, half) (outside values go to the edge bins), pooling adjacent
+/// bins until both counts together reach 10.
+fn two_sample(a: &[i64], b: &[i64], half: i64, width: i64) -> Gof {
+    assert_eq!(a.len(), b.len());
+    let bins = (2 * half / width) as usize;
+    let bin = |x: i64| ((x.clamp(-half, half - 1) + half) / width) as usize;
+    let (mut ca, mut cb) = (vec![0u64; bins], vec![0u64; bins]);
+    a.iter().for_each(|&x| ca[bin(x)] += 1);
+    b.iter().for_each(|&x| cb[bin(x)] += 1);
+    let (mut stat, mut k, mut oa, mut ob) = (0.0, 0usize, 0.0, 0.0);
+    for (x, y) in ca.iter().zip(&cb) {
+        oa += *x as f64;
+        ob += *y as f64;
+        if oa + ob >= 10.0 {
+            stat += (oa - ob) * (oa - ob) / (oa + ob);
+            k += 1;
+            oa = 0.0;
+            ob = 0.0;
+        }
+    }
+    if oa + ob > 0.0 {
+        stat += (oa - ob) * (oa - ob) / (oa + ob);
+        k += 1;
+    }
+    let dof = k - 1;
+    Gof {
+        stat,
+        dof,
+        p_value: gamma_q(dof as f64 / 2.0, stat / 2.0),
+    }
+}
+
+/// The table-driven sampler and CKS Algorithm 3 (`fill_cks`) sample the same distribution:
+/// two-sample chi-square at level 1e-4, bins of sigma / 4 over +-6 sigma.
+#[test]
+fn table_sampler_agrees_with_cks() {
+    for (i, sigma) in [16.0, 100.0, 3e5].into_iter().enumerate() {
+        let dg = DiscreteGaussian::new(sigma).unwrap();
+        let mut fast = vec![0i64; N];
+        let mut cks = vec![0i64; N];
+        dg.fill(&mut seeded_rng(730 + i as u64), &mut fast);
+        dg.fill_cks(&mut seeded_rng(740 + i as u64), &mut cks);
+        let width = ((sigma / 4.0) as i64).max(1);
+        let g = two_sample(&fast, &cks, 24 * width, width);
+        assert_fits(&format!("table vs CKS, sigma {sigma}"), &g);
+    }
+}
+
+#[test]
+fn tests_can_fail_two_sample() {
+    // sigma 100 against sigma 106 (both exact samplers): must be told apart.
+    let a = DiscreteGaussian::new(100.0).unwrap();
+    let b = DiscreteGaussian::new(106.0).unwrap();
+    let mut xa = vec![0i64; N];
+    let mut xb = vec![0i64; N];
+    a.fill(&mut seeded_rng(750), &mut xa);
+    b.fill_cks(&mut seeded_rng(751), &mut xb);
+    assert_rejects(
+        "table sigma 100 vs CKS sigma 106",
+        &two_sample(&xa, &xb, 600, 25),
+    );
+}
+
 #[test]
 fn discrete_gaussian_small_and_awkward_sigmas() {
     // Non-dyadic sigma (rounded sigma^2), sigma < 1/2, sigma just below an integer.
@@ -618,11 +752,40 @@ fn big_laplace_and_gaussian() {
     for (i, scale) in [0.3, 1.0, 2.5, 100.0].into_iter().enumerate() {
         check_laplace(scale, BIG_N, 1400 + i as u64);
     }
-    for (i, sigma) in [0.5, 1.0, 1.4, std::f64::consts::E, 3.0, 10.0, 1000.0, 1e5]
-        .into_iter()
-        .enumerate()
+    for (i, sigma) in [
+        0.5,
+        1.0,
+        1.4,
+        std::f64::consts::E,
+        3.0,
+        10.0,
+        16.0,
+        1000.0,
+        1e5,
+    ]
+    .into_iter()
+    .enumerate()
     {
         check_gaussian(sigma, BIG_N, 1500 + i as u64);
+    }
+    for (i, sigma) in [3e5, 1e7, 67_108_864.0].into_iter().enumerate() {
+        check_gaussian_large(sigma, BIG_N, 1600 + i as u64);
+    }
+}
+
+// cargo test -p sotto-dp --release --test sampler_stats -- --ignored
+#[test]
+#[ignore = "10^7 samples per case; run with --release -- --ignored"]
+fn big_table_sampler_agrees_with_cks() {
+    for (i, sigma) in [16.0, 64.5, 1000.0, 3e5].into_iter().enumerate() {
+        let dg = DiscreteGaussian::new(sigma).unwrap();
+        let mut fast = vec![0i64; BIG_N];
+        let mut cks = vec![0i64; BIG_N];
+        dg.fill(&mut seeded_rng(1700 + i as u64), &mut fast);
+        dg.fill_cks(&mut seeded_rng(1710 + i as u64), &mut cks);
+        let width = ((sigma / 8.0) as i64).max(1);
+        let g = two_sample(&fast, &cks, 48 * width, width);
+        assert_fits(&format!("table vs CKS, sigma {sigma}, 10^7"), &g);
     }
 }
 

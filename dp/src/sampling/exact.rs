@@ -33,6 +33,24 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         }
     }
 
+    /// One uniform 64-bit word straight from the generator (the bit buffer is untouched).
+    #[inline(always)]
+    pub(crate) fn word(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
+    /// One uniform 32-bit word straight from the generator (the bit buffer is untouched).
+    #[inline(always)]
+    pub(crate) fn word32(&mut self) -> u32 {
+        self.rng.next_u32()
+    }
+
+    /// The underlying generator (for the lazily drawn words of an exact slow path).
+    #[inline]
+    pub(crate) fn rng(&mut self) -> &mut R {
+        self.rng
+    }
+
     /// One uniform bit.
     #[inline(always)]
     pub(crate) fn bit(&mut self) -> bool {

@@ -21,9 +21,14 @@
 //! least 2^11 scales* (discrete Laplace with the largest supported scale 2^52) or 2^36 sigmas
 //! (discrete Gaussian with the largest supported sigma 2^26). That event has probability below
 //! exp(-2^11) in the worst case (e^-2048, about 10^-889), far below the probability that the
-//! generator itself is broken.
+//! generator itself is broken. The table-driven discrete Gaussian sampler used for
+//! sigma >= [`FAST_MIN_SIGMA`] (`fast.rs`) conditions on |x| < 300 sigma instead (probability
+//! of the excluded event below exp(-45000)).
 //!
 //! See `docs/privacy/sampling.md` for the derivations and the statistical tests.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use rand_core::{CryptoRng, RngCore};
 
@@ -32,9 +37,12 @@ use crate::{Error, Result};
 
 mod distributed;
 mod exact;
+mod fast;
+mod lazy_exp;
 pub use distributed::DistributedDiscreteGaussian;
 
 use exact::Bits;
+use fast::FastGaussian;
 
 /// A uniform integer in `[0, n)`, exactly (rejection sampling, no modulo bias).
 ///
@@ -295,6 +303,12 @@ impl DiscreteLaplace {
     }
 }
 
+/// From this sigma on (compared exactly: sigma^2 = N / D >= 4), [`DiscreteGaussian`] samples
+/// with the table-driven exact sampler (`fast.rs`; 5 to 7.7 times faster than CKS Algorithm 3
+/// in `docs/benchmarks-dp.md`); below it, with CKS Algorithm 3. Both are exact; the choice
+/// affects only speed (and which values a given seed produces).
+pub const FAST_MIN_SIGMA: f64 = 2.0;
+
 /// The discrete Gaussian distribution on the integers: P(x) proportional to
 /// exp(-x^2 / (2 sigma^2)) (Canonne, Kamath, Steinke 2020).
 ///
@@ -306,7 +320,14 @@ impl DiscreteLaplace {
 /// conditioning of the [module documentation](self), an event of probability below
 /// exp(-2^36) for every supported sigma. The variance of the output is slightly *below*
 /// sigma^2 (CKS Proposition 19); the privacy guarantee is stated in terms of sigma.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// For sigma >= [`FAST_MIN_SIGMA`] the samples come from an exact table-driven sampler
+/// (alias-table proposal over buckets of width about sigma / 16, acceptance decided by a
+/// lazily refined comparison with rigorous integer bounds of exp; see
+/// `docs/privacy/sampling.md`), built on the first call to [`Self::sample`] or [`Self::fill`]
+/// (1 to 2 ms) and shared by clones made after that. Its output is conditioned on
+/// |x| < 300 sigma instead, an event of probability above 1 - exp(-45000).
+#[derive(Clone)]
 pub struct DiscreteGaussian {
     /// sigma^2 = n / d, d a power of two, n < 2^53.
     n: u128,
@@ -319,6 +340,28 @@ pub struct DiscreteGaussian {
     b: u128,
     /// The effective sigma, rounded down to an `f64` but never below the requested one.
     sigma: f64,
+    /// The table-driven sampler, built on first use (`None` inside: use CKS).
+    fast: OnceLock<Option<Arc<FastGaussian>>>,
+}
+
+impl PartialEq for DiscreteGaussian {
+    /// Two samplers are equal when they sample the same distribution (the same exact
+    /// sigma^2); whether the fast table has been built yet does not matter.
+    fn eq(&self, other: &Self) -> bool {
+        self.n == other.n && self.d == other.d
+    }
+}
+
+impl fmt::Debug for DiscreteGaussian {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiscreteGaussian")
+            .field("n", &self.n)
+            .field("d", &self.d)
+            .field("t", &self.t)
+            .field("sigma", &self.sigma)
+            .field("fast_table", &self.fast.get().map(Option::is_some))
+            .finish_non_exhaustive()
+    }
 }
 
 impl DiscreteGaussian {
@@ -423,7 +466,20 @@ impl DiscreteGaussian {
             dt,
             b,
             sigma: s,
+            fast: OnceLock::new(),
         })
+    }
+
+    /// The table-driven sampler if sigma >= [`FAST_MIN_SIGMA`] (built on first use).
+    fn fast_table(&self) -> Option<&FastGaussian> {
+        // n / d >= FAST_MIN_SIGMA^2, exactly in integers (d <= 2^62, so the product fits).
+        const MIN_SQ: u128 = (FAST_MIN_SIGMA * FAST_MIN_SIGMA) as u128;
+        if self.n < MIN_SQ * self.d {
+            return None;
+        }
+        self.fast
+            .get_or_init(|| FastGaussian::new(self.n, self.d).map(Arc::new))
+            .as_deref()
     }
 
     /// The sigma the sampler really uses (>= the requested one).
@@ -441,11 +497,48 @@ impl DiscreteGaussian {
 
     /// One sample.
     pub fn sample<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R) -> i64 {
-        self.sample_bits(&mut Bits::new(rng))
+        let mut bits = Bits::new(rng);
+        match self.fast_table() {
+            Some(fast) => fast.sample(&mut bits),
+            None => self.sample_bits(&mut bits),
+        }
     }
 
     /// Fills `out` with independent samples.
     pub fn fill<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R, out: &mut [i64]) {
+        let mut bits = Bits::new(rng);
+        match self.fast_table() {
+            Some(fast) => {
+                for x in out.iter_mut() {
+                    *x = fast.sample(&mut bits);
+                }
+            }
+            None => {
+                for x in out.iter_mut() {
+                    *x = self.sample_bits(&mut bits);
+                }
+            }
+        }
+    }
+
+    /// Fills `out` with independent samples from CKS Algorithm 3 (discrete Laplace proposal),
+    /// whatever sigma is: the reference sampler the table-driven one is tested and
+    /// benchmarked against. Same distribution as [`Self::fill`] (up to the negligible
+    /// conditioning events described on [`DiscreteGaussian`]), several times slower for
+    /// sigma >= [`FAST_MIN_SIGMA`].
+    ///
+    /// # Example
+    /// ```rust
+    /// use sotto_dp::{rng::seeded_rng, sampling::DiscreteGaussian};
+    /// let dg = DiscreteGaussian::new(100.0)?;
+    /// let (mut a, mut b) = (vec![0i64; 4000], vec![0i64; 4000]);
+    /// dg.fill(&mut seeded_rng(1), &mut a); // table-driven
+    /// dg.fill_cks(&mut seeded_rng(1), &mut b); // CKS Algorithm 3: other values, same law
+    /// let var = |v: &[i64]| v.iter().map(|&x| (x * x) as f64).sum::<f64>() / v.len() as f64;
+    /// assert!((var(&a) / 1e4 - 1.0).abs() < 0.1 && (var(&b) / 1e4 - 1.0).abs() < 0.1);
+    /// # Ok::<(), sotto_dp::Error>(())
+    /// ```
+    pub fn fill_cks<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R, out: &mut [i64]) {
         let mut bits = Bits::new(rng);
         for x in out.iter_mut() {
             *x = self.sample_bits(&mut bits);
@@ -645,6 +738,50 @@ mod tests {
             let r = bernoulli_exp_neg(&mut rng, num, den);
             proptest::prop_assert_eq!(r.is_ok(), den > 0);
         }
+    }
+
+    #[test]
+    fn table_sampler_threshold_and_sharing() {
+        // sigma^2 >= 4 exactly: the table; just below: CKS.
+        let at = DiscreteGaussian::new(FAST_MIN_SIGMA).unwrap();
+        assert!(at.fast_table().is_some());
+        let below = DiscreteGaussian::new(1.999_999).unwrap();
+        assert!(below.fast_table().is_none());
+        assert!(
+            DiscreteGaussian::new(MAX_GAUSSIAN_SIGMA)
+                .unwrap()
+                .fast_table()
+                .is_some()
+        );
+        // Equality ignores whether the table has been built; Debug says whether it has.
+        let fresh = DiscreteGaussian::new(FAST_MIN_SIGMA).unwrap();
+        assert_eq!(at, fresh);
+        assert!(format!("{at:?}").contains("fast_table: Some(true)"));
+        assert!(format!("{fresh:?}").contains("fast_table: None"));
+        // One sampler shared by threads: the table is built once, and each thread's output
+        // depends only on its own seed.
+        let dg = DiscreteGaussian::new(1e4).unwrap();
+        let outs: Vec<Vec<i64>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let dg = &dg;
+                    s.spawn(move || {
+                        let mut v = vec![0i64; 1000];
+                        dg.fill(&mut seeded_rng(i % 2), &mut v);
+                        v
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(outs[0], outs[2]);
+        assert_eq!(outs[1], outs[3]);
+        assert_ne!(outs[0], outs[1]);
+        let mut single = vec![0i64; 1000];
+        DiscreteGaussian::new(1e4)
+            .unwrap()
+            .fill(&mut seeded_rng(0), &mut single);
+        assert_eq!(single, outs[0]);
     }
 
     #[test]

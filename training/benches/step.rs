@@ -29,18 +29,20 @@ struct Case {
 fn cases() -> Vec<Case> {
     let dev = Device::Cpu;
     let (train, _) = digits_split(1).unwrap();
-    let idx: Vec<usize> = (0..256).collect();
-    let mlp = Model::new(
-        &ModelSpec::Mlp {
-            hidden: vec![256, 256],
-        },
-        InputShape::of(&train),
-        10,
-        DType::F32,
-        &dev,
-        1,
-    )
-    .unwrap();
+    let mlp = || {
+        Model::new(
+            &ModelSpec::Mlp {
+                hidden: vec![256, 256],
+            },
+            InputShape::of(&train),
+            10,
+            DType::F32,
+            &dev,
+            1,
+        )
+        .unwrap()
+    };
+    let first = |b: usize| -> Vec<usize> { (0..b).collect() };
     let seq: Dataset = sequence_task(64, 16, 64, 4, 2).unwrap();
     let spec = ModelSpec::Transformer {
         dim: 64,
@@ -52,9 +54,16 @@ fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "mlp",
-            model: mlp,
-            batch: train.batch(&idx, &dev).unwrap(),
+            model: mlp(),
+            batch: train.batch(&first(256), &dev).unwrap(),
             batch_size: 256,
+        },
+        // The noise costs the same at any batch size; DP-SGD is usually run with large batches.
+        Case {
+            name: "mlp",
+            model: mlp(),
+            batch: train.batch(&first(1024), &dev).unwrap(),
+            batch_size: 1024,
         },
         Case {
             name: "transformer",
@@ -145,6 +154,13 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .with_threads(1)
         .unwrap();
+        // The library's default: noise chunks sampled on all cores.
+        let noise_all_cores = GradientNoise::new(
+            1.0,
+            clip.clip_norm,
+            case.model.trainable_len(Trainable::All),
+        )
+        .unwrap();
         let mut rng = sotto_dp::rng::seeded_rng(7);
         let mut g = c.benchmark_group(format!("step/{}", case.name));
         g.sample_size(20);
@@ -168,23 +184,28 @@ fn bench(c: &mut Criterion) {
         let mut opt2 = sgd(&case.model);
         let mut opt3 = sgd(&case.model);
         let mut opt4 = sgd(&case.model);
+        let mut opt5 = sgd(&case.model);
+        let mut rng2 = sotto_dp::rng::seeded_rng(8);
         let m = interleaved_medians(
             40,
             &mut [
                 &mut || non_dp_step(&case, &mut opt),
                 &mut || dp_step(&case, &mut opt2, &clip),
                 &mut || dp_step_noised(&case, &mut opt3, &clip, &noise, &mut rng),
+                &mut || dp_step_noised(&case, &mut opt5, &clip, &noise_all_cores, &mut rng2),
             ],
         );
         let naive = interleaved_medians(3, &mut [&mut || naive_step(&case, &mut opt4, &clip)])[0];
-        let (base, dp, dpn) = (m[0], m[1], m[2]);
+        let (base, dp, dpn, dpn_all) = (m[0], m[1], m[2], m[3]);
         println!(
-            "RATIO {} (B={}, {} params): non-DP {base:.3} ms | DP book-keeping {dp:.3} ms ({:.2}x) | with noise {dpn:.3} ms ({:.2}x) | naive loop {naive:.3} ms ({:.2}x)",
+            "RATIO {} (B={}, {} params): non-DP {base:.3} ms | DP book-keeping {dp:.3} ms ({:.2}x) | with noise {dpn:.3} ms ({:.2}x) | with noise on all {} cores {dpn_all:.3} ms ({:.2}x) | naive loop {naive:.3} ms ({:.2}x)",
             case.name,
             case.batch_size,
             case.model.num_params(),
             dp / base,
             dpn / base,
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            dpn_all / base,
             naive / base
         );
     }

@@ -146,12 +146,15 @@ impl GradientNoise {
         self.sampler.sigma() * self.grid
     }
 
-    /// `len` independent noise samples (in grid units). Coordinates are cut into fixed chunks of
+    /// Releases `grid * (round(sum / grid) + z)` for every coordinate (the caller has checked
+    /// that every `sum / grid` is finite and below 2^52 in magnitude), `z` fresh noise. Coordinates are cut into fixed chunks of
     /// [`NOISE_CHUNK`]; each chunk gets its own ChaCha20 generator seeded with 32 bytes from
-    /// `rng`, and chunks are sampled on all available cores. The result depends only on `rng`,
-    /// not on the number of threads.
-    fn sample_noise<R: RngCore + CryptoRng + ?Sized>(&self, len: usize, rng: &mut R) -> Vec<i64> {
-        let mut z = vec![0i64; len];
+    /// `rng`, and chunks are processed on all available cores (noise, addition and conversion
+    /// in one pass per chunk, so no full-length noise vector is ever allocated). The result
+    /// depends only on `rng`, not on the number of threads.
+    fn noised<R: RngCore + CryptoRng + ?Sized>(&self, sum: &[f32], rng: &mut R) -> Vec<f32> {
+        let len = sum.len();
+        let mut out = vec![0f32; len];
         let mut seeds: Vec<[u8; 32]> = Vec::with_capacity(len.div_ceil(NOISE_CHUNK));
         for _ in 0..len.div_ceil(NOISE_CHUNK) {
             let mut seed = [0u8; 32];
@@ -167,18 +170,31 @@ impl GradientNoise {
             })
             .min(seeds.len())
             .max(1);
-        let mut jobs: Vec<(&mut [i64], [u8; 32])> = z
-            .chunks_mut(NOISE_CHUNK)
+        let mut jobs: Vec<(&[f32], &mut [f32], [u8; 32])> = sum
+            .chunks(NOISE_CHUNK)
+            .zip(out.chunks_mut(NOISE_CHUNK))
             .zip(seeds.iter().copied())
+            .map(|((s, o), seed)| (s, o, seed))
             .collect();
         let per_thread = jobs.len().div_ceil(threads);
-        let sampler = &self.sampler;
-        let run = |batch: &mut [(&mut [i64], [u8; 32])]| {
-            for (chunk, seed) in batch.iter_mut() {
+        let (sampler, grid) = (&self.sampler, self.grid);
+        // The grid is a power of two (at least 2^-1000), so multiplying by its inverse is
+        // exactly the division.
+        let inv_grid = 1.0 / grid;
+        let run = |batch: &mut [(&[f32], &mut [f32], [u8; 32])]| {
+            let mut z = vec![0i64; NOISE_CHUNK.min(len)];
+            for (sum, out, seed) in batch.iter_mut() {
                 let mut local =
                     <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(*seed);
-                sampler.fill(&mut local, chunk);
                 seed.fill(0);
+                let z = z.get_mut(..sum.len()).unwrap_or_default();
+                sampler.fill(&mut local, z);
+                for ((o, &v), &n) in out.iter_mut().zip(sum.iter()).zip(z.iter()) {
+                    let k = round_half_away(f64::from(v) * inv_grid);
+                    // |k| < 2^52 (checked by the caller) and |n| < 300 sigma < 2^35 (the
+                    // sampler's support): the sum cannot overflow.
+                    *o = (k.saturating_add(n) as f64 * grid) as f32;
+                }
             }
         };
         if threads <= 1 {
@@ -191,7 +207,7 @@ impl GradientNoise {
             });
         }
         seeds.iter_mut().for_each(|s| s.fill(0));
-        z
+        out
     }
 
     /// Snaps `sum` to the grid and adds discrete Gaussian noise to every coordinate.
@@ -215,26 +231,32 @@ impl GradientNoise {
             ));
         }
         const LIMIT: f64 = (1u64 << 52) as f64;
-        let mut units = Vec::with_capacity(sum.len());
-        for (i, &v) in sum.iter().enumerate() {
-            let x = f64::from(v) / self.grid;
-            if !x.is_finite() || x.abs() >= LIMIT {
-                return Err(Error::Data(format!(
-                    "coordinate {i} of the gradient sum is not finite or too large for the noise grid"
-                )));
-            }
-            units.push(x.round() as i64);
+        // Check everything before sampling anything: an error releases nothing.
+        let inv_grid = 1.0 / self.grid;
+        if let Some(i) = sum.iter().position(|&v| {
+            let x = f64::from(v) * inv_grid;
+            !x.is_finite() || x.abs() >= LIMIT
+        }) {
+            return Err(Error::Data(format!(
+                "coordinate {i} of the gradient sum is not finite or too large for the noise grid"
+            )));
         }
-        let z = self.sample_noise(sum.len(), rng);
-        units
-            .iter()
-            .zip(&z)
-            .map(|(&k, &n)| {
-                k.checked_add(n)
-                    .map(|s| (s as f64 * self.grid) as f32)
-                    .ok_or_else(|| Error::Data("noised gradient coordinate overflowed".into()))
-            })
-            .collect()
+        Ok(self.noised(sum, rng))
+    }
+}
+
+/// `x.round()` (half away from zero) for `|x| < 2^52`, without a libm call: truncation is exact
+/// there and so is `x - trunc(x)`.
+#[inline]
+fn round_half_away(x: f64) -> i64 {
+    let t = x as i64;
+    let frac = x - t as f64;
+    if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
     }
 }
 
@@ -307,6 +329,35 @@ mod tests {
         assert!(n.clone().with_threads(0).is_err());
         // chunks are independent streams, not copies of one another
         assert_ne!(a[..NOISE_CHUNK], a[NOISE_CHUNK..2 * NOISE_CHUNK]);
+    }
+
+    #[test]
+    fn rounding_matches_f64_round() {
+        for x in [
+            0.0,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            -2.4,
+            3.7,
+            -3.7,
+            1e15 + 0.5,
+            -(1e15 + 0.5),
+            4503599627370495.0,
+            -4503599627370495.0,
+        ] {
+            assert_eq!(round_half_away(x), x.round() as i64, "{x}");
+        }
+        let mut rng = sotto_dp::rng::seeded_rng(2);
+        for _ in 0..10_000 {
+            let x = (rng.next_u64() as i64 as f64) / 2f64.powi((rng.next_u32() % 40) as i32 + 12);
+            if x.abs() < 4503599627370496.0 {
+                assert_eq!(round_half_away(x), x.round() as i64, "{x}");
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Optimizers applied to a (noised) gradient: SGD with momentum and Adam.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
@@ -207,7 +207,6 @@ impl Optimizer {
                 .ok_or_else(|| Error::invalid("sum", sum.len(), "is too short"))?;
             offset += n;
             let t = Tensor::from_slice(part, p.value().dims(), model.device())?
-                .to_dtype(DType::F64)?
                 .affine(1.0 / denominator, 0.0)?;
             grads.push(t);
         }

@@ -12,6 +12,9 @@ const GRID_DIVISOR: f64 = 1024.0;
 /// Coordinates per independently seeded noise chunk.
 pub const NOISE_CHUNK: usize = 16_384;
 
+/// Noise values drawn per sampler call inside a chunk (16 KiB of `i64`, kept in cache).
+const NOISE_BLOCK: usize = 2_048;
+
 /// Relative safety margin for float rounding in the noise scale (rounding against the user).
 const ROUND_UP: f64 = 1.0 + 1e-12;
 
@@ -182,18 +185,21 @@ impl GradientNoise {
         // exactly the division.
         let inv_grid = 1.0 / grid;
         let run = |batch: &mut [(&[f32], &mut [f32], [u8; 32])]| {
-            let mut z = vec![0i64; NOISE_CHUNK.min(len)];
+            // Noise is drawn in small blocks that stay in the L1 cache.
+            let mut z = [0i64; NOISE_BLOCK];
             for (sum, out, seed) in batch.iter_mut() {
                 let mut local =
                     <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(*seed);
                 seed.fill(0);
-                let z = z.get_mut(..sum.len()).unwrap_or_default();
-                sampler.fill(&mut local, z);
-                for ((o, &v), &n) in out.iter_mut().zip(sum.iter()).zip(z.iter()) {
-                    let k = round_half_away(f64::from(v) * inv_grid);
-                    // |k| < 2^52 (checked by the caller) and |n| < 300 sigma < 2^35 (the
-                    // sampler's support): the sum cannot overflow.
-                    *o = (k.saturating_add(n) as f64 * grid) as f32;
+                for (sum, out) in sum.chunks(NOISE_BLOCK).zip(out.chunks_mut(NOISE_BLOCK)) {
+                    let z = z.get_mut(..sum.len()).unwrap_or_default();
+                    sampler.fill(&mut local, z);
+                    for ((o, &v), &n) in out.iter_mut().zip(sum.iter()).zip(z.iter()) {
+                        let k = round_half_away(f64::from(v) * inv_grid);
+                        // |k| < 2^52 (checked by the caller) and |n| < 300 sigma < 2^35 (the
+                        // sampler's support): the sum cannot overflow.
+                        *o = (k.saturating_add(n) as f64 * grid) as f32;
+                    }
                 }
             }
         };
@@ -251,13 +257,8 @@ impl GradientNoise {
 fn round_half_away(x: f64) -> i64 {
     let t = x as i64;
     let frac = x - t as f64;
-    if frac >= 0.5 {
-        t + 1
-    } else if frac <= -0.5 {
-        t - 1
-    } else {
-        t
-    }
+    // Branch-free: the fraction's side is unpredictable for noisy gradients.
+    t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5)
 }
 
 #[cfg(test)]

@@ -5,14 +5,19 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+use subtle::ConstantTimeEq;
+
 use super::messages::{
-    ClientMessage, EncryptedShare, ForwardedShare, Header, PartyKeys, RevealedShare, ServerMessage,
+    ClientMessage, EncryptedShare, ForwardedShare, Header, PartyKeys, RevealedSeed, ServerMessage,
     ShareKind,
 };
-use super::{Round, SecAggConfig, pair_mask_seed, self_mask_seed};
-use crate::crypto::{SecretScalar, TAG_LEN};
+use super::{
+    Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment,
+    self_mask_seed,
+};
+use crate::crypto::{Commitment, SecretScalar, TAG_LEN};
 use crate::error::{Error, PartyId, Peer, Result};
-use crate::prg;
+use crate::prg::{self, Seed};
 use crate::ring::{self, RingWord};
 use crate::shamir::{self, CheckedFailure};
 
@@ -53,6 +58,22 @@ pub struct AggregatorStats {
     pub prg_words: u64,
     /// Secrets reconstructed.
     pub secrets_reconstructed: u64,
+    /// Pairwise masks of dropped parties removed with a seed revealed by the surviving
+    /// neighbour (checked against the dropped party's commitment).
+    pub pair_seeds_revealed: u64,
+    /// Pairwise masks of dropped parties removed the fallback way: the dropped party's mask
+    /// key reconstructed from shares and one X25519 per pair (the neighbour did not answer the
+    /// unmasking round, or its seed did not match).
+    pub pair_seeds_recomputed: u64,
+}
+
+/// A validated unmasking message: the shares (parsed) and the revealed pair seeds.
+#[derive(Clone)]
+struct Unmasking {
+    /// (owner, share), one per owner in the sender's U2 neighbourhood, in order.
+    shares: Vec<(PartyId, SecretScalar)>,
+    /// Seeds of the sender's pairs with its neighbours in U2 \ U3.
+    seeds: Vec<RevealedSeed>,
 }
 
 /// The aggregator of the aggregator protocol (SecAgg / SecAgg+).
@@ -108,10 +129,12 @@ pub struct SecAggAggregator<W: RingWord> {
     deadline: Option<Instant>,
     keys: BTreeMap<PartyId, PartyKeys>,
     share_msgs: BTreeMap<PartyId, Vec<EncryptedShare>>,
+    /// (owner, neighbour) -> the owner's commitment to their pair-mask seed (owners in U2).
+    seed_commitments: BTreeMap<(PartyId, PartyId), Commitment>,
     u2: BTreeSet<PartyId>,
     sum: Zeroizing<Vec<W>>,
     u3: BTreeSet<PartyId>,
-    unmask: BTreeMap<PartyId, Vec<RevealedShare>>,
+    unmask: BTreeMap<PartyId, Unmasking>,
     outbox: VecDeque<(PartyId, ServerMessage)>,
     result: Option<Result<AggregateOutput<W>>>,
     misbehaved: Vec<Error>,
@@ -136,6 +159,7 @@ impl<W: RingWord> Clone for SecAggAggregator<W> {
             deadline: self.deadline,
             keys: self.keys.clone(),
             share_msgs: self.share_msgs.clone(),
+            seed_commitments: self.seed_commitments.clone(),
             u2: self.u2.clone(),
             sum: self.sum.clone(),
             u3: self.u3.clone(),
@@ -159,6 +183,7 @@ impl<W: RingWord> SecAggAggregator<W> {
             deadline: None,
             keys: BTreeMap::new(),
             share_msgs: BTreeMap::new(),
+            seed_commitments: BTreeMap::new(),
             u2: BTreeSet::new(),
             sum: Zeroizing::new(vec![W::default(); dim]),
             u3: BTreeSet::new(),
@@ -214,7 +239,9 @@ impl<W: RingWord> SecAggAggregator<W> {
         self.result.take()
     }
 
-    /// Parties caught sending bad shares during unmasking (their shares were ignored).
+    /// Parties caught misbehaving during unmasking: a bad share (that party's shares were then
+    /// ignored), a revealed pair seed that does not match its commitment (the pair's mask was
+    /// then removed the fallback way), or a wrong commitment to a pair seed.
     pub fn misbehaved(&self) -> &[Error] {
         &self.misbehaved
     }
@@ -404,7 +431,7 @@ impl<W: RingWord> SecAggAggregator<W> {
                 self.u3.insert(from);
                 self.u3.len() == self.u2.len()
             }
-            ClientMessage::Unmask { shares, .. } => {
+            ClientMessage::Unmask { shares, seeds, .. } => {
                 if !self.u3.contains(&from) {
                     return Err(Error::misbehaved(peer, "not a survivor (U3)"));
                 }
@@ -427,6 +454,7 @@ impl<W: RingWord> SecAggAggregator<W> {
                         "must reveal one share per owner in its U2 neighbourhood, in order",
                     ));
                 }
+                let mut parsed = Vec::with_capacity(shares.len());
                 for s in &shares {
                     let want = if self.u3.contains(&s.owner) {
                         ShareKind::SelfMask
@@ -439,14 +467,33 @@ impl<W: RingWord> SecAggAggregator<W> {
                             format!("revealed the wrong kind of share for {}", s.owner),
                         ));
                     }
-                    if SecretScalar::from_canonical(s.value.0).is_none() {
+                    let Some(value) = SecretScalar::from_canonical(s.value.0) else {
                         return Err(Error::misbehaved(
                             peer,
                             "share is not a canonical field element",
                         ));
-                    }
+                    };
+                    parsed.push((s.owner, value));
                 }
-                self.unmask.insert(from, shares);
+                // Seeds: exactly one per neighbour in U2 \ U3, in order (never for a survivor).
+                let mut expected_seeds = expected
+                    .iter()
+                    .filter(|&&v| v != from && !self.u3.contains(&v));
+                let seeds_ok = seeds.iter().all(|s| expected_seeds.next() == Some(&s.peer))
+                    && expected_seeds.next().is_none();
+                if !seeds_ok {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "must reveal one pair seed per neighbour reported dropped (in U2, not in U3), in order, and none for a survivor",
+                    ));
+                }
+                self.unmask.insert(
+                    from,
+                    Unmasking {
+                        shares: parsed,
+                        seeds,
+                    },
+                );
                 self.unmask.len() == self.u3.len()
             }
         };
@@ -484,6 +531,8 @@ impl<W: RingWord> SecAggAggregator<W> {
         let mut inbox: BTreeMap<PartyId, Vec<ForwardedShare>> = BTreeMap::new();
         for (from, shares) in std::mem::take(&mut self.share_msgs) {
             for s in shares {
+                self.seed_commitments
+                    .insert((from, s.to), s.seed_commitment);
                 if self.u2.contains(&s.to) {
                     inbox.entry(s.to).or_default().push(ForwardedShare {
                         from,
@@ -517,30 +566,36 @@ impl<W: RingWord> SecAggAggregator<W> {
         Ok(Some(Round::Unmask))
     }
 
-    /// Reconstructs the secrets of every owner in U2 from the responders' shares, dropping a
-    /// responder caught with a bad share and retrying.
-    fn reconstruct_all(&mut self) -> Result<BTreeMap<PartyId, SecretScalar>> {
+    /// Reconstructs the secrets of the owners in `owners` (a subset of U2) from the
+    /// responders' shares, dropping a responder caught with a bad share and retrying. A
+    /// survivor's self-mask secret is checked against its hash commitment, a dropped party's
+    /// mask key against its public key.
+    fn reconstruct_all(
+        &mut self,
+        owners: &BTreeSet<PartyId>,
+    ) -> Result<BTreeMap<PartyId, SecretScalar>> {
         let t_s = self.config.share_threshold();
+        let session = self.config.session();
         let mut cache = BTreeMap::new();
         'retry: loop {
             self.need(Round::Unmask, self.unmask.len())?;
-            let mut by_owner: BTreeMap<PartyId, Vec<(PartyId, u32, SecretScalar)>> =
-                BTreeMap::new();
-            for (r, shares) in &self.unmask {
-                for s in shares {
-                    if let Some(v) = SecretScalar::from_canonical(s.value.0) {
-                        by_owner.entry(s.owner).or_default().push((*r, r.0 + 1, v));
+            let mut by_owner: BTreeMap<PartyId, Vec<(PartyId, u32, &SecretScalar)>> = owners
+                .iter()
+                .map(|&o| (o, Vec::with_capacity(t_s + 1)))
+                .collect();
+            for (r, msg) in &self.unmask {
+                for (owner, v) in &msg.shares {
+                    if let Some(list) = by_owner.get_mut(owner) {
+                        list.push((*r, r.0 + 1, v));
                     }
                 }
             }
             let mut out = BTreeMap::new();
-            for &owner in &self.u2 {
+            let mut bad = None;
+            for (&owner, refs) in &by_owner {
                 let Some(k) = self.keys.get(&owner) else {
                     continue;
                 };
-                let list = by_owner.remove(&owner).unwrap_or_default();
-                let refs: Vec<(PartyId, u32, &SecretScalar)> =
-                    list.iter().map(|(r, x, v)| (*r, *x, v)).collect();
                 if refs.len() < t_s {
                     return Err(Error::NotEnoughParties {
                         round: Round::Unmask.name(),
@@ -548,60 +603,149 @@ impl<W: RingWord> SecAggAggregator<W> {
                         needed: t_s,
                     });
                 }
-                let target = if self.u3.contains(&owner) {
-                    k.self_mask_commitment
+                let r = if self.u3.contains(&owner) {
+                    let target = k.self_mask_commitment;
+                    shamir::reconstruct_checked(refs, t_s, &mut cache, |s| {
+                        self_mask_commitment(s, &session, owner).ct_eq(&target)
+                    })
                 } else {
-                    k.mask_pk
+                    let target = k.mask_pk;
+                    shamir::reconstruct_checked(refs, t_s, &mut cache, |s| {
+                        s.public_key() == target
+                    })
                 };
-                match shamir::reconstruct_checked(&refs, t_s, &mut cache, |s| {
-                    s.public_key() == target
-                }) {
+                match r {
                     Ok(s) => {
-                        self.stats.secrets_reconstructed += 1;
                         out.insert(owner, s);
                     }
                     Err(CheckedFailure::BadShare(r)) => {
-                        self.misbehaved.push(Error::misbehaved(
-                            Peer::Party(r),
-                            format!(
-                                "sent a bad share of {owner}'s secret; its shares were ignored"
-                            ),
-                        ));
-                        self.unmask.remove(&r);
-                        continue 'retry;
+                        bad = Some((r, owner));
+                        break;
                     }
                     Err(CheckedFailure::Unidentified) => {
                         return Err(Error::InconsistentShares { owner });
                     }
                 }
             }
+            if let Some((r, owner)) = bad {
+                self.misbehaved.push(Error::misbehaved(
+                    Peer::Party(r),
+                    format!("sent a bad share of {owner}'s secret; its shares were ignored"),
+                ));
+                self.unmask.remove(&r);
+                continue 'retry;
+            }
+            self.stats.secrets_reconstructed += out.len() as u64;
             return Ok(out);
         }
     }
 
-    fn finish(&mut self) -> Result<Option<Round>> {
-        let secrets = self.reconstruct_all()?;
+    /// The pair seeds revealed by the responders, checked against the dropped owners'
+    /// commitments: (dropped u, survivor v) -> seed, and the pairs whose revealed seed did not
+    /// match (with the revealed seed, to tell later who was wrong).
+    #[allow(clippy::type_complexity)]
+    fn checked_seeds(
+        &self,
+    ) -> (
+        BTreeMap<(PartyId, PartyId), Seed>,
+        BTreeMap<(PartyId, PartyId), Seed>,
+    ) {
         let session = self.config.session();
-        let graph = self.config.graph().clone();
-        let mut sum = self.sum.clone();
-        let dim = sum.len() as u64;
-        for (&owner, secret) in &secrets {
-            if self.u3.contains(&owner) {
-                prg::sub_mask(&self_mask_seed(secret, &session, owner)?, &mut sum);
-                self.stats.prg_words += dim;
-            } else {
-                // owner dropped after sharing: remove its pairwise masks from the survivors.
-                for u in graph.neighbours(owner) {
-                    if !self.u3.contains(&u) {
-                        continue;
-                    }
-                    let Some(k) = self.keys.get(&u) else { continue };
-                    let shared = secret.diffie_hellman(&k.mask_pk, Peer::Party(u))?;
-                    let seed = pair_mask_seed(&shared, &session, u, owner)?;
-                    // y_u holds +PRG if u < owner, -PRG otherwise: undo it.
-                    prg::apply_mask(&seed, &mut sum, u < owner);
-                    self.stats.prg_words += dim;
+        let mut good = BTreeMap::new();
+        let mut suspect = BTreeMap::new();
+        for (&v, msg) in &self.unmask {
+            for rs in &msg.seeds {
+                let seed = Seed::from_bytes(rs.seed.0);
+                let u = rs.peer;
+                let ok = self
+                    .seed_commitments
+                    .get(&(u, v))
+                    .is_some_and(|c| c.ct_eq(&pair_seed_commitment(&seed, &session, u, v)));
+                if ok {
+                    good.insert((u, v), seed);
+                } else {
+                    suspect.insert((u, v), seed);
                 }
+            }
+        }
+        (good, suspect)
+    }
+
+    fn finish(&mut self) -> Result<Option<Round>> {
+        let session = self.config.session();
+        let (mut seeds, suspect) = self.checked_seeds();
+        // Dropped after sharing: U2 \ U3, with their surviving neighbours.
+        let dropped: Vec<(PartyId, Vec<PartyId>)> = self
+            .u2
+            .iter()
+            .filter(|u| !self.u3.contains(u))
+            .map(|&u| {
+                let vs = self
+                    .config
+                    .graph()
+                    .neighbours(u)
+                    .into_iter()
+                    .filter(|v| self.u3.contains(v))
+                    .collect();
+                (u, vs)
+            })
+            .collect();
+        // Secrets to reconstruct: every survivor's self-mask secret, and the mask key of a
+        // dropped party only if some pair with a survivor has no valid revealed seed.
+        let mut owners = self.u3.clone();
+        for (u, vs) in &dropped {
+            if vs.iter().any(|v| !seeds.contains_key(&(*u, *v))) {
+                owners.insert(*u);
+            }
+        }
+        let secrets = self.reconstruct_all(&owners)?;
+        let mut sum = std::mem::take(&mut self.sum);
+        let dim = sum.len() as u64;
+        for &owner in &self.u3 {
+            let Some(b) = secrets.get(&owner) else {
+                return Err(Error::InvalidState(format!(
+                    "no self-mask secret reconstructed for survivor {owner}"
+                )));
+            };
+            prg::sub_mask(&self_mask_seed(b, &session, owner)?, &mut sum);
+            self.stats.prg_words += dim;
+        }
+        for (u, vs) in &dropped {
+            let u = *u;
+            // u dropped after sharing: remove its pairwise masks from the survivors.
+            for &v in vs {
+                let seed = match seeds.remove(&(u, v)) {
+                    Some(seed) => {
+                        self.stats.pair_seeds_revealed += 1;
+                        seed
+                    }
+                    None => {
+                        let seed = self.recompute_pair_seed(&secrets, u, v)?;
+                        if let Some(revealed) = suspect.get(&(u, v)) {
+                            let same: bool = revealed.as_bytes().ct_eq(seed.as_bytes()).into();
+                            self.misbehaved.push(if same {
+                                Error::misbehaved(
+                                    Peer::Party(u),
+                                    format!(
+                                        "committed in round 1 to a wrong pair-mask seed with {v}; the seed was recomputed from its mask key"
+                                    ),
+                                )
+                            } else {
+                                Error::misbehaved(
+                                    Peer::Party(v),
+                                    format!(
+                                        "revealed a wrong pair-mask seed for its pair with {u} (it does not match {u}'s commitment); the seed was recomputed from {u}'s mask key"
+                                    ),
+                                )
+                            });
+                        }
+                        self.stats.pair_seeds_recomputed += 1;
+                        seed
+                    }
+                };
+                // y_v holds +PRG if v < u, -PRG otherwise: undo it.
+                prg::apply_mask(&seed, &mut sum, v < u);
+                self.stats.prg_words += dim;
             }
         }
         self.result = Some(Ok(AggregateOutput {
@@ -610,5 +754,22 @@ impl<W: RingWord> SecAggAggregator<W> {
         }));
         self.unmask.clear();
         Ok(None)
+    }
+
+    /// The fallback: the pair seed of dropped `u` and survivor `v` from `u`'s reconstructed
+    /// mask key and `v`'s public key (one X25519 and one HKDF).
+    fn recompute_pair_seed(
+        &self,
+        secrets: &BTreeMap<PartyId, SecretScalar>,
+        u: PartyId,
+        v: PartyId,
+    ) -> Result<Seed> {
+        let (Some(secret), Some(k)) = (secrets.get(&u), self.keys.get(&v)) else {
+            return Err(Error::InvalidState(format!(
+                "no mask key reconstructed for dropped {u} (pair with {v})"
+            )));
+        };
+        let shared = secret.diffie_hellman(&k.mask_pk, Peer::Party(v))?;
+        pair_mask_seed(&shared, &self.config.session(), v, u)
     }
 }

@@ -626,6 +626,12 @@ mod tests {
         };
         let dbg = format!("{share:?}");
         assert!(dbg.contains("[redacted]") && !dbg.contains("171"), "{dbg}");
+        let seed = RevealedSeed {
+            peer: PartyId(1),
+            seed: SeedValue([0xCD; 32]),
+        };
+        let dbg = format!("{seed:?}");
+        assert!(dbg.contains("[redacted]") && !dbg.contains("205"), "{dbg}");
         // A party outside the session's range or with a wrong-length input is a clean error.
         let config = SecAggConfig::new(SessionId([1; 16]), 3, 2, 2).unwrap();
         assert!(SecAggClient::<u32>::new(config.clone(), PartyId(3), vec![0, 0]).is_err());

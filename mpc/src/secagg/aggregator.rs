@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 use subtle::ConstantTimeEq;
 
 use super::messages::{
-    ClientMessage, EncryptedShare, ForwardedShare, Header, PartyKeys, RevealedSeed, ServerMessage,
-    ShareKind,
+    ClientMessage, EncryptedShare, ForwardedShare, Header, PartyKeys, RevealedSeed, RevealedShare,
+    ServerMessage, ShareKind,
 };
 use super::{
     Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment,
@@ -67,11 +67,12 @@ pub struct AggregatorStats {
     pub pair_seeds_recomputed: u64,
 }
 
-/// A validated unmasking message: the shares (parsed) and the revealed pair seeds.
+/// A validated unmasking message: the shares (canonical; parsed when used) and the revealed
+/// pair seeds.
 #[derive(Clone)]
 struct Unmasking {
-    /// (owner, share), one per owner in the sender's U2 neighbourhood, in order.
-    shares: Vec<(PartyId, SecretScalar)>,
+    /// One share per owner in the sender's U2 neighbourhood, in order.
+    shares: Vec<RevealedShare>,
     /// Seeds of the sender's pairs with its neighbours in U2 \ U3.
     seeds: Vec<RevealedSeed>,
 }
@@ -454,7 +455,6 @@ impl<W: RingWord> SecAggAggregator<W> {
                         "must reveal one share per owner in its U2 neighbourhood, in order",
                     ));
                 }
-                let mut parsed = Vec::with_capacity(shares.len());
                 for s in &shares {
                     let want = if self.u3.contains(&s.owner) {
                         ShareKind::SelfMask
@@ -467,13 +467,12 @@ impl<W: RingWord> SecAggAggregator<W> {
                             format!("revealed the wrong kind of share for {}", s.owner),
                         ));
                     }
-                    let Some(value) = SecretScalar::from_canonical(s.value.0) else {
+                    if !shamir::is_canonical(&s.value.0) {
                         return Err(Error::misbehaved(
                             peer,
                             "share is not a canonical field element",
                         ));
-                    };
-                    parsed.push((s.owner, value));
+                    }
                 }
                 // Seeds: exactly one per neighbour in U2 \ U3, in order (never for a survivor).
                 let mut expected_seeds = expected
@@ -489,10 +488,7 @@ impl<W: RingWord> SecAggAggregator<W> {
                 }
                 self.unmask.insert(
                     from,
-                    Unmasking {
-                        shares: parsed,
-                        seeds,
-                    },
+                    Unmasking { shares, seeds },
                 );
                 self.unmask.len() == self.u3.len()
             }
@@ -570,6 +566,10 @@ impl<W: RingWord> SecAggAggregator<W> {
     /// responders' shares, dropping a responder caught with a bad share and retrying. A
     /// survivor's self-mask secret is checked against its hash commitment, a dropped party's
     /// mask key against its public key.
+    ///
+    /// Fast path: each secret from the first `t` shares, with the Lagrange coefficients of all
+    /// point sets computed in one batch; only a secret failing its check goes through
+    /// [`shamir::reconstruct_checked`] to find the bad share.
     fn reconstruct_all(
         &mut self,
         owners: &BTreeSet<PartyId>,
@@ -579,42 +579,71 @@ impl<W: RingWord> SecAggAggregator<W> {
         let mut cache = BTreeMap::new();
         'retry: loop {
             self.need(Round::Unmask, self.unmask.len())?;
-            let mut by_owner: BTreeMap<PartyId, Vec<(PartyId, u32, &SecretScalar)>> = owners
+            let mut by_owner: BTreeMap<PartyId, Vec<(PartyId, u32, &[u8; 32])>> = owners
                 .iter()
                 .map(|&o| (o, Vec::with_capacity(t_s + 1)))
                 .collect();
             for (r, msg) in &self.unmask {
-                for (owner, v) in &msg.shares {
-                    if let Some(list) = by_owner.get_mut(owner) {
-                        list.push((*r, r.0 + 1, v));
+                for s in &msg.shares {
+                    if let Some(list) = by_owner.get_mut(&s.owner) {
+                        list.push((*r, r.0 + 1, &s.value.0));
                     }
                 }
             }
-            let mut out = BTreeMap::new();
-            let mut bad = None;
-            for (&owner, refs) in &by_owner {
-                let Some(k) = self.keys.get(&owner) else {
-                    continue;
-                };
-                if refs.len() < t_s {
+            // The distinct point sets of the first t shares, and each owner's set.
+            let mut sets: BTreeMap<Vec<u32>, usize> = BTreeMap::new();
+            let mut set_of = Vec::with_capacity(by_owner.len());
+            for list in by_owner.values() {
+                if list.len() < t_s {
                     return Err(Error::NotEnoughParties {
                         round: Round::Unmask.name(),
-                        available: refs.len(),
+                        available: list.len(),
                         needed: t_s,
                     });
                 }
-                let r = if self.u3.contains(&owner) {
-                    let target = k.self_mask_commitment;
-                    shamir::reconstruct_checked(refs, t_s, &mut cache, |s| {
-                        self_mask_commitment(s, &session, owner).ct_eq(&target)
-                    })
-                } else {
-                    let target = k.mask_pk;
-                    shamir::reconstruct_checked(refs, t_s, &mut cache, |s| {
-                        s.public_key() == target
-                    })
+                let xs: Vec<u32> = list.iter().take(t_s).map(|e| e.1).collect();
+                let next = sets.len();
+                set_of.push(*sets.entry(xs).or_insert(next));
+            }
+            let mut ordered: Vec<&[u32]> = vec![&[]; sets.len()];
+            for (xs, &i) in &sets {
+                if let Some(slot) = ordered.get_mut(i) {
+                    *slot = xs;
+                }
+            }
+            let coeffs = shamir::lagrange_at_zero_many(&ordered)?;
+            let mut out = BTreeMap::new();
+            let mut bad = None;
+            for ((&owner, list), &si) in by_owner.iter().zip(&set_of) {
+                let Some(k) = self.keys.get(&owner) else {
+                    continue;
                 };
-                match r {
+                let survivor = self.u3.contains(&owner);
+                let (commitment, mask_pk) = (k.self_mask_commitment, k.mask_pk);
+                let check = |s: &SecretScalar| {
+                    if survivor {
+                        self_mask_commitment(s, &session, owner).ct_eq(&commitment)
+                    } else {
+                        s.public_key() == mask_pk
+                    }
+                };
+                let used: Vec<&[u8; 32]> = list.iter().take(t_s).map(|e| e.2).collect();
+                if let Some(s) = coeffs
+                    .get(si)
+                    .and_then(|c| shamir::combine_canonical(c, &used))
+                    .filter(|s| check(s))
+                {
+                    out.insert(owner, s);
+                    continue;
+                }
+                // Slow path: some share is bad; find whose.
+                let parsed: Vec<(PartyId, u32, SecretScalar)> = list
+                    .iter()
+                    .filter_map(|(r, x, b)| SecretScalar::from_canonical(**b).map(|v| (*r, *x, v)))
+                    .collect();
+                let refs: Vec<(PartyId, u32, &SecretScalar)> =
+                    parsed.iter().map(|(r, x, v)| (*r, *x, v)).collect();
+                match shamir::reconstruct_checked(&refs, t_s, &mut cache, check) {
                     Ok(s) => {
                         out.insert(owner, s);
                     }

@@ -67,6 +67,11 @@ pub struct AggregatorStats {
     pub pair_seeds_recomputed: u64,
 }
 
+/// [`SecAggAggregator`]'s `status` of a party in U3.
+const IN_U3: u8 = 2;
+/// [`SecAggAggregator`]'s `status` of a party in U2 but not in U3.
+const IN_U2: u8 = 1;
+
 /// A validated unmasking message: the shares (canonical; parsed when used) and the revealed
 /// pair seeds.
 #[derive(Clone)]
@@ -131,8 +136,12 @@ pub struct SecAggAggregator<W: RingWord> {
     keys: BTreeMap<PartyId, PartyKeys>,
     share_msgs: BTreeMap<PartyId, Vec<EncryptedShare>>,
     /// (owner, neighbour) -> the owner's commitment to their pair-mask seed (owners in U2).
-    seed_commitments: BTreeMap<(PartyId, PartyId), Commitment>,
+    /// owner in U2 -> its commitments to the pair-mask seeds with its neighbours in U1
+    /// (sorted by neighbour).
+    seed_commitments: BTreeMap<PartyId, Vec<(PartyId, Commitment)>>,
     u2: BTreeSet<PartyId>,
+    /// Per party index, from round 3 on: `IN_U3`, `IN_U2` (dropped after sharing) or 0.
+    status: Vec<u8>,
     sum: Zeroizing<Vec<W>>,
     u3: BTreeSet<PartyId>,
     unmask: BTreeMap<PartyId, Unmasking>,
@@ -162,6 +171,7 @@ impl<W: RingWord> Clone for SecAggAggregator<W> {
             share_msgs: self.share_msgs.clone(),
             seed_commitments: self.seed_commitments.clone(),
             u2: self.u2.clone(),
+            status: self.status.clone(),
             sum: self.sum.clone(),
             u3: self.u3.clone(),
             unmask: self.unmask.clone(),
@@ -186,6 +196,7 @@ impl<W: RingWord> SecAggAggregator<W> {
             share_msgs: BTreeMap::new(),
             seed_commitments: BTreeMap::new(),
             u2: BTreeSet::new(),
+            status: Vec::new(),
             sum: Zeroizing::new(vec![W::default(); dim]),
             u3: BTreeSet::new(),
             unmask: BTreeMap::new(),
@@ -433,7 +444,8 @@ impl<W: RingWord> SecAggAggregator<W> {
                 self.u3.len() == self.u2.len()
             }
             ClientMessage::Unmask { shares, seeds, .. } => {
-                if !self.u3.contains(&from) {
+                let status = |p: PartyId| self.status.get(p.index()).copied().unwrap_or(0);
+                if status(from) != IN_U3 {
                     return Err(Error::misbehaved(peer, "not a survivor (U3)"));
                 }
                 if self.unmask.contains_key(&from) {
@@ -442,21 +454,18 @@ impl<W: RingWord> SecAggAggregator<W> {
                         "duplicate (replayed) unmasking shares",
                     ));
                 }
-                let graph = self.config.graph();
-                let expected: Vec<PartyId> = graph
-                    .holders(from)
-                    .into_iter()
-                    .filter(|v| self.u2.contains(v))
-                    .collect();
-                let owners: Vec<PartyId> = shares.iter().map(|s| s.owner).collect();
-                if owners != expected {
-                    return Err(Error::misbehaved(
-                        peer,
-                        "must reveal one share per owner in its U2 neighbourhood, in order",
-                    ));
-                }
+                // One share per owner in the sender's U2 neighbourhood (itself included), in
+                // order, of the kind its status calls for; one seed per neighbour in U2 \ U3.
+                let holders = self.config.graph().holders(from);
+                let mut expected = holders.iter().filter(|&&v| status(v) != 0);
                 for s in &shares {
-                    let want = if self.u3.contains(&s.owner) {
+                    if expected.next() != Some(&s.owner) {
+                        return Err(Error::misbehaved(
+                            peer,
+                            "must reveal one share per owner in its U2 neighbourhood, in order",
+                        ));
+                    }
+                    let want = if status(s.owner) == IN_U3 {
                         ShareKind::SelfMask
                     } else {
                         ShareKind::MaskKey
@@ -474,10 +483,15 @@ impl<W: RingWord> SecAggAggregator<W> {
                         ));
                     }
                 }
-                // Seeds: exactly one per neighbour in U2 \ U3, in order (never for a survivor).
-                let mut expected_seeds = expected
+                if expected.next().is_some() {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "must reveal one share per owner in its U2 neighbourhood, in order",
+                    ));
+                }
+                let mut expected_seeds = holders
                     .iter()
-                    .filter(|&&v| v != from && !self.u3.contains(&v));
+                    .filter(|&&v| v != from && status(v) == IN_U2);
                 let seeds_ok = seeds.iter().all(|s| expected_seeds.next() == Some(&s.peer))
                     && expected_seeds.next().is_none();
                 if !seeds_ok {
@@ -526,9 +540,11 @@ impl<W: RingWord> SecAggAggregator<W> {
         self.u2 = self.share_msgs.keys().copied().collect();
         let mut inbox: BTreeMap<PartyId, Vec<ForwardedShare>> = BTreeMap::new();
         for (from, shares) in std::mem::take(&mut self.share_msgs) {
+            self.seed_commitments.insert(
+                from,
+                shares.iter().map(|s| (s.to, s.seed_commitment)).collect(),
+            );
             for s in shares {
-                self.seed_commitments
-                    .insert((from, s.to), s.seed_commitment);
                 if self.u2.contains(&s.to) {
                     inbox.entry(s.to).or_default().push(ForwardedShare {
                         from,
@@ -549,6 +565,14 @@ impl<W: RingWord> SecAggAggregator<W> {
     fn close_masked(&mut self) -> Result<Option<Round>> {
         self.need(Round::MaskedInput, self.u3.len())?;
         let survivors: Vec<PartyId> = self.u3.iter().copied().collect();
+        self.status = vec![0; self.config.parties()];
+        for (set, mark) in [(&self.u2, IN_U2), (&self.u3, IN_U3)] {
+            for p in set {
+                if let Some(slot) = self.status.get_mut(p.index()) {
+                    *slot = mark;
+                }
+            }
+        }
         for &u in &survivors {
             let header = self.header(Round::MaskedInput, u);
             self.outbox.push_back((
@@ -579,13 +603,20 @@ impl<W: RingWord> SecAggAggregator<W> {
         let mut cache = BTreeMap::new();
         'retry: loop {
             self.need(Round::Unmask, self.unmask.len())?;
-            let mut by_owner: BTreeMap<PartyId, Vec<(PartyId, u32, &[u8; 32])>> = owners
-                .iter()
-                .map(|&o| (o, Vec::with_capacity(t_s + 1)))
-                .collect();
+            // Owner lists indexed through a per-party table (no map lookup per share).
+            let mut slot = vec![usize::MAX; self.config.parties()];
+            let mut by_owner: Vec<(PartyId, Vec<(PartyId, u32, &[u8; 32])>)> =
+                Vec::with_capacity(owners.len());
+            for &o in owners {
+                if let Some(x) = slot.get_mut(o.index()) {
+                    *x = by_owner.len();
+                    by_owner.push((o, Vec::with_capacity(t_s + 1)));
+                }
+            }
             for (r, msg) in &self.unmask {
                 for s in &msg.shares {
-                    if let Some(list) = by_owner.get_mut(&s.owner) {
+                    let i = slot.get(s.owner.index()).copied().unwrap_or(usize::MAX);
+                    if let Some((_, list)) = by_owner.get_mut(i) {
                         list.push((*r, r.0 + 1, &s.value.0));
                     }
                 }
@@ -593,7 +624,7 @@ impl<W: RingWord> SecAggAggregator<W> {
             // The distinct point sets of the first t shares, and each owner's set.
             let mut sets: BTreeMap<Vec<u32>, usize> = BTreeMap::new();
             let mut set_of = Vec::with_capacity(by_owner.len());
-            for list in by_owner.values() {
+            for (_, list) in &by_owner {
                 if list.len() < t_s {
                     return Err(Error::NotEnoughParties {
                         round: Round::Unmask.name(),
@@ -614,7 +645,8 @@ impl<W: RingWord> SecAggAggregator<W> {
             let coeffs = shamir::lagrange_at_zero_many(&ordered)?;
             let mut out = BTreeMap::new();
             let mut bad = None;
-            for ((&owner, list), &si) in by_owner.iter().zip(&set_of) {
+            for ((owner, list), &si) in by_owner.iter().zip(&set_of) {
+                let owner = *owner;
                 let Some(k) = self.keys.get(&owner) else {
                     continue;
                 };
@@ -688,8 +720,15 @@ impl<W: RingWord> SecAggAggregator<W> {
                 let u = rs.peer;
                 let ok = self
                     .seed_commitments
-                    .get(&(u, v))
-                    .is_some_and(|c| c.ct_eq(&pair_seed_commitment(&seed, &session, u, v)));
+                    .get(&u)
+                    .and_then(|cs| {
+                        cs.binary_search_by_key(&v, |(w, _)| *w)
+                            .ok()
+                            .and_then(|i| cs.get(i))
+                    })
+                    .is_some_and(|(_, c)| {
+                        c.ct_eq(&pair_seed_commitment(&seed, &session, u, v))
+                    });
                 if ok {
                     good.insert((u, v), seed);
                 } else {

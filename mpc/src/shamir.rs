@@ -105,7 +105,8 @@ pub fn lagrange_at_zero(xs: &[u32]) -> Result<Vec<Scalar>> {
 /// Lagrange coefficients at 0 for several point sets at once (each as in
 /// [`lagrange_at_zero`]), with one batch inversion for all of them. The products
 /// `x_i * prod_{j != i} (x_j - x_i)` are accumulated in 128-bit integers (the points are
-/// below 2^32, so four differences fit) and only then lifted to the field, which makes this
+/// below 2^32, so at least four differences fit, more for smaller ids) and only then lifted to
+/// the field, which makes this
 /// several times cheaper than [`lagrange_at_zero`] per set.
 ///
 /// # Errors
@@ -118,11 +119,17 @@ pub fn lagrange_at_zero_many(sets: &[&[u32]]) -> Result<Vec<Vec<Scalar>>> {
         // N = prod_j x_j; lambda_i = N / (x_i * prod_{j != i} (x_j - x_i)).
         nums.push(product(xs.iter().map(|&x| (u64::from(x), false))));
         for (i, &xi) in xs.iter().enumerate() {
-            let diffs = xs.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &xj)| {
-                let (a, b) = (u64::from(xj), u64::from(xi));
-                if a > b { (a - b, false) } else { (b - a, true) }
-            });
-            dens.push(product(std::iter::once((u64::from(xi), false)).chain(diffs)));
+            let diffs = xs
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, &xj)| {
+                    let (a, b) = (u64::from(xj), u64::from(xi));
+                    if a > b { (a - b, false) } else { (b - a, true) }
+                });
+            dens.push(product(
+                std::iter::once((u64::from(xi), false)).chain(diffs),
+            ));
         }
     }
     Scalar::invert_batch_alloc(&mut dens);
@@ -134,24 +141,25 @@ pub fn lagrange_at_zero_many(sets: &[&[u32]]) -> Result<Vec<Vec<Scalar>>> {
         .collect())
 }
 
-/// The product in the field of the signed integers `(magnitude < 2^32, negative)`, in chunks of
-/// four factors multiplied exactly in a `u128` before each field multiplication.
+/// The product in the field of the signed integers `(magnitude < 2^32, negative)`: as many
+/// factors as fit are multiplied exactly in a `u128` before each field multiplication (about
+/// twelve party-id-sized factors per field multiplication for a thousand parties). The
+/// branches depend only on the (public) evaluation points.
 fn product(factors: impl Iterator<Item = (u64, bool)>) -> Scalar {
     let mut acc = Scalar::ONE;
     let mut chunk: u128 = 1;
-    let mut in_chunk = 0;
     let mut negative = false;
     for (m, neg) in factors {
         negative ^= neg;
-        chunk *= u128::from(m);
-        in_chunk += 1;
-        if in_chunk == 4 {
+        let bits_chunk = 128 - chunk.leading_zeros();
+        let bits_m = 64 - m.leading_zeros();
+        if bits_chunk + bits_m > 128 {
             acc *= Scalar::from(chunk);
             chunk = 1;
-            in_chunk = 0;
         }
+        chunk *= u128::from(m);
     }
-    if in_chunk > 0 {
+    if chunk != 1 {
         acc *= Scalar::from(chunk);
     }
     if negative { -acc } else { acc }

@@ -12,8 +12,7 @@ use super::messages::{
     ServerMessage, ShareKind,
 };
 use super::{
-    Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment,
-    self_mask_seed,
+    Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment, self_mask_seed,
 };
 use crate::crypto::{Commitment, SecretScalar, TAG_LEN};
 use crate::error::{Error, PartyId, Peer, Result};
@@ -66,6 +65,9 @@ pub struct AggregatorStats {
     /// unmasking round, or its seed did not match).
     pub pair_seeds_recomputed: u64,
 }
+
+/// An owner, its first `t` shares `(x, encoding)` in responder order, and its share count.
+type OwnerShares<'a> = (PartyId, Vec<(u32, &'a [u8; 32])>, usize);
 
 /// [`SecAggAggregator`]'s `status` of a party in U3.
 const IN_U3: u8 = 2;
@@ -489,9 +491,8 @@ impl<W: RingWord> SecAggAggregator<W> {
                         "must reveal one share per owner in its U2 neighbourhood, in order",
                     ));
                 }
-                let mut expected_seeds = holders
-                    .iter()
-                    .filter(|&&v| v != from && status(v) == IN_U2);
+                let mut expected_seeds =
+                    holders.iter().filter(|&&v| v != from && status(v) == IN_U2);
                 let seeds_ok = seeds.iter().all(|s| expected_seeds.next() == Some(&s.peer))
                     && expected_seeds.next().is_none();
                 if !seeds_ok {
@@ -500,10 +501,7 @@ impl<W: RingWord> SecAggAggregator<W> {
                         "must reveal one pair seed per neighbour reported dropped (in U2, not in U3), in order, and none for a survivor",
                     ));
                 }
-                self.unmask.insert(
-                    from,
-                    Unmasking { shares, seeds },
-                );
+                self.unmask.insert(from, Unmasking { shares, seeds });
                 self.unmask.len() == self.u3.len()
             }
         };
@@ -605,36 +603,49 @@ impl<W: RingWord> SecAggAggregator<W> {
             self.need(Round::Unmask, self.unmask.len())?;
             // Owner lists indexed through a per-party table (no map lookup per share).
             let mut slot = vec![usize::MAX; self.config.parties()];
-            let mut by_owner: Vec<(PartyId, Vec<(PartyId, u32, &[u8; 32])>)> =
-                Vec::with_capacity(owners.len());
+            // Each owner's first t shares (responder order) and its share count.
+            let mut by_owner: Vec<OwnerShares<'_>> = Vec::with_capacity(owners.len());
             for &o in owners {
                 if let Some(x) = slot.get_mut(o.index()) {
                     *x = by_owner.len();
-                    by_owner.push((o, Vec::with_capacity(t_s + 1)));
+                    by_owner.push((o, Vec::with_capacity(t_s), 0));
                 }
             }
             for (r, msg) in &self.unmask {
                 for s in &msg.shares {
                     let i = slot.get(s.owner.index()).copied().unwrap_or(usize::MAX);
-                    if let Some((_, list)) = by_owner.get_mut(i) {
-                        list.push((*r, r.0 + 1, &s.value.0));
+                    if let Some((_, list, count)) = by_owner.get_mut(i) {
+                        *count += 1;
+                        if list.len() < t_s {
+                            list.push((r.0 + 1, &s.value.0));
+                        }
                     }
                 }
             }
-            // The distinct point sets of the first t shares, and each owner's set.
+            // The distinct point sets of the first t shares, and each owner's set (most
+            // owners share the previous owner's set, checked first without allocating).
             let mut sets: BTreeMap<Vec<u32>, usize> = BTreeMap::new();
             let mut set_of = Vec::with_capacity(by_owner.len());
-            for (_, list) in &by_owner {
-                if list.len() < t_s {
+            let mut last: Option<(Vec<u32>, usize)> = None;
+            for (_, list, count) in &by_owner {
+                if *count < t_s {
                     return Err(Error::NotEnoughParties {
                         round: Round::Unmask.name(),
-                        available: list.len(),
+                        available: *count,
                         needed: t_s,
                     });
                 }
-                let xs: Vec<u32> = list.iter().take(t_s).map(|e| e.1).collect();
+                if let Some((xs, i)) = &last
+                    && list.iter().map(|e| e.0).eq(xs.iter().copied())
+                {
+                    set_of.push(*i);
+                    continue;
+                }
+                let xs: Vec<u32> = list.iter().map(|e| e.0).collect();
                 let next = sets.len();
-                set_of.push(*sets.entry(xs).or_insert(next));
+                let i = *sets.entry(xs.clone()).or_insert(next);
+                set_of.push(i);
+                last = Some((xs, i));
             }
             let mut ordered: Vec<&[u32]> = vec![&[]; sets.len()];
             for (xs, &i) in &sets {
@@ -645,7 +656,7 @@ impl<W: RingWord> SecAggAggregator<W> {
             let coeffs = shamir::lagrange_at_zero_many(&ordered)?;
             let mut out = BTreeMap::new();
             let mut bad = None;
-            for ((owner, list), &si) in by_owner.iter().zip(&set_of) {
+            for ((owner, list, _), &si) in by_owner.iter().zip(&set_of) {
                 let owner = *owner;
                 let Some(k) = self.keys.get(&owner) else {
                     continue;
@@ -659,7 +670,7 @@ impl<W: RingWord> SecAggAggregator<W> {
                         s.public_key() == mask_pk
                     }
                 };
-                let used: Vec<&[u8; 32]> = list.iter().take(t_s).map(|e| e.2).collect();
+                let used: Vec<&[u8; 32]> = list.iter().map(|e| e.1).collect();
                 if let Some(s) = coeffs
                     .get(si)
                     .and_then(|c| shamir::combine_canonical(c, &used))
@@ -668,10 +679,17 @@ impl<W: RingWord> SecAggAggregator<W> {
                     out.insert(owner, s);
                     continue;
                 }
-                // Slow path: some share is bad; find whose.
-                let parsed: Vec<(PartyId, u32, SecretScalar)> = list
+                // Slow path: some share is bad; find whose, among all of the owner's shares.
+                let parsed: Vec<(PartyId, u32, SecretScalar)> = self
+                    .unmask
                     .iter()
-                    .filter_map(|(r, x, b)| SecretScalar::from_canonical(**b).map(|v| (*r, *x, v)))
+                    .flat_map(|(r, msg)| {
+                        msg.shares
+                            .iter()
+                            .filter(|s| s.owner == owner)
+                            .map(move |s| (*r, &s.value))
+                    })
+                    .filter_map(|(r, v)| SecretScalar::from_canonical(v.0).map(|v| (r, r.0 + 1, v)))
                     .collect();
                 let refs: Vec<(PartyId, u32, &SecretScalar)> =
                     parsed.iter().map(|(r, x, v)| (*r, *x, v)).collect();
@@ -726,9 +744,7 @@ impl<W: RingWord> SecAggAggregator<W> {
                             .ok()
                             .and_then(|i| cs.get(i))
                     })
-                    .is_some_and(|(_, c)| {
-                        c.ct_eq(&pair_seed_commitment(&seed, &session, u, v))
-                    });
+                    .is_some_and(|(_, c)| c.ct_eq(&pair_seed_commitment(&seed, &session, u, v)));
                 if ok {
                     good.insert((u, v), seed);
                 } else {

@@ -308,9 +308,11 @@ impl<W: RingWord> SecAggClient<W> {
             if k.party == self.id {
                 if k.enc_pk != enc_sk.public_key()
                     || k.mask_pk != mask_sk.public_key()
-                    || !k
-                        .self_mask_commitment
-                        .ct_eq(&self_mask_commitment(b, &self.config.session(), self.id))
+                    || !k.self_mask_commitment.ct_eq(&self_mask_commitment(
+                        b,
+                        &self.config.session(),
+                        self.id,
+                    ))
                 {
                     return Err(Error::misbehaved(
                         agg,
@@ -369,8 +371,9 @@ impl<W: RingWord> SecAggClient<W> {
         }
         let own = own.ok_or_else(|| Error::misbehaved(agg, "roster omits this party"))?;
         // The mask key is no longer needed: its shares went out, the seeds are derived.
-        let State::AwaitRoster { input, enc_sk, b, .. } =
-            std::mem::replace(&mut self.state, State::Aborted)
+        let State::AwaitRoster {
+            input, enc_sk, b, ..
+        } = std::mem::replace(&mut self.state, State::Aborted)
         else {
             return Err(Error::InvalidState("state changed".into()));
         };
@@ -507,9 +510,8 @@ impl<W: RingWord> SecAggClient<W> {
         for (v, seed) in seeds.iter().filter(|(v, _)| mask && held.contains_key(*v)) {
             prg::apply_mask(seed, &mut y.0, self.id > *v);
         }
-        let State::AwaitShares {
-            own, mut seeds, ..
-        } = std::mem::replace(&mut self.state, State::Aborted)
+        let State::AwaitShares { own, mut seeds, .. } =
+            std::mem::replace(&mut self.state, State::Aborted)
         else {
             return Err(Error::InvalidState("state changed".into()));
         };

@@ -160,10 +160,7 @@ fn a_late_honest_party_stays_masked_against_t_minus_1_colluders() {
     t_shares.push((PartyId(2), b2.clone()));
     let b4 = interpolate(&t_shares);
     assert!(self_mask_commitment(&b4, &session, PartyId(4)).ct_eq(&commitment));
-    prg::sub_mask(
-        &self_mask_seed(&b4, &session, PartyId(4)).unwrap(),
-        &mut y4,
-    );
+    prg::sub_mask(&self_mask_seed(&b4, &session, PartyId(4)).unwrap(), &mut y4);
     assert_eq!(y4, inputs[4]);
 }
 

@@ -12,7 +12,7 @@ use super::messages::{
     ServerMessage, ShareKind,
 };
 use super::{
-    Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment, self_mask_seed,
+    MaskGraph, Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment, self_mask_seed,
 };
 use crate::crypto::{Commitment, SecretScalar, TAG_LEN};
 use crate::error::{Error, PartyId, Peer, Result};
@@ -603,7 +603,14 @@ impl<W: RingWord> SecAggAggregator<W> {
             self.need(Round::Unmask, self.unmask.len())?;
             // Owner lists indexed through a per-party table (no map lookup per share).
             let mut slot = vec![usize::MAX; self.config.parties()];
-            // Each owner's first t shares (responder order) and its share count.
+            // Each owner's shares (responder order; only the first t where the graph has no
+            // shared block to prefer) and its share count.
+            let graph = self.config.graph();
+            let keep = if matches!(graph, MaskGraph::Complete { .. }) {
+                t_s
+            } else {
+                usize::MAX
+            };
             let mut by_owner: Vec<OwnerShares<'_>> = Vec::with_capacity(owners.len());
             for &o in owners {
                 if let Some(x) = slot.get_mut(o.index()) {
@@ -616,7 +623,7 @@ impl<W: RingWord> SecAggAggregator<W> {
                     let i = slot.get(s.owner.index()).copied().unwrap_or(usize::MAX);
                     if let Some((_, list, count)) = by_owner.get_mut(i) {
                         *count += 1;
-                        if list.len() < t_s {
+                        if list.len() < keep {
                             list.push((r.0 + 1, &s.value.0));
                         }
                     }
@@ -627,13 +634,33 @@ impl<W: RingWord> SecAggAggregator<W> {
             let mut sets: BTreeMap<Vec<u32>, usize> = BTreeMap::new();
             let mut set_of = Vec::with_capacity(by_owner.len());
             let mut last: Option<(Vec<u32>, usize)> = None;
-            for (_, list, count) in &by_owner {
+            for (owner, list, count) in &mut by_owner {
                 if *count < t_s {
                     return Err(Error::NotEnoughParties {
                         round: Round::Unmask.name(),
                         available: *count,
                         needed: t_s,
                     });
+                }
+                // Use the graph's shared block of holders when all of it answered (few
+                // distinct point sets, so few Lagrange computations), else the first t.
+                let block: Vec<u32> = graph
+                    .shared_holder_block(*owner, t_s)
+                    .map(|b| b.iter().map(|p| p.0 + 1).collect())
+                    .unwrap_or_default();
+                let mut want = block.iter().peekable();
+                let picked: Vec<(u32, &[u8; 32])> = list
+                    .iter()
+                    .filter(|e| {
+                        while want.next_if(|&&x| x < e.0).is_some() {}
+                        want.next_if(|&&x| x == e.0).is_some()
+                    })
+                    .copied()
+                    .collect();
+                if !block.is_empty() && picked.len() == t_s {
+                    *list = picked;
+                } else {
+                    list.truncate(t_s);
                 }
                 if let Some((xs, i)) = &last
                     && list.iter().map(|e| e.0).eq(xs.iter().copied())

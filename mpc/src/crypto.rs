@@ -158,7 +158,10 @@ impl hkdf::KeyType for Len32 {
 
 /// HKDF-SHA256 (salt fixed to the protocol name) of `ikm` with `info`, 32 bytes.
 fn derive_key(ikm: &[u8], info: &[&[u8]]) -> Result<[u8; 32]> {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(ikm);
+    // The salt's HMAC key is set up once (it is public and fixed).
+    static SALT: std::sync::LazyLock<hkdf::Salt> =
+        std::sync::LazyLock::new(|| hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT));
+    let prk = SALT.extract(ikm);
     let okm = prk
         .expand(info, Len32)
         .map_err(|_| Error::InvalidState("HKDF expand failed".into()))?;

@@ -208,33 +208,32 @@ pub(crate) fn combine_canonical(coeffs: &[Scalar], ys: &[&[u8; 32]]) -> Option<S
         return None;
     }
     let mut total = SecretScalar(Scalar::ZERO);
-    let mut acc = zeroize::Zeroizing::new([0u64; 9]);
+    // Column sums of the 64x64-bit partial products (low halves in column i + j, high halves
+    // in column i + j + 1): at most 8 terms below 2^64 per share and column, so 63 shares stay
+    // below 2^73; one carry pass per chunk gives the exact 512-bit sum.
+    let mut cols = zeroize::Zeroizing::new([0u128; 8]);
     let mut wide = zeroize::Zeroizing::new([0u8; 64]);
     let pairs: Vec<(&Scalar, &&[u8; 32])> = coeffs.iter().zip(ys).collect();
     for chunk in pairs.chunks(63) {
-        acc.fill(0);
+        cols.fill(0);
         for (c, y) in chunk {
             let a = limbs(c.as_bytes());
             let b = zeroize::Zeroizing::new(limbs(y));
             for (i, ai) in a.iter().enumerate() {
-                let mut carry: u128 = 0;
                 for (j, bj) in b.iter().enumerate() {
-                    let k = i + j;
-                    let t = u128::from(*ai) * u128::from(*bj) + u128::from(acc[k]) + carry;
-                    acc[k] = t as u64;
-                    carry = t >> 64;
-                }
-                // Propagate the carry to the top (always, for constant time).
-                for limb in acc.iter_mut().skip(i + 4) {
-                    let t = u128::from(*limb) + carry;
-                    *limb = t as u64;
-                    carry = t >> 64;
+                    let p = u128::from(*ai) * u128::from(*bj);
+                    cols[i + j] += u128::from(p as u64);
+                    cols[i + j + 1] += p >> 64;
                 }
             }
         }
-        for (k, limb) in acc.iter().take(8).enumerate() {
-            wide[8 * k..8 * k + 8].copy_from_slice(&limb.to_le_bytes());
+        let mut carry: u128 = 0;
+        for (k, col) in cols.iter().enumerate() {
+            let t = *col + carry;
+            wide[8 * k..8 * k + 8].copy_from_slice(&(t as u64).to_le_bytes());
+            carry = t >> 64;
         }
+        // carry == 0: the sum of at most 63 products of values below 2^253 is below 2^512.
         let mut part = SecretScalar(Scalar::from_bytes_mod_order_wide(&wide));
         total.0 += part.0;
         part.0.zeroize();

@@ -12,7 +12,8 @@ use super::messages::{
     ServerMessage, ShareKind,
 };
 use super::{
-    MaskGraph, Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment, self_mask_seed,
+    MaskGraph, Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment,
+    self_mask_seed,
 };
 use crate::crypto::{Commitment, SecretScalar, TAG_LEN};
 use crate::error::{Error, PartyId, Peer, Result};

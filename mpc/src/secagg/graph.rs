@@ -203,7 +203,12 @@ mod tests {
             assert_eq!(non, 6);
         }
         // Shared holder blocks: t of the owner's holders, few distinct ones across owners.
-        for (n, k, t) in [(50usize, 6usize, 3usize), (1000, 48, 14), (101, 10, 11), (37, 4, 1)] {
+        for (n, k, t) in [
+            (50usize, 6usize, 3usize),
+            (1000, 48, 14),
+            (101, 10, 11),
+            (37, 4, 1),
+        ] {
             let g = MaskGraph::harary(n, k, &SessionId([7; 16]));
             let mut blocks = std::collections::BTreeSet::new();
             for u in 0..n as u32 {
@@ -214,11 +219,19 @@ mod tests {
                 assert!(b.windows(2).all(|w| w[0] < w[1]));
                 blocks.insert(b);
             }
-            assert!(blocks.len() <= n / (k + 2 - t) + 2, "{} blocks", blocks.len());
+            assert!(
+                blocks.len() <= n / (k + 2 - t) + 2,
+                "{} blocks",
+                blocks.len()
+            );
             assert!(g.shared_holder_block(PartyId(0), k + 2).is_none());
             assert!(g.shared_holder_block(PartyId(0), 0).is_none());
         }
-        assert!(MaskGraph::complete(5).shared_holder_block(PartyId(0), 3).is_none());
+        assert!(
+            MaskGraph::complete(5)
+                .shared_holder_block(PartyId(0), 3)
+                .is_none()
+        );
         // Different sessions relabel differently.
         let h = MaskGraph::harary(50, 6, &SessionId([6; 16]));
         assert_ne!(g, h);

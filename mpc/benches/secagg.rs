@@ -61,11 +61,16 @@ fn filter_allows(id: &str) -> bool {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    // Criterion's filter is a regex; alternatives `a|b` of plain substrings are understood here.
+    // Criterion's filter is a regex; alternatives `a|b` of plain substrings, each optionally
+    // anchored at the end with `$` (e.g. `drop10/10000$` leaves out `/1000000`), are
+    // understood here.
     args.is_empty()
-        || args
-            .iter()
-            .any(|f| f.split('|').any(|alt| id.contains(alt)))
+        || args.iter().any(|f| {
+            f.split('|').any(|alt| match alt.strip_suffix('$') {
+                Some(a) => id.ends_with(a),
+                None => id.contains(alt),
+            })
+        })
 }
 
 /// Times `routine` on fresh `setup()` output per iteration, records the per-iteration mean.

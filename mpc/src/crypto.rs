@@ -90,6 +90,45 @@ impl std::fmt::Debug for PublicKey {
     }
 }
 
+/// A hash commitment (SHA-256, domain-separated) to a high-entropy secret: the self-mask secret
+/// of a party or a pairwise mask seed. Public: it reveals nothing about a uniformly random
+/// 252- or 256-bit secret (random-oracle model) and binds the committer to it (collision
+/// resistance).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Commitment(pub [u8; 32]);
+
+impl std::fmt::Debug for Commitment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Commitment({:02x}{:02x}{:02x}{:02x}..)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+impl Commitment {
+    /// SHA-256 of `domain`, a zero byte, then `parts` concatenated. The callers in this crate
+    /// pass parts of fixed lengths, so the encoding is unambiguous.
+    pub(crate) fn of(domain: &[u8], parts: &[&[u8]]) -> Commitment {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(domain);
+        ctx.update(&[0]);
+        for p in parts {
+            ctx.update(p);
+        }
+        let d = ctx.finish();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        Commitment(out)
+    }
+
+    /// Constant-time equality (the committed secrets are compared through their hashes).
+    pub fn ct_eq(&self, other: &Commitment) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
 /// An X25519 shared secret. Zeroized on drop.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct SharedSecret([u8; 32]);
@@ -119,7 +158,10 @@ impl hkdf::KeyType for Len32 {
 
 /// HKDF-SHA256 (salt fixed to the protocol name) of `ikm` with `info`, 32 bytes.
 fn derive_key(ikm: &[u8], info: &[&[u8]]) -> Result<[u8; 32]> {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(ikm);
+    // The salt's HMAC key is set up once (it is public and fixed).
+    static SALT: std::sync::LazyLock<hkdf::Salt> =
+        std::sync::LazyLock::new(|| hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT));
+    let prk = SALT.extract(ikm);
     let okm = prk
         .expand(info, Len32)
         .map_err(|_| Error::InvalidState("HKDF expand failed".into()))?;

@@ -449,3 +449,166 @@ proptest! {
         }
     }
 }
+
+/// n = 6, t = 4, dim 8; party 5 drops before its masked input (after sharing its keys), and
+/// `extra` adds more dropouts. Records the aggregator's view.
+fn seed_run(
+    extra: &[(u32, Round)],
+    hook: impl FnMut(&mut Envelope) + 'static,
+) -> (sotto_mpc::sim::SimReport<u32>, Vec<Vec<u32>>) {
+    let config = SecAggConfig::new(SessionId([6; 16]), 6, 4, 8).unwrap();
+    let inputs = inputs_u32(6, 8, 6);
+    let mut dropouts = BTreeMap::new();
+    dropouts.insert(PartyId(5), Round::MaskedInput);
+    for &(p, r) in extra {
+        dropouts.insert(PartyId(p), r);
+    }
+    let report = Simulation::new(
+        config,
+        inputs.clone(),
+        SimOptions {
+            seed: 6,
+            dropouts,
+            record_view: true,
+            ..SimOptions::default()
+        },
+    )
+    .unwrap()
+    .with_tamper(Box::new(hook))
+    .run();
+    (report, inputs)
+}
+
+#[test]
+fn dropped_pairwise_masks_are_removed_with_revealed_seeds() {
+    let (report, inputs) = seed_run(&[], |_| {});
+    assert!(report.misbehaved.is_empty(), "{:?}", report.misbehaved);
+    let out = report.result.unwrap();
+    assert_eq!(out.survivors().len(), 5);
+    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+    // One revealed seed per (dropped 5, survivor) pair, no X25519 fallback, and only the five
+    // self-mask secrets reconstructed (party 5's mask key is not needed).
+    assert_eq!(report.stats.pair_seeds_revealed, 5);
+    assert_eq!(report.stats.pair_seeds_recomputed, 0);
+    assert_eq!(report.stats.secrets_reconstructed, 5);
+}
+
+#[test]
+fn a_wrong_revealed_seed_is_detected_its_sender_named_and_the_sum_exact() {
+    let (report, inputs) = seed_run(&[], |env| {
+        if env.from == Peer::Party(PartyId(1)) && env.round == Round::Unmask {
+            let mut msg: ClientMessage<u32> = wire::decode(&env.bytes).unwrap();
+            if let ClientMessage::Unmask { seeds, .. } = &mut msg {
+                assert_eq!(seeds.len(), 1);
+                assert_eq!(seeds[0].peer, PartyId(5));
+                seeds[0].seed.0[3] ^= 0x40;
+            }
+            env.bytes = wire::encode(&msg).unwrap();
+        }
+    });
+    assert_eq!(report.misbehaved.len(), 1, "{:?}", report.misbehaved);
+    let e = &report.misbehaved[0];
+    assert_eq!(e.culprit(), Some(Peer::Party(PartyId(1))), "{e}");
+    assert!(e.to_string().contains("pair-mask seed"), "{e}");
+    // The pair (5, 1) was recovered the fallback way (party 5's mask key from shares).
+    assert_eq!(report.stats.pair_seeds_revealed, 4);
+    assert_eq!(report.stats.pair_seeds_recomputed, 1);
+    assert_eq!(report.stats.secrets_reconstructed, 6);
+    let out = report.result.unwrap();
+    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+}
+
+#[test]
+fn a_survivor_silent_in_the_unmask_round_forces_the_fallback_and_the_sum_is_exact() {
+    // Party 2 sends its masked input (so it is in U3) but never answers the unmasking round:
+    // nobody reveals the seed of the pair (5, 2), which must be recomputed from 5's mask key.
+    let (report, inputs) = seed_run(&[(2, Round::Unmask)], |_| {});
+    assert!(report.misbehaved.is_empty(), "{:?}", report.misbehaved);
+    let out = report.result.unwrap();
+    assert!(out.survivors().contains(&PartyId(2)));
+    assert_eq!(out.survivors().len(), 5);
+    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+    // Pairs (5, v) for the survivors v = 0..=4: four seeds revealed, (5, 2) recomputed.
+    assert_eq!(report.stats.pair_seeds_revealed, 4);
+    assert_eq!(report.stats.pair_seeds_recomputed, 1);
+}
+
+#[test]
+fn clients_reveal_seeds_only_for_neighbours_reported_dropped() {
+    // Dropouts in several rounds: 5 after sharing (in U2 \ U3), 4 before sharing (not in U2).
+    let (report, inputs) = seed_run(&[(4, Round::ShareKeys)], |_| {});
+    let out = report.result.unwrap();
+    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+    let survivors = out.survivors().to_vec();
+    assert_eq!(survivors.len(), 4);
+    let mut unmask_msgs = 0;
+    for (from, msg) in &report.aggregator_view {
+        if let ClientMessage::Unmask { seeds, shares, .. } = msg {
+            unmask_msgs += 1;
+            assert!(survivors.contains(from));
+            // Exactly the one neighbour in U2 \ U3 (party 5): never a survivor, never party 4
+            // (which never shared, so nobody masked with it).
+            let peers: Vec<PartyId> = seeds.iter().map(|s| s.peer).collect();
+            assert_eq!(peers, vec![PartyId(5)], "from {from}");
+            for p in &peers {
+                assert!(!survivors.contains(p));
+            }
+            // ... and for party 5 only its mask-key share, never a self-mask share.
+            for s in shares.iter().filter(|s| s.owner == PartyId(5)) {
+                assert_eq!(s.kind, ShareKind::MaskKey);
+            }
+        }
+    }
+    assert_eq!(unmask_msgs, 4);
+    // Without dropouts nobody reveals a seed.
+    let config = SecAggConfig::new(SessionId([7; 16]), 5, 3, 4).unwrap();
+    let report = Simulation::new(
+        config,
+        inputs_u32(5, 4, 7),
+        SimOptions {
+            seed: 7,
+            record_view: true,
+            ..SimOptions::default()
+        },
+    )
+    .unwrap()
+    .run();
+    assert!(report.result.is_ok());
+    for (_, msg) in &report.aggregator_view {
+        if let ClientMessage::Unmask { seeds, .. } = msg {
+            assert!(seeds.is_empty());
+        }
+    }
+    assert_eq!(report.stats.pair_seeds_revealed, 0);
+}
+
+#[test]
+fn an_unmask_message_with_a_seed_for_a_survivor_is_rejected_naming_its_sender() {
+    // Party 0 adds a seed "for" survivor 1 (as a buggy or malicious client would): the whole
+    // message is rejected, party 0 is named, and the others still unmask the sum.
+    let (report, inputs) = seed_run(&[], |env| {
+        if env.from == Peer::Party(PartyId(0)) && env.round == Round::Unmask {
+            let mut msg: ClientMessage<u32> = wire::decode(&env.bytes).unwrap();
+            if let ClientMessage::Unmask { seeds, .. } = &mut msg {
+                seeds.insert(
+                    0,
+                    sotto_mpc::secagg::messages::RevealedSeed {
+                        peer: PartyId(1),
+                        seed: sotto_mpc::secagg::messages::SeedValue([7; 32]),
+                    },
+                );
+            }
+            env.bytes = wire::encode(&msg).unwrap();
+        }
+    });
+    let e = report
+        .aggregator_rejections
+        .iter()
+        .find(|e| e.culprit() == Some(Peer::Party(PartyId(0))))
+        .unwrap();
+    assert!(e.to_string().contains("pair seed"), "{e}");
+    let out = report.result.unwrap();
+    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+    // Party 0's pair with 5 had no accepted seed: recomputed.
+    assert_eq!(report.stats.pair_seeds_recomputed, 1);
+}

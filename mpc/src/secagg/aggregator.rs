@@ -5,14 +5,19 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+use subtle::ConstantTimeEq;
+
 use super::messages::{
-    ClientMessage, EncryptedShare, ForwardedShare, Header, PartyKeys, RevealedShare, ServerMessage,
-    ShareKind,
+    ClientMessage, EncryptedShare, ForwardedShare, Header, PartyKeys, RevealedSeed, RevealedShare,
+    ServerMessage, ShareKind,
 };
-use super::{Round, SecAggConfig, pair_mask_seed, self_mask_seed};
-use crate::crypto::{SecretScalar, TAG_LEN};
+use super::{
+    MaskGraph, Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment,
+    self_mask_seed,
+};
+use crate::crypto::{Commitment, SecretScalar, TAG_LEN};
 use crate::error::{Error, PartyId, Peer, Result};
-use crate::prg;
+use crate::prg::{self, Seed};
 use crate::ring::{self, RingWord};
 use crate::shamir::{self, CheckedFailure};
 
@@ -53,6 +58,31 @@ pub struct AggregatorStats {
     pub prg_words: u64,
     /// Secrets reconstructed.
     pub secrets_reconstructed: u64,
+    /// Pairwise masks of dropped parties removed with a seed revealed by the surviving
+    /// neighbour (checked against the dropped party's commitment).
+    pub pair_seeds_revealed: u64,
+    /// Pairwise masks of dropped parties removed the fallback way: the dropped party's mask
+    /// key reconstructed from shares and one X25519 per pair (the neighbour did not answer the
+    /// unmasking round, or its seed did not match).
+    pub pair_seeds_recomputed: u64,
+}
+
+/// An owner, its first `t` shares `(x, encoding)` in responder order, and its share count.
+type OwnerShares<'a> = (PartyId, Vec<(u32, &'a [u8; 32])>, usize);
+
+/// [`SecAggAggregator`]'s `status` of a party in U3.
+const IN_U3: u8 = 2;
+/// [`SecAggAggregator`]'s `status` of a party in U2 but not in U3.
+const IN_U2: u8 = 1;
+
+/// A validated unmasking message: the shares (canonical; parsed when used) and the revealed
+/// pair seeds.
+#[derive(Clone)]
+struct Unmasking {
+    /// One share per owner in the sender's U2 neighbourhood, in order.
+    shares: Vec<RevealedShare>,
+    /// Seeds of the sender's pairs with its neighbours in U2 \ U3.
+    seeds: Vec<RevealedSeed>,
 }
 
 /// The aggregator of the aggregator protocol (SecAgg / SecAgg+).
@@ -108,10 +138,16 @@ pub struct SecAggAggregator<W: RingWord> {
     deadline: Option<Instant>,
     keys: BTreeMap<PartyId, PartyKeys>,
     share_msgs: BTreeMap<PartyId, Vec<EncryptedShare>>,
+    /// (owner, neighbour) -> the owner's commitment to their pair-mask seed (owners in U2).
+    /// owner in U2 -> its commitments to the pair-mask seeds with its neighbours in U1
+    /// (sorted by neighbour).
+    seed_commitments: BTreeMap<PartyId, Vec<(PartyId, Commitment)>>,
     u2: BTreeSet<PartyId>,
+    /// Per party index, from round 3 on: `IN_U3`, `IN_U2` (dropped after sharing) or 0.
+    status: Vec<u8>,
     sum: Zeroizing<Vec<W>>,
     u3: BTreeSet<PartyId>,
-    unmask: BTreeMap<PartyId, Vec<RevealedShare>>,
+    unmask: BTreeMap<PartyId, Unmasking>,
     outbox: VecDeque<(PartyId, ServerMessage)>,
     result: Option<Result<AggregateOutput<W>>>,
     misbehaved: Vec<Error>,
@@ -136,7 +172,9 @@ impl<W: RingWord> Clone for SecAggAggregator<W> {
             deadline: self.deadline,
             keys: self.keys.clone(),
             share_msgs: self.share_msgs.clone(),
+            seed_commitments: self.seed_commitments.clone(),
             u2: self.u2.clone(),
+            status: self.status.clone(),
             sum: self.sum.clone(),
             u3: self.u3.clone(),
             unmask: self.unmask.clone(),
@@ -159,7 +197,9 @@ impl<W: RingWord> SecAggAggregator<W> {
             deadline: None,
             keys: BTreeMap::new(),
             share_msgs: BTreeMap::new(),
+            seed_commitments: BTreeMap::new(),
             u2: BTreeSet::new(),
+            status: Vec::new(),
             sum: Zeroizing::new(vec![W::default(); dim]),
             u3: BTreeSet::new(),
             unmask: BTreeMap::new(),
@@ -214,7 +254,9 @@ impl<W: RingWord> SecAggAggregator<W> {
         self.result.take()
     }
 
-    /// Parties caught sending bad shares during unmasking (their shares were ignored).
+    /// Parties caught misbehaving during unmasking: a bad share (that party's shares were then
+    /// ignored), a revealed pair seed that does not match its commitment (the pair's mask was
+    /// then removed the fallback way), or a wrong commitment to a pair seed.
     pub fn misbehaved(&self) -> &[Error] {
         &self.misbehaved
     }
@@ -404,8 +446,9 @@ impl<W: RingWord> SecAggAggregator<W> {
                 self.u3.insert(from);
                 self.u3.len() == self.u2.len()
             }
-            ClientMessage::Unmask { shares, .. } => {
-                if !self.u3.contains(&from) {
+            ClientMessage::Unmask { shares, seeds, .. } => {
+                let status = |p: PartyId| self.status.get(p.index()).copied().unwrap_or(0);
+                if status(from) != IN_U3 {
                     return Err(Error::misbehaved(peer, "not a survivor (U3)"));
                 }
                 if self.unmask.contains_key(&from) {
@@ -414,21 +457,18 @@ impl<W: RingWord> SecAggAggregator<W> {
                         "duplicate (replayed) unmasking shares",
                     ));
                 }
-                let graph = self.config.graph();
-                let expected: Vec<PartyId> = graph
-                    .holders(from)
-                    .into_iter()
-                    .filter(|v| self.u2.contains(v))
-                    .collect();
-                let owners: Vec<PartyId> = shares.iter().map(|s| s.owner).collect();
-                if owners != expected {
-                    return Err(Error::misbehaved(
-                        peer,
-                        "must reveal one share per owner in its U2 neighbourhood, in order",
-                    ));
-                }
+                // One share per owner in the sender's U2 neighbourhood (itself included), in
+                // order, of the kind its status calls for; one seed per neighbour in U2 \ U3.
+                let holders = self.config.graph().holders(from);
+                let mut expected = holders.iter().filter(|&&v| status(v) != 0);
                 for s in &shares {
-                    let want = if self.u3.contains(&s.owner) {
+                    if expected.next() != Some(&s.owner) {
+                        return Err(Error::misbehaved(
+                            peer,
+                            "must reveal one share per owner in its U2 neighbourhood, in order",
+                        ));
+                    }
+                    let want = if status(s.owner) == IN_U3 {
                         ShareKind::SelfMask
                     } else {
                         ShareKind::MaskKey
@@ -439,14 +479,30 @@ impl<W: RingWord> SecAggAggregator<W> {
                             format!("revealed the wrong kind of share for {}", s.owner),
                         ));
                     }
-                    if SecretScalar::from_canonical(s.value.0).is_none() {
+                    if !shamir::is_canonical(&s.value.0) {
                         return Err(Error::misbehaved(
                             peer,
                             "share is not a canonical field element",
                         ));
                     }
                 }
-                self.unmask.insert(from, shares);
+                if expected.next().is_some() {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "must reveal one share per owner in its U2 neighbourhood, in order",
+                    ));
+                }
+                let mut expected_seeds =
+                    holders.iter().filter(|&&v| v != from && status(v) == IN_U2);
+                let seeds_ok = seeds.iter().all(|s| expected_seeds.next() == Some(&s.peer))
+                    && expected_seeds.next().is_none();
+                if !seeds_ok {
+                    return Err(Error::misbehaved(
+                        peer,
+                        "must reveal one pair seed per neighbour reported dropped (in U2, not in U3), in order, and none for a survivor",
+                    ));
+                }
+                self.unmask.insert(from, Unmasking { shares, seeds });
                 self.unmask.len() == self.u3.len()
             }
         };
@@ -483,6 +539,10 @@ impl<W: RingWord> SecAggAggregator<W> {
         self.u2 = self.share_msgs.keys().copied().collect();
         let mut inbox: BTreeMap<PartyId, Vec<ForwardedShare>> = BTreeMap::new();
         for (from, shares) in std::mem::take(&mut self.share_msgs) {
+            self.seed_commitments.insert(
+                from,
+                shares.iter().map(|s| (s.to, s.seed_commitment)).collect(),
+            );
             for s in shares {
                 if self.u2.contains(&s.to) {
                     inbox.entry(s.to).or_default().push(ForwardedShare {
@@ -504,6 +564,14 @@ impl<W: RingWord> SecAggAggregator<W> {
     fn close_masked(&mut self) -> Result<Option<Round>> {
         self.need(Round::MaskedInput, self.u3.len())?;
         let survivors: Vec<PartyId> = self.u3.iter().copied().collect();
+        self.status = vec![0; self.config.parties()];
+        for (set, mark) in [(&self.u2, IN_U2), (&self.u3, IN_U3)] {
+            for p in set {
+                if let Some(slot) = self.status.get_mut(p.index()) {
+                    *slot = mark;
+                }
+            }
+        }
         for &u in &survivors {
             let header = self.header(Round::MaskedInput, u);
             self.outbox.push_back((
@@ -517,91 +585,279 @@ impl<W: RingWord> SecAggAggregator<W> {
         Ok(Some(Round::Unmask))
     }
 
-    /// Reconstructs the secrets of every owner in U2 from the responders' shares, dropping a
-    /// responder caught with a bad share and retrying.
-    fn reconstruct_all(&mut self) -> Result<BTreeMap<PartyId, SecretScalar>> {
+    /// Reconstructs the secrets of the owners in `owners` (a subset of U2) from the
+    /// responders' shares, dropping a responder caught with a bad share and retrying. A
+    /// survivor's self-mask secret is checked against its hash commitment, a dropped party's
+    /// mask key against its public key.
+    ///
+    /// Fast path: each secret from the first `t` shares, with the Lagrange coefficients of all
+    /// point sets computed in one batch; only a secret failing its check goes through
+    /// [`shamir::reconstruct_checked`] to find the bad share.
+    fn reconstruct_all(
+        &mut self,
+        owners: &BTreeSet<PartyId>,
+    ) -> Result<BTreeMap<PartyId, SecretScalar>> {
         let t_s = self.config.share_threshold();
+        let session = self.config.session();
         let mut cache = BTreeMap::new();
         'retry: loop {
             self.need(Round::Unmask, self.unmask.len())?;
-            let mut by_owner: BTreeMap<PartyId, Vec<(PartyId, u32, SecretScalar)>> =
-                BTreeMap::new();
-            for (r, shares) in &self.unmask {
-                for s in shares {
-                    if let Some(v) = SecretScalar::from_canonical(s.value.0) {
-                        by_owner.entry(s.owner).or_default().push((*r, r.0 + 1, v));
+            // Owner lists indexed through a per-party table (no map lookup per share).
+            let mut slot = vec![usize::MAX; self.config.parties()];
+            // Each owner's shares (responder order; only the first t where the graph has no
+            // shared block to prefer) and its share count.
+            let graph = self.config.graph();
+            let keep = if matches!(graph, MaskGraph::Complete { .. }) {
+                t_s
+            } else {
+                usize::MAX
+            };
+            let mut by_owner: Vec<OwnerShares<'_>> = Vec::with_capacity(owners.len());
+            for &o in owners {
+                if let Some(x) = slot.get_mut(o.index()) {
+                    *x = by_owner.len();
+                    by_owner.push((o, Vec::with_capacity(t_s), 0));
+                }
+            }
+            for (r, msg) in &self.unmask {
+                for s in &msg.shares {
+                    let i = slot.get(s.owner.index()).copied().unwrap_or(usize::MAX);
+                    if let Some((_, list, count)) = by_owner.get_mut(i) {
+                        *count += 1;
+                        if list.len() < keep {
+                            list.push((r.0 + 1, &s.value.0));
+                        }
                     }
                 }
             }
-            let mut out = BTreeMap::new();
-            for &owner in &self.u2 {
-                let Some(k) = self.keys.get(&owner) else {
-                    continue;
-                };
-                let list = by_owner.remove(&owner).unwrap_or_default();
-                let refs: Vec<(PartyId, u32, &SecretScalar)> =
-                    list.iter().map(|(r, x, v)| (*r, *x, v)).collect();
-                if refs.len() < t_s {
+            // The distinct point sets of the first t shares, and each owner's set (most
+            // owners share the previous owner's set, checked first without allocating).
+            let mut sets: BTreeMap<Vec<u32>, usize> = BTreeMap::new();
+            let mut set_of = Vec::with_capacity(by_owner.len());
+            let mut last: Option<(Vec<u32>, usize)> = None;
+            for (owner, list, count) in &mut by_owner {
+                if *count < t_s {
                     return Err(Error::NotEnoughParties {
                         round: Round::Unmask.name(),
-                        available: refs.len(),
+                        available: *count,
                         needed: t_s,
                     });
                 }
-                let target = if self.u3.contains(&owner) {
-                    k.self_mask_commitment
+                // Use the graph's shared block of holders when all of it answered (few
+                // distinct point sets, so few Lagrange computations), else the first t.
+                let block: Vec<u32> = graph
+                    .shared_holder_block(*owner, t_s)
+                    .map(|b| b.iter().map(|p| p.0 + 1).collect())
+                    .unwrap_or_default();
+                let mut want = block.iter().peekable();
+                let picked: Vec<(u32, &[u8; 32])> = list
+                    .iter()
+                    .filter(|e| {
+                        while want.next_if(|&&x| x < e.0).is_some() {}
+                        want.next_if(|&&x| x == e.0).is_some()
+                    })
+                    .copied()
+                    .collect();
+                if !block.is_empty() && picked.len() == t_s {
+                    *list = picked;
                 } else {
-                    k.mask_pk
+                    list.truncate(t_s);
+                }
+                if let Some((xs, i)) = &last
+                    && list.iter().map(|e| e.0).eq(xs.iter().copied())
+                {
+                    set_of.push(*i);
+                    continue;
+                }
+                let xs: Vec<u32> = list.iter().map(|e| e.0).collect();
+                let next = sets.len();
+                let i = *sets.entry(xs.clone()).or_insert(next);
+                set_of.push(i);
+                last = Some((xs, i));
+            }
+            let mut ordered: Vec<&[u32]> = vec![&[]; sets.len()];
+            for (xs, &i) in &sets {
+                if let Some(slot) = ordered.get_mut(i) {
+                    *slot = xs;
+                }
+            }
+            let coeffs = shamir::lagrange_at_zero_many(&ordered)?;
+            let mut out = BTreeMap::new();
+            let mut bad = None;
+            for ((owner, list, _), &si) in by_owner.iter().zip(&set_of) {
+                let owner = *owner;
+                let Some(k) = self.keys.get(&owner) else {
+                    continue;
                 };
-                match shamir::reconstruct_checked(&refs, t_s, &mut cache, |s| {
-                    s.public_key() == target
-                }) {
+                let survivor = self.u3.contains(&owner);
+                let (commitment, mask_pk) = (k.self_mask_commitment, k.mask_pk);
+                let check = |s: &SecretScalar| {
+                    if survivor {
+                        self_mask_commitment(s, &session, owner).ct_eq(&commitment)
+                    } else {
+                        s.public_key() == mask_pk
+                    }
+                };
+                let used: Vec<&[u8; 32]> = list.iter().map(|e| e.1).collect();
+                if let Some(s) = coeffs
+                    .get(si)
+                    .and_then(|c| shamir::combine_canonical(c, &used))
+                    .filter(|s| check(s))
+                {
+                    out.insert(owner, s);
+                    continue;
+                }
+                // Slow path: some share is bad; find whose, among all of the owner's shares.
+                let parsed: Vec<(PartyId, u32, SecretScalar)> = self
+                    .unmask
+                    .iter()
+                    .flat_map(|(r, msg)| {
+                        msg.shares
+                            .iter()
+                            .filter(|s| s.owner == owner)
+                            .map(move |s| (*r, &s.value))
+                    })
+                    .filter_map(|(r, v)| SecretScalar::from_canonical(v.0).map(|v| (r, r.0 + 1, v)))
+                    .collect();
+                let refs: Vec<(PartyId, u32, &SecretScalar)> =
+                    parsed.iter().map(|(r, x, v)| (*r, *x, v)).collect();
+                match shamir::reconstruct_checked(&refs, t_s, &mut cache, check) {
                     Ok(s) => {
-                        self.stats.secrets_reconstructed += 1;
                         out.insert(owner, s);
                     }
                     Err(CheckedFailure::BadShare(r)) => {
-                        self.misbehaved.push(Error::misbehaved(
-                            Peer::Party(r),
-                            format!(
-                                "sent a bad share of {owner}'s secret; its shares were ignored"
-                            ),
-                        ));
-                        self.unmask.remove(&r);
-                        continue 'retry;
+                        bad = Some((r, owner));
+                        break;
                     }
                     Err(CheckedFailure::Unidentified) => {
                         return Err(Error::InconsistentShares { owner });
                     }
                 }
             }
+            if let Some((r, owner)) = bad {
+                self.misbehaved.push(Error::misbehaved(
+                    Peer::Party(r),
+                    format!("sent a bad share of {owner}'s secret; its shares were ignored"),
+                ));
+                self.unmask.remove(&r);
+                continue 'retry;
+            }
+            self.stats.secrets_reconstructed += out.len() as u64;
             return Ok(out);
         }
     }
 
-    fn finish(&mut self) -> Result<Option<Round>> {
-        let secrets = self.reconstruct_all()?;
+    /// The pair seeds revealed by the responders, checked against the dropped owners'
+    /// commitments: (dropped u, survivor v) -> seed, and the pairs whose revealed seed did not
+    /// match (with the revealed seed, to tell later who was wrong).
+    #[allow(clippy::type_complexity)]
+    fn checked_seeds(
+        &self,
+    ) -> (
+        BTreeMap<(PartyId, PartyId), Seed>,
+        BTreeMap<(PartyId, PartyId), Seed>,
+    ) {
         let session = self.config.session();
-        let graph = self.config.graph().clone();
-        let mut sum = self.sum.clone();
-        let dim = sum.len() as u64;
-        for (&owner, secret) in &secrets {
-            if self.u3.contains(&owner) {
-                prg::sub_mask(&self_mask_seed(secret, &session, owner)?, &mut sum);
-                self.stats.prg_words += dim;
-            } else {
-                // owner dropped after sharing: remove its pairwise masks from the survivors.
-                for u in graph.neighbours(owner) {
-                    if !self.u3.contains(&u) {
-                        continue;
-                    }
-                    let Some(k) = self.keys.get(&u) else { continue };
-                    let shared = secret.diffie_hellman(&k.mask_pk, Peer::Party(u))?;
-                    let seed = pair_mask_seed(&shared, &session, u, owner)?;
-                    // y_u holds +PRG if u < owner, -PRG otherwise: undo it.
-                    prg::apply_mask(&seed, &mut sum, u < owner);
-                    self.stats.prg_words += dim;
+        let mut good = BTreeMap::new();
+        let mut suspect = BTreeMap::new();
+        for (&v, msg) in &self.unmask {
+            for rs in &msg.seeds {
+                let seed = Seed::from_bytes(rs.seed.0);
+                let u = rs.peer;
+                let ok = self
+                    .seed_commitments
+                    .get(&u)
+                    .and_then(|cs| {
+                        cs.binary_search_by_key(&v, |(w, _)| *w)
+                            .ok()
+                            .and_then(|i| cs.get(i))
+                    })
+                    .is_some_and(|(_, c)| c.ct_eq(&pair_seed_commitment(&seed, &session, u, v)));
+                if ok {
+                    good.insert((u, v), seed);
+                } else {
+                    suspect.insert((u, v), seed);
                 }
+            }
+        }
+        (good, suspect)
+    }
+
+    fn finish(&mut self) -> Result<Option<Round>> {
+        let session = self.config.session();
+        let (mut seeds, suspect) = self.checked_seeds();
+        // Dropped after sharing: U2 \ U3, with their surviving neighbours.
+        let dropped: Vec<(PartyId, Vec<PartyId>)> = self
+            .u2
+            .iter()
+            .filter(|u| !self.u3.contains(u))
+            .map(|&u| {
+                let vs = self
+                    .config
+                    .graph()
+                    .neighbours(u)
+                    .into_iter()
+                    .filter(|v| self.u3.contains(v))
+                    .collect();
+                (u, vs)
+            })
+            .collect();
+        // Secrets to reconstruct: every survivor's self-mask secret, and the mask key of a
+        // dropped party only if some pair with a survivor has no valid revealed seed.
+        let mut owners = self.u3.clone();
+        for (u, vs) in &dropped {
+            if vs.iter().any(|v| !seeds.contains_key(&(*u, *v))) {
+                owners.insert(*u);
+            }
+        }
+        let secrets = self.reconstruct_all(&owners)?;
+        let mut sum = std::mem::take(&mut self.sum);
+        let dim = sum.len() as u64;
+        for &owner in &self.u3 {
+            let Some(b) = secrets.get(&owner) else {
+                return Err(Error::InvalidState(format!(
+                    "no self-mask secret reconstructed for survivor {owner}"
+                )));
+            };
+            prg::sub_mask(&self_mask_seed(b, &session, owner)?, &mut sum);
+            self.stats.prg_words += dim;
+        }
+        for (u, vs) in &dropped {
+            let u = *u;
+            // u dropped after sharing: remove its pairwise masks from the survivors.
+            for &v in vs {
+                let seed = match seeds.remove(&(u, v)) {
+                    Some(seed) => {
+                        self.stats.pair_seeds_revealed += 1;
+                        seed
+                    }
+                    None => {
+                        let seed = self.recompute_pair_seed(&secrets, u, v)?;
+                        if let Some(revealed) = suspect.get(&(u, v)) {
+                            let same: bool = revealed.as_bytes().ct_eq(seed.as_bytes()).into();
+                            self.misbehaved.push(if same {
+                                Error::misbehaved(
+                                    Peer::Party(u),
+                                    format!(
+                                        "committed in round 1 to a wrong pair-mask seed with {v}; the seed was recomputed from its mask key"
+                                    ),
+                                )
+                            } else {
+                                Error::misbehaved(
+                                    Peer::Party(v),
+                                    format!(
+                                        "revealed a wrong pair-mask seed for its pair with {u} (it does not match {u}'s commitment); the seed was recomputed from {u}'s mask key"
+                                    ),
+                                )
+                            });
+                        }
+                        self.stats.pair_seeds_recomputed += 1;
+                        seed
+                    }
+                };
+                // y_v holds +PRG if v < u, -PRG otherwise: undo it.
+                prg::apply_mask(&seed, &mut sum, v < u);
+                self.stats.prg_words += dim;
             }
         }
         self.result = Some(Ok(AggregateOutput {
@@ -610,5 +866,22 @@ impl<W: RingWord> SecAggAggregator<W> {
         }));
         self.unmask.clear();
         Ok(None)
+    }
+
+    /// The fallback: the pair seed of dropped `u` and survivor `v` from `u`'s reconstructed
+    /// mask key and `v`'s public key (one X25519 and one HKDF).
+    fn recompute_pair_seed(
+        &self,
+        secrets: &BTreeMap<PartyId, SecretScalar>,
+        u: PartyId,
+        v: PartyId,
+    ) -> Result<Seed> {
+        let (Some(secret), Some(k)) = (secrets.get(&u), self.keys.get(&v)) else {
+            return Err(Error::InvalidState(format!(
+                "no mask key reconstructed for dropped {u} (pair with {v})"
+            )));
+        };
+        let shared = secret.diffie_hellman(&k.mask_pk, Peer::Party(v))?;
+        pair_mask_seed(&shared, &self.config.session(), v, u)
     }
 }

@@ -6,13 +6,16 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::messages::{
-    ClientMessage, EncryptedShare, Header, PartyKeys, RevealedShare, ServerMessage, ShareKind,
-    ShareValue,
+    ClientMessage, EncryptedShare, Header, PartyKeys, RevealedSeed, RevealedShare, SeedValue,
+    ServerMessage, ShareKind, ShareValue,
 };
-use super::{Round, SecAggConfig, pair_mask_seed, self_mask_seed, share_key, share_nonce_aad};
+use super::{
+    Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment,
+    self_mask_seed, share_key, share_nonce_aad,
+};
 use crate::crypto::{SecretScalar, open, seal};
 use crate::error::{Error, PartyId, Peer, Result};
-use crate::prg;
+use crate::prg::{self, Seed};
 use crate::ring::{RingVector, RingWord};
 use crate::shamir;
 
@@ -46,13 +49,16 @@ enum State<W: RingWord> {
     AwaitShares {
         input: Option<SecretVec<W>>,
         enc_sk: SecretScalar,
-        mask_sk: SecretScalar,
         b: SecretScalar,
         roster: BTreeMap<PartyId, PartyKeys>,
         own: Held,
+        /// The pair-mask seed with each neighbour in U1.
+        seeds: BTreeMap<PartyId, Seed>,
     },
     AwaitSurvivors {
         held: BTreeMap<PartyId, Held>,
+        /// The pair-mask seed with each neighbour in U2 (those it masked with).
+        seeds: BTreeMap<PartyId, Seed>,
     },
     Done,
     Aborted,
@@ -68,7 +74,10 @@ enum State<W: RingWord> {
 /// The input, private keys and self-mask secret are zeroized when no longer needed and on
 /// drop. The party reveals, for every other party, either the share of its self-mask secret
 /// (if the aggregator lists it as a survivor) or the share of its mask key (if not), never
-/// both; if the aggregator lists *this* party as dropped, it reveals nothing.
+/// both; it reveals its pair-mask seed with a neighbour only if the aggregator lists that
+/// neighbour as dropped (the seed is a function of the neighbour's mask key, revealed anyway),
+/// never for a neighbour listed as a survivor; if the aggregator lists *this* party as dropped,
+/// it reveals nothing.
 ///
 /// # Example
 /// ```rust
@@ -239,7 +248,7 @@ impl<W: RingWord> SecAggClient<W> {
     #[cfg(test)]
     pub(crate) fn held_for_test(&self) -> Vec<(PartyId, SecretScalar, SecretScalar)> {
         match &self.state {
-            State::AwaitSurvivors { held } => held
+            State::AwaitSurvivors { held, .. } => held
                 .iter()
                 .map(|(p, h)| (*p, h.mask_key.clone(), h.self_mask.clone()))
                 .collect(),
@@ -276,7 +285,7 @@ impl<W: RingWord> SecAggClient<W> {
             header: self.header(Round::AdvertiseKeys),
             enc_pk: enc_sk.public_key(),
             mask_pk: mask_sk.public_key(),
-            self_mask_commitment: b.public_key(),
+            self_mask_commitment: self_mask_commitment(&b, &self.config.session(), self.id),
         });
         self.state = State::AwaitRoster {
             input,
@@ -362,7 +371,11 @@ impl<W: RingWord> SecAggClient<W> {
             if k.party == self.id {
                 if k.enc_pk != enc_sk.public_key()
                     || k.mask_pk != mask_sk.public_key()
-                    || k.self_mask_commitment != b.public_key()
+                    || !k.self_mask_commitment.ct_eq(&self_mask_commitment(
+                        b,
+                        &self.config.session(),
+                        self.id,
+                    ))
                 {
                     return Err(Error::misbehaved(
                         agg,
@@ -390,6 +403,7 @@ impl<W: RingWord> SecAggClient<W> {
         let session = self.config.session();
         let mut out = Vec::with_capacity(parties.len().saturating_sub(1));
         let mut own = None;
+        let mut seeds = BTreeMap::new();
         for ((k, ks), bs) in parties.iter().zip(key_shares).zip(b_shares) {
             if k.party == self.id {
                 own = Some(Held {
@@ -398,6 +412,12 @@ impl<W: RingWord> SecAggClient<W> {
                 });
                 continue;
             }
+            // The pair-mask seed with k (used in round 2, revealed in round 3 only if k is
+            // reported dropped) and the commitment that lets the aggregator check it.
+            let mask_shared = mask_sk.diffie_hellman(&k.mask_pk, Peer::Party(k.party))?;
+            let seed = pair_mask_seed(&mask_shared, &session, self.id, k.party)?;
+            let seed_commitment = pair_seed_commitment(&seed, &session, self.id, k.party);
+            seeds.insert(k.party, seed);
             let shared = enc_sk.diffie_hellman(&k.enc_pk, Peer::Party(k.party))?;
             let key = share_key(&shared, &session, self.id, k.party)?;
             let (nonce, aad) = share_nonce_aad(&session, self.id, k.party);
@@ -409,14 +429,13 @@ impl<W: RingWord> SecAggClient<W> {
             out.push(EncryptedShare {
                 to: k.party,
                 ciphertext: ct?,
+                seed_commitment,
             });
         }
         let own = own.ok_or_else(|| Error::misbehaved(agg, "roster omits this party"))?;
+        // The mask key is no longer needed: its shares went out, the seeds are derived.
         let State::AwaitRoster {
-            input,
-            enc_sk,
-            mask_sk,
-            b,
+            input, enc_sk, b, ..
         } = std::mem::replace(&mut self.state, State::Aborted)
         else {
             return Err(Error::InvalidState("state changed".into()));
@@ -428,10 +447,10 @@ impl<W: RingWord> SecAggClient<W> {
         self.state = State::AwaitShares {
             input,
             enc_sk,
-            mask_sk,
             b,
             roster: parties.into_iter().map(|k| (k.party, k)).collect(),
             own,
+            seeds,
         };
         Ok(())
     }
@@ -472,9 +491,9 @@ impl<W: RingWord> SecAggClient<W> {
         let State::AwaitShares {
             input,
             enc_sk,
-            mask_sk,
             b,
             roster,
+            seeds,
             ..
         } = &self.state
         else {
@@ -549,16 +568,23 @@ impl<W: RingWord> SecAggClient<W> {
         if mask {
             prg::add_mask(&self_mask_seed(b, &session, self.id)?, &mut y.0);
         }
-        for v in held.keys().filter(|_| mask) {
-            let Some(k) = roster.get(v) else { continue };
-            let shared = mask_sk.diffie_hellman(&k.mask_pk, Peer::Party(*v))?;
-            let seed = pair_mask_seed(&shared, &session, self.id, *v)?;
-            prg::apply_mask(&seed, &mut y.0, self.id > *v);
+        for v in held.keys() {
+            if !seeds.contains_key(v) {
+                return Err(Error::InvalidState(format!(
+                    "no pair-mask seed with {v} although it is in the roster"
+                )));
+            }
         }
-        let State::AwaitShares { own, .. } = std::mem::replace(&mut self.state, State::Aborted)
+        for (v, seed) in seeds.iter().filter(|(v, _)| mask && held.contains_key(*v)) {
+            prg::apply_mask(seed, &mut y.0, self.id > *v);
+        }
+        let State::AwaitShares { own, mut seeds, .. } =
+            std::mem::replace(&mut self.state, State::Aborted)
         else {
             return Err(Error::InvalidState("state changed".into()));
         };
+        // Keep the seeds of the neighbours it masked with (U2); the others are zeroized.
+        seeds.retain(|v, _| held.contains_key(v));
         held.insert(self.id, own);
         if mask {
             self.outbox.push_back(ClientMessage::MaskedInput {
@@ -567,13 +593,13 @@ impl<W: RingWord> SecAggClient<W> {
             });
         }
         // input, keys and b are dropped (zeroized) with the old state.
-        self.state = State::AwaitSurvivors { held };
+        self.state = State::AwaitSurvivors { held, seeds };
         Ok(())
     }
 
     fn on_survivors(&mut self, survivors: Vec<PartyId>) -> Result<()> {
         let agg = Peer::Aggregator;
-        let State::AwaitSurvivors { held } = &self.state else {
+        let State::AwaitSurvivors { held, seeds } = &self.state else {
             return Err(Error::misbehaved(agg, "survivor list in the wrong round"));
         };
         let mut prev: Option<PartyId> = None;
@@ -625,9 +651,19 @@ impl<W: RingWord> SecAggClient<W> {
                 }
             })
             .collect();
+        // Pair seeds only for neighbours reported dropped, never for a listed survivor.
+        let seeds = seeds
+            .iter()
+            .filter(|(v, _)| !set.contains(*v))
+            .map(|(v, seed)| RevealedSeed {
+                peer: *v,
+                seed: SeedValue(*seed.as_bytes()),
+            })
+            .collect();
         self.outbox.push_back(ClientMessage::Unmask {
             header: self.header(Round::Unmask),
             shares,
+            seeds,
         });
         self.state = State::Done;
         Ok(())
@@ -660,6 +696,12 @@ mod tests {
         };
         let dbg = format!("{share:?}");
         assert!(dbg.contains("[redacted]") && !dbg.contains("171"), "{dbg}");
+        let seed = RevealedSeed {
+            peer: PartyId(1),
+            seed: SeedValue([0xCD; 32]),
+        };
+        let dbg = format!("{seed:?}");
+        assert!(dbg.contains("[redacted]") && !dbg.contains("205"), "{dbg}");
         // A party outside the session's range or with a wrong-length input is a clean error.
         let config = SecAggConfig::new(SessionId([1; 16]), 3, 2, 2).unwrap();
         assert!(SecAggClient::<u32>::new(config.clone(), PartyId(3), vec![0, 0]).is_err());

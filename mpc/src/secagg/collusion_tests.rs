@@ -7,6 +7,7 @@ use sotto_dp::rng::seeded_rng;
 use super::messages::ShareKind;
 use super::*;
 use crate::crypto::SecretScalar;
+use crate::prg::{self, Seed};
 use crate::shamir;
 
 struct Run {
@@ -81,6 +82,8 @@ fn a_late_honest_party_stays_masked_against_t_minus_1_colluders() {
         .iter()
         .map(|p| run.clients[p.index()].held_for_test())
         .collect();
+    // (Test oracle only: an honest holder's share too, to show what t shares would give.)
+    let honest2 = run.clients[2].held_for_test();
     let late = run.pump(&[4]);
     run.aggregator.close_round(run.now); // deadline: U3 = {0, 1, 2, 3}
     run.pump(&[]); // survivor lists delivered, unmask shares queued
@@ -108,8 +111,11 @@ fn a_late_honest_party_stays_masked_against_t_minus_1_colluders() {
     let keys4 = run.aggregator.roster()[4];
     assert_eq!(keys4.party, PartyId(4));
     let commitment = keys4.self_mask_commitment;
+    let session = SessionId([42; 16]);
     // Interpolating t - 1 shares (as a lower-degree polynomial) does not give the secret.
-    assert_ne!(interpolate(&b_shares).public_key(), commitment);
+    assert!(
+        !self_mask_commitment(&interpolate(&b_shares), &session, PartyId(4)).ct_eq(&commitment)
+    );
     // No party revealed a self-mask share of party 4: everything the aggregator received for
     // owner 4 is a mask-key share, so b_4 (t - 1 shares known) stays hidden and with it x_4.
     let mut revealed_for_4 = 0;
@@ -122,6 +128,40 @@ fn a_late_honest_party_stays_masked_against_t_minus_1_colluders() {
         }
     }
     assert_eq!(revealed_for_4, 4);
+
+    // The survivors revealed their pair seeds with party 4 (4 dropped); with them the
+    // coalition strips every pairwise mask off the late vector y_4, but what is left,
+    // x_4 + PRG(b_4), is still masked by the self mask.
+    let mut y4 = late
+        .iter()
+        .find_map(|m| match m {
+            ClientMessage::MaskedInput { masked, .. } => Some(masked.as_slice().to_vec()),
+            _ => None,
+        })
+        .unwrap();
+    let mut seeds_for_4 = 0;
+    for m in &run.seen {
+        if let ClientMessage::Unmask { seeds, .. } = m {
+            for s in seeds {
+                assert_eq!(s.peer, PartyId(4), "a seed revealed for a survivor");
+                // Party 4 subtracted PRG(s_4v) for every v < 4: add it back.
+                prg::add_mask(&Seed::from_bytes(s.seed.0), &mut y4);
+                seeds_for_4 += 1;
+            }
+        }
+    }
+    assert_eq!(seeds_for_4, 4);
+    assert_ne!(y4, inputs[4], "x_4 must stay masked by PRG(b_4)");
+    assert!(y4.iter().zip(&inputs[4]).all(|(a, b)| a != b));
+    // Sanity check of the test itself: with t shares of b_4 (one more, from an honest holder)
+    // the same computation does recover x_4, so the assertions above can fail.
+    let mut t_shares = b_shares.clone();
+    let (_, _, b2) = honest2.iter().find(|(o, _, _)| *o == PartyId(4)).unwrap();
+    t_shares.push((PartyId(2), b2.clone()));
+    let b4 = interpolate(&t_shares);
+    assert!(self_mask_commitment(&b4, &session, PartyId(4)).ct_eq(&commitment));
+    prg::sub_mask(&self_mask_seed(&b4, &session, PartyId(4)).unwrap(), &mut y4);
+    assert_eq!(y4, inputs[4]);
 }
 
 #[test]
@@ -156,10 +196,11 @@ fn a_surviving_honest_party_keeps_its_pairwise_masks_against_t_minus_1_colluders
         .collect();
     let mask_pk = run.aggregator.roster()[4].mask_pk;
     assert_ne!(interpolate(&key_shares).public_key(), mask_pk);
-    // No party revealed a mask-key share of a survivor.
+    // No party revealed a mask-key share of a survivor, nor a pair seed.
     for m in &run.seen {
-        if let ClientMessage::Unmask { shares, .. } = m {
+        if let ClientMessage::Unmask { shares, seeds, .. } = m {
             assert!(shares.iter().all(|s| s.kind == ShareKind::SelfMask));
+            assert!(seeds.is_empty());
         }
     }
 }

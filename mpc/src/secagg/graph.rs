@@ -135,6 +135,45 @@ impl MaskGraph {
         }
     }
 
+    /// A choice of `t` of `owner`'s holders (sorted) that many owners have in common, so an
+    /// aggregator interpolating from it computes few distinct sets of Lagrange coefficients:
+    /// for the Harary graph, the holders at the `t` consecutive positions starting at the
+    /// first multiple of `k + 2 - t` in the owner's window of `k + 1` positions (every window
+    /// contains one such block, so about `n / (k + 2 - t)` blocks serve all owners). `None`
+    /// for the complete graph (the first `t` responders are already common to all owners) or
+    /// `t` outside `1..=k + 1`.
+    pub fn shared_holder_block(&self, owner: PartyId, t: usize) -> Option<Vec<PartyId>> {
+        let MaskGraph::Harary {
+            parties,
+            degree,
+            position,
+            party_at,
+        } = self
+        else {
+            return None;
+        };
+        let (n, k) = (*parties, *degree);
+        if t == 0 || t > k + 1 || k >= n {
+            return None;
+        }
+        let p = *position.get(owner.index())? as usize;
+        let step = k + 2 - t;
+        let lo = (p + n - k / 2) % n;
+        let mut start = lo.div_ceil(step) * step;
+        if start >= n {
+            start = 0;
+        }
+        let offset = (start + n - lo) % n;
+        if offset + t > k + 1 {
+            return None;
+        }
+        let mut out: Vec<PartyId> = (0..t)
+            .map(|i| party_at.get((start + i) % n).copied().map(PartyId))
+            .collect::<Option<_>>()?;
+        out.sort_unstable();
+        Some(out)
+    }
+
     /// The holders of `party`'s shares: its neighbours and itself, sorted.
     pub fn holders(&self, party: PartyId) -> Vec<PartyId> {
         let mut h = self.neighbours(party);
@@ -163,6 +202,36 @@ mod tests {
                 .count();
             assert_eq!(non, 6);
         }
+        // Shared holder blocks: t of the owner's holders, few distinct ones across owners.
+        for (n, k, t) in [
+            (50usize, 6usize, 3usize),
+            (1000, 48, 14),
+            (101, 10, 11),
+            (37, 4, 1),
+        ] {
+            let g = MaskGraph::harary(n, k, &SessionId([7; 16]));
+            let mut blocks = std::collections::BTreeSet::new();
+            for u in 0..n as u32 {
+                let b = g.shared_holder_block(PartyId(u), t).unwrap();
+                assert_eq!(b.len(), t);
+                let holders = g.holders(PartyId(u));
+                assert!(b.iter().all(|v| holders.contains(v)), "n={n} u={u}");
+                assert!(b.windows(2).all(|w| w[0] < w[1]));
+                blocks.insert(b);
+            }
+            assert!(
+                blocks.len() <= n / (k + 2 - t) + 2,
+                "{} blocks",
+                blocks.len()
+            );
+            assert!(g.shared_holder_block(PartyId(0), k + 2).is_none());
+            assert!(g.shared_holder_block(PartyId(0), 0).is_none());
+        }
+        assert!(
+            MaskGraph::complete(5)
+                .shared_holder_block(PartyId(0), 3)
+                .is_none()
+        );
         // Different sessions relabel differently.
         let h = MaskGraph::harary(50, 6, &SessionId([6; 16]));
         assert_ne!(g, h);

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::{Round, SessionId};
-use crate::crypto::PublicKey;
+use crate::crypto::{Commitment, PublicKey};
 use crate::error::{PartyId, Peer};
 use crate::ring::{RingVector, RingWord};
 
@@ -30,18 +30,24 @@ pub struct PartyKeys {
     pub enc_pk: PublicKey,
     /// X25519 key for pairwise masks.
     pub mask_pk: PublicKey,
-    /// `b * G` for the self-mask secret `b`: lets the aggregator verify the reconstructed
-    /// secret (and spot a bad share) without learning anything about `b`.
-    pub self_mask_commitment: PublicKey,
+    /// The hash commitment `H(domain || session || party || b)` to the self-mask secret `b`:
+    /// lets the aggregator verify the reconstructed secret (and spot a bad share) with one
+    /// hash, without learning anything about `b`.
+    pub self_mask_commitment: Commitment,
 }
 
-/// A share ciphertext addressed to `to` (round 1, party to aggregator).
+/// A share ciphertext addressed to `to` (round 1, party to aggregator), with the sender's
+/// commitment to its pair-mask seed with `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncryptedShare {
     /// Recipient (holder).
     pub to: PartyId,
     /// ChaCha20-Poly1305 ciphertext of the two 32-byte shares.
     pub ciphertext: Vec<u8>,
+    /// The hash commitment to the pair-mask seed `s_{from,to}` (kept by the aggregator, not
+    /// forwarded): if the sender drops, `to` may reveal the seed and the aggregator checks it
+    /// against this commitment.
+    pub seed_commitment: Commitment,
 }
 
 /// A share ciphertext from `from` (round 1, aggregator to party).
@@ -72,6 +78,32 @@ impl std::fmt::Debug for ShareValue {
     }
 }
 
+/// A pair-mask seed on the wire: 32 bytes. Zeroized on drop, never printed.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+pub struct SeedValue(pub [u8; 32]);
+
+impl std::fmt::Debug for SeedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeedValue([redacted])")
+    }
+}
+
+/// A pair-mask seed revealed for unmasking (round 3): the seed `s_{peer,sender}` of the
+/// sender's pairwise mask with `peer`, a neighbour the aggregator reported as dropped (in U2
+/// but not in U3).
+///
+/// # Security
+/// The seed is a function of `peer`'s mask key, which the mask-key shares revealed in the same
+/// round let the aggregator reconstruct anyway; it says nothing about `peer`'s self mask, so a
+/// late masked vector of `peer` stays hidden.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealedSeed {
+    /// The dropped neighbour.
+    pub peer: PartyId,
+    /// The seed.
+    pub seed: SeedValue,
+}
+
 /// A share revealed for unmasking (round 3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevealedShare {
@@ -95,8 +127,8 @@ pub enum ClientMessage<W: RingWord> {
         enc_pk: PublicKey,
         /// Mask public key.
         mask_pk: PublicKey,
-        /// Commitment to the self-mask secret.
-        self_mask_commitment: PublicKey,
+        /// Hash commitment to the self-mask secret.
+        self_mask_commitment: Commitment,
     },
     /// Round 1.
     ShareKeys {
@@ -118,6 +150,8 @@ pub enum ClientMessage<W: RingWord> {
         header: Header,
         /// One share per owner in the sender's U2 neighbourhood (itself included).
         shares: Vec<RevealedShare>,
+        /// One pair-mask seed per neighbour in U2 \ U3 (reported dropped), sorted by peer.
+        seeds: Vec<RevealedSeed>,
     },
 }
 

@@ -6,17 +6,22 @@
 //!
 //! | round | party -> aggregator | aggregator -> party |
 //! |---|---|---|
-//! | 0 `AdvertiseKeys` | two X25519 public keys + a commitment to the self-mask secret | the roster U1 (keys of the neighbours) |
-//! | 1 `ShareKeys` | Shamir shares of the mask key and self-mask secret, encrypted to each holder | the ciphertexts addressed to the party (from U2) |
+//! | 0 `AdvertiseKeys` | two X25519 public keys + a hash commitment to the self-mask secret | the roster U1 (keys of the neighbours) |
+//! | 1 `ShareKeys` | Shamir shares of the mask key and self-mask secret, encrypted to each holder, + a hash commitment to the pair-mask seed with each neighbour | the ciphertexts addressed to the party (from U2) |
 //! | 2 `MaskedInput` | `x + PRG(b) + sum_v +-PRG(s_uv)` | the survivor list U3 |
-//! | 3 `Unmask` | for each v in U2: the self-mask share if v in U3, else the mask-key share | (the aggregator outputs the sum) |
+//! | 3 `Unmask` | for each v in U2: the self-mask share if v in U3, else the mask-key share; + the pair-mask seed `s_uv` for each neighbour v in U2 \ U3 | (the aggregator outputs the sum) |
+//!
+//! The revealed pair seeds let the aggregator remove a dropped party's pairwise masks without
+//! reconstructing its mask key and running X25519 per pair; it falls back to the key shares
+//! (Bonawitz et al.'s recovery) for any pair whose seed is missing or does not match its
+//! commitment.
 //!
 //! See `docs/protocol.md` for the full description and `docs/threat-model.md` for what is and
 //! is not protected.
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{SecretScalar, SharedSecret};
+use crate::crypto::{Commitment, SecretScalar, SharedSecret};
 use crate::error::{Error, PartyId, Peer, Result};
 use crate::prg::Seed;
 
@@ -292,6 +297,46 @@ pub(crate) fn pair_mask_seed(
         &lo.0.to_le_bytes(),
         &hi.0.to_le_bytes(),
     ])
+}
+
+/// Domain of the self-mask commitment.
+const SELF_MASK_COMMITMENT: &[u8] = b"sotto-mpc/secagg/v1 self-mask commitment";
+/// Domain of the pair-mask seed commitment.
+const PAIR_SEED_COMMITMENT: &[u8] = b"sotto-mpc/secagg/v1 pair-mask seed commitment";
+
+/// The commitment `H(domain || session || party || b)` to `party`'s self-mask secret `b`
+/// (SHA-256). Hiding for a uniformly random 252-bit `b` in the random-oracle model, binding by
+/// collision resistance; checking a reconstructed `b` against it costs one hash.
+pub(crate) fn self_mask_commitment(
+    b: &SecretScalar,
+    session: &SessionId,
+    party: PartyId,
+) -> Commitment {
+    let bytes = zeroize::Zeroizing::new(b.to_bytes());
+    Commitment::of(
+        SELF_MASK_COMMITMENT,
+        &[&session.0, &party.0.to_le_bytes(), bytes.as_ref()],
+    )
+}
+
+/// The commitment `H(domain || session || lo || hi || s)` to the pair-mask seed `s` of the
+/// (unordered) pair `{a, b}` (SHA-256).
+pub(crate) fn pair_seed_commitment(
+    seed: &Seed,
+    session: &SessionId,
+    a: PartyId,
+    b: PartyId,
+) -> Commitment {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    Commitment::of(
+        PAIR_SEED_COMMITMENT,
+        &[
+            &session.0,
+            &lo.0.to_le_bytes(),
+            &hi.0.to_le_bytes(),
+            seed.as_bytes(),
+        ],
+    )
 }
 
 /// The seed of `party`'s self mask, from its self-mask secret `b`.

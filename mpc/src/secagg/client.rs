@@ -13,7 +13,7 @@ use super::{
     Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment,
     self_mask_seed, share_key, share_nonce_aad,
 };
-use crate::crypto::{SecretScalar, open, seal};
+use crate::crypto::{Commitment, PublicKey, SecretScalar, open, seal};
 use crate::error::{Error, PartyId, Peer, Result};
 use crate::prg::{self, Seed};
 use crate::ring::{RingVector, RingWord};
@@ -45,12 +45,15 @@ enum State<W: RingWord> {
         enc_sk: SecretScalar,
         mask_sk: SecretScalar,
         b: SecretScalar,
+        /// This party's advertised keys (computed once, checked against the roster).
+        advertised: (PublicKey, PublicKey, Commitment),
     },
     AwaitShares {
         input: Option<SecretVec<W>>,
-        enc_sk: SecretScalar,
         b: SecretScalar,
-        roster: BTreeMap<PartyId, PartyKeys>,
+        /// The share-encryption key with each neighbour in U1 (one X25519 per pair, used for
+        /// both directions).
+        share_keys: BTreeMap<PartyId, Seed>,
         own: Held,
         /// The pair-mask seed with each neighbour in U1.
         seeds: BTreeMap<PartyId, Seed>,
@@ -281,17 +284,23 @@ impl<W: RingWord> SecAggClient<W> {
         let enc_sk = SecretScalar::random(rng);
         let mask_sk = SecretScalar::random(rng);
         let b = SecretScalar::random(rng);
+        let advertised = (
+            enc_sk.public_key(),
+            mask_sk.public_key(),
+            self_mask_commitment(&b, &self.config.session(), self.id),
+        );
         self.outbox.push_back(ClientMessage::AdvertiseKeys {
             header: self.header(Round::AdvertiseKeys),
-            enc_pk: enc_sk.public_key(),
-            mask_pk: mask_sk.public_key(),
-            self_mask_commitment: self_mask_commitment(&b, &self.config.session(), self.id),
+            enc_pk: advertised.0,
+            mask_pk: advertised.1,
+            self_mask_commitment: advertised.2,
         });
         self.state = State::AwaitRoster {
             input,
             enc_sk,
             mask_sk,
             b,
+            advertised,
         };
         Ok(())
     }
@@ -342,7 +351,11 @@ impl<W: RingWord> SecAggClient<W> {
     ) -> Result<()> {
         let agg = Peer::Aggregator;
         let State::AwaitRoster {
-            enc_sk, mask_sk, b, ..
+            enc_sk,
+            mask_sk,
+            b,
+            advertised,
+            ..
         } = &self.state
         else {
             return Err(Error::misbehaved(agg, "roster in the wrong round"));
@@ -369,13 +382,9 @@ impl<W: RingWord> SecAggClient<W> {
                 return Err(Error::misbehaved(agg, "roster repeats a public key"));
             }
             if k.party == self.id {
-                if k.enc_pk != enc_sk.public_key()
-                    || k.mask_pk != mask_sk.public_key()
-                    || !k.self_mask_commitment.ct_eq(&self_mask_commitment(
-                        b,
-                        &self.config.session(),
-                        self.id,
-                    ))
+                if k.enc_pk != advertised.0
+                    || k.mask_pk != advertised.1
+                    || !k.self_mask_commitment.ct_eq(&advertised.2)
                 {
                     return Err(Error::misbehaved(
                         agg,
@@ -404,6 +413,7 @@ impl<W: RingWord> SecAggClient<W> {
         let mut out = Vec::with_capacity(parties.len().saturating_sub(1));
         let mut own = None;
         let mut seeds = BTreeMap::new();
+        let mut share_keys = BTreeMap::new();
         for ((k, ks), bs) in parties.iter().zip(key_shares).zip(b_shares) {
             if k.party == self.id {
                 own = Some(Held {
@@ -426,6 +436,8 @@ impl<W: RingWord> SecAggClient<W> {
             pt[32..].copy_from_slice(&bs.to_bytes());
             let ct = seal(&key, nonce, &aad, &pt);
             pt.zeroize();
+            // The same key (derived from the pair sorted) opens k's share to this party.
+            share_keys.insert(k.party, key);
             out.push(EncryptedShare {
                 to: k.party,
                 ciphertext: ct?,
@@ -433,10 +445,10 @@ impl<W: RingWord> SecAggClient<W> {
             });
         }
         let own = own.ok_or_else(|| Error::misbehaved(agg, "roster omits this party"))?;
-        // The mask key is no longer needed: its shares went out, the seeds are derived.
-        let State::AwaitRoster {
-            input, enc_sk, b, ..
-        } = std::mem::replace(&mut self.state, State::Aborted)
+        // The private keys are no longer needed: the mask key's shares went out, the seeds and
+        // the share keys are derived.
+        let State::AwaitRoster { input, b, .. } =
+            std::mem::replace(&mut self.state, State::Aborted)
         else {
             return Err(Error::InvalidState("state changed".into()));
         };
@@ -446,9 +458,8 @@ impl<W: RingWord> SecAggClient<W> {
         });
         self.state = State::AwaitShares {
             input,
-            enc_sk,
             b,
-            roster: parties.into_iter().map(|k| (k.party, k)).collect(),
+            share_keys,
             own,
             seeds,
         };
@@ -490,9 +501,8 @@ impl<W: RingWord> SecAggClient<W> {
         let agg = Peer::Aggregator;
         let State::AwaitShares {
             input,
-            enc_sk,
             b,
-            roster,
+            share_keys,
             seeds,
             ..
         } = &self.state
@@ -513,17 +523,15 @@ impl<W: RingWord> SecAggClient<W> {
                     "forwarded a share from this party to itself",
                 ));
             }
-            let Some(k) = roster.get(&s.from) else {
+            let Some(key) = share_keys.get(&s.from) else {
                 return Err(Error::misbehaved(
                     agg,
                     format!("share from {}, not in the roster", s.from),
                 ));
             };
             let culprit = Peer::Party(s.from);
-            let shared = enc_sk.diffie_hellman(&k.enc_pk, culprit)?;
-            let key = share_key(&shared, &session, s.from, self.id)?;
             let (nonce, aad) = share_nonce_aad(&session, s.from, self.id);
-            let Some(mut pt) = open(&key, nonce, &aad, &s.ciphertext)? else {
+            let Some(mut pt) = open(key, nonce, &aad, &s.ciphertext)? else {
                 return Err(Error::misbehaved(
                     culprit,
                     "share ciphertext fails authentication (tampered in transit or by the sender)",

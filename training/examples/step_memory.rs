@@ -4,10 +4,12 @@
 //! cargo build --release -p sotto-training --example step_memory
 //! for m in non_dp dp naive; do /usr/bin/time -v target/release/examples/step_memory mlp $m 2>&1 | grep Maximum; done
 //! ```
-//! Arguments: `mlp|transformer` and `non_dp|dp|naive`.
+//! Arguments: `mlp|transformer` and `non_dp|dp|dp_noise|naive` (`dp_noise` is the full DP-SGD
+//! step: book-keeping clipping, exact discrete Gaussian noise on one thread, `apply_sum`).
 
 use candle_core::{DType, Device};
-use sotto_training::clipping::Clipping;
+use sotto_training::clipping::{Clipping, flatten};
+use sotto_training::noise::GradientNoise;
 use sotto_training::data::{digits_split, sequence_task};
 use sotto_training::model::{InputShape, Model, ModelSpec};
 use sotto_training::nn::Trainable;
@@ -50,7 +52,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &model,
     )?;
     let clip = Clipping::default();
+    let noise = GradientNoise::new(1.0, clip.clip_norm, model.trainable_len(Trainable::All))?
+        .with_threads(1)?;
+    let mut rng = sotto_dp::rng::seeded_rng(7);
     for _ in 0..20 {
+        if mode == "dp_noise" {
+            let g = model.clipped_gradients(&batch, &clip)?;
+            let noised = noise.privatize(&flatten(&g.grads)?, &mut rng)?;
+            drop(g);
+            opt.apply_sum(&model, &noised, b as f64)?;
+            continue;
+        }
         let grads = match mode {
             "non_dp" => model.mean_gradient(&batch, Trainable::All)?.1,
             "dp" => model

@@ -28,8 +28,9 @@ const CLIP_FLOAT_SLACK: f64 = 1e-4;
 ///
 /// # Privacy
 /// * No noise is derived from a floating-point uniform (Mironov 2012): `z` comes from
-///   [`sotto_dp::sampling::DiscreteGaussian`], an exact sampler on the integers
-///   (Canonne, Kamath, Steinke 2020), driven by a [`CryptoRng`].
+///   [`sotto_dp::sampling::DiscreteGaussian`], an exact sampler on the integers (a
+///   table-driven rejection sampler for the scales used here, see `docs/privacy/sampling.md`),
+///   driven by a [`CryptoRng`].
 /// * Snapping each coordinate to the grid moves it by at most `grid / 2`, so two neighbouring
 ///   snapped sums differ by at most `clip_norm + sqrt(dims) * grid` in L2 norm. That value,
 ///   with a further `1e-4 * clip_norm` for the floating-point error of the clipping itself, is

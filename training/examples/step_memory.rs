@@ -9,10 +9,10 @@
 
 use candle_core::{DType, Device};
 use sotto_training::clipping::{Clipping, flatten};
-use sotto_training::noise::GradientNoise;
 use sotto_training::data::{digits_split, sequence_task};
 use sotto_training::model::{InputShape, Model, ModelSpec};
 use sotto_training::nn::Trainable;
+use sotto_training::noise::GradientNoise;
 use sotto_training::optim::{Optimizer, OptimizerKind};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -681,7 +681,10 @@ impl<W: RingWord> SecAggAggregator<W> {
                     *slot = xs;
                 }
             }
-            let coeffs = shamir::lagrange_at_zero_many(&ordered)?;
+            let coeffs: Vec<Vec<[u64; 4]>> = shamir::lagrange_at_zero_many(&ordered)?
+                .iter()
+                .map(|c| c.iter().map(shamir::scalar_limbs).collect())
+                .collect();
             let mut out = BTreeMap::new();
             let mut bad = None;
             for ((owner, list, _), &si) in by_owner.iter().zip(&set_of) {

@@ -97,7 +97,11 @@ struct Unmasking {
 /// Semi-honest aggregator: it only ever holds masked vectors and the final noised sum. Once
 /// the survivor set U3 is fixed, a late masked vector is rejected, and no party ever reveals
 /// the self-mask share of a party outside U3, so a party reported as dropped keeps its input
-/// hidden even if its masked vector arrives later.
+/// hidden even if its masked vector arrives later. The pairwise masks of a dropped party are
+/// removed with the pair seeds its surviving neighbours reveal (checked against the
+/// party's round-1 commitments), or, for a pair without a valid seed, from its mask key
+/// reconstructed from shares (Bonawitz et al.'s recovery); a wrong seed or commitment is
+/// reported in [`Self::misbehaved`] and does not change the sum.
 ///
 /// # Example
 /// Driving three parties and the aggregator by hand (a transport does the same over QUIC):

@@ -203,7 +203,7 @@ pub fn combine(coeffs: &[Scalar], ys: &[&SecretScalar]) -> SecretScalar {
 /// The products `c_i * y_i` are summed as exact 512-bit integers (up to 63 at a time, which
 /// cannot overflow since each is below 2^506) and reduced modulo l once per 63 terms, instead of
 /// one field multiplication and addition per share. Constant time; the accumulator is zeroized.
-pub(crate) fn combine_canonical(coeffs: &[Scalar], ys: &[&[u8; 32]]) -> Option<SecretScalar> {
+pub(crate) fn combine_canonical(coeffs: &[[u64; 4]], ys: &[&[u8; 32]]) -> Option<SecretScalar> {
     if !ys.iter().all(|y| is_canonical(y)) {
         return None;
     }
@@ -213,19 +213,23 @@ pub(crate) fn combine_canonical(coeffs: &[Scalar], ys: &[&[u8; 32]]) -> Option<S
     // below 2^73; one carry pass per chunk gives the exact 512-bit sum.
     let mut cols = zeroize::Zeroizing::new([0u128; 8]);
     let mut wide = zeroize::Zeroizing::new([0u8; 64]);
-    let pairs: Vec<(&Scalar, &&[u8; 32])> = coeffs.iter().zip(ys).collect();
-    for chunk in pairs.chunks(63) {
+    let n = coeffs.len().min(ys.len());
+    let mut start = 0;
+    while start < n {
+        let end = (start + 63).min(n);
         cols.fill(0);
-        for (c, y) in chunk {
-            let a = limbs(c.as_bytes());
-            let b = zeroize::Zeroizing::new(limbs(y));
-            for (i, ai) in a.iter().enumerate() {
-                for (j, bj) in b.iter().enumerate() {
-                    let p = u128::from(*ai) * u128::from(*bj);
+        let cs = coeffs.get(start..end).unwrap_or_default();
+        let vs = ys.get(start..end).unwrap_or_default();
+        for (a, y) in cs.iter().zip(vs) {
+            let mut b = limbs(y);
+            for i in 0..4 {
+                for j in 0..4 {
+                    let p = u128::from(a[i]) * u128::from(b[j]);
                     cols[i + j] += u128::from(p as u64);
                     cols[i + j + 1] += p >> 64;
                 }
             }
+            b.zeroize();
         }
         let mut carry: u128 = 0;
         for (k, col) in cols.iter().enumerate() {
@@ -237,8 +241,14 @@ pub(crate) fn combine_canonical(coeffs: &[Scalar], ys: &[&[u8; 32]]) -> Option<S
         let mut part = SecretScalar(Scalar::from_bytes_mod_order_wide(&wide));
         total.0 += part.0;
         part.0.zeroize();
+        start = end;
     }
     Some(total)
+}
+
+/// The little-endian 64-bit limbs of a (public) coefficient, for [`combine_canonical`].
+pub(crate) fn scalar_limbs(s: &Scalar) -> [u64; 4] {
+    limbs(s.as_bytes())
 }
 
 /// Little-endian 64-bit limbs of a 32-byte little-endian integer.
@@ -408,12 +418,13 @@ mod tests {
             for (c, y) in cs.iter().zip(&ys) {
                 expect += c * Scalar::from_canonical_bytes(*y).unwrap();
             }
-            let got = combine_canonical(&cs, &refs).unwrap();
+            let cl: Vec<[u64; 4]> = cs.iter().map(scalar_limbs).collect();
+            let got = combine_canonical(&cl, &refs).unwrap();
             prop_assert_eq!(got.0, expect);
             let mut bad = ys.clone();
             bad[n - 1] = [0xff; 32];
             let refs: Vec<&[u8; 32]> = bad.iter().collect();
-            prop_assert!(combine_canonical(&cs, &refs).is_none());
+            prop_assert!(combine_canonical(&cl, &refs).is_none());
         }
 
         #[test]

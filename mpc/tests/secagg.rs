@@ -321,9 +321,11 @@ fn sparse_graph_with_many_parties_sums_exactly() {
         .run();
     let out = report.result.unwrap();
     assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
-    // Each party sent O(degree) keys and shares, not O(n).
+    // Each party sent O(degree) keys and shares, not O(n): at most one ~114-byte entry per
+    // neighbour (80-byte ciphertext, 32-byte pair-seed commitment, ids), against ~6,800 bytes
+    // for all 59 other parties.
     let b = &report.bytes_sent[&PartyId(1)];
-    assert!(b[&Round::ShareKeys] < 11 * 100, "{b:?}");
+    assert!(b[&Round::ShareKeys] < 11 * 120, "{b:?}");
 }
 
 /// The aggregator's view (every masked vector) does not depend on the inputs: the top 4 bits

@@ -97,7 +97,11 @@ struct Unmasking {
 /// Semi-honest aggregator: it only ever holds masked vectors and the final noised sum. Once
 /// the survivor set U3 is fixed, a late masked vector is rejected, and no party ever reveals
 /// the self-mask share of a party outside U3, so a party reported as dropped keeps its input
-/// hidden even if its masked vector arrives later.
+/// hidden even if its masked vector arrives later. The pairwise masks of a dropped party are
+/// removed with the pair seeds its surviving neighbours reveal (checked against the
+/// party's round-1 commitments), or, for a pair without a valid seed, from its mask key
+/// reconstructed from shares (Bonawitz et al.'s recovery); a wrong seed or commitment is
+/// reported in [`Self::misbehaved`] and does not change the sum.
 ///
 /// # Example
 /// Driving three parties and the aggregator by hand (a transport does the same over QUIC):
@@ -458,17 +462,32 @@ impl<W: RingWord> SecAggAggregator<W> {
                     ));
                 }
                 // One share per owner in the sender's U2 neighbourhood (itself included), in
-                // order, of the kind its status calls for; one seed per neighbour in U2 \ U3.
-                let holders = self.config.graph().holders(from);
-                let mut expected = holders.iter().filter(|&&v| status(v) != 0);
+                // increasing order, of the kind its status calls for; one seed per neighbour in
+                // U2 \ U3, in increasing order. Checked without building the sorted holder
+                // list: strictly increasing, each a holder of the right status, and as many as
+                // the neighbourhood has.
+                let graph = self.config.graph();
+                let is_holder = |v: PartyId| v == from || graph.adjacent(from, v);
+                let (mut in_u2, mut dropped) = (0usize, 0usize);
+                graph.for_each_holder(from, |v| match status(v) {
+                    IN_U3 => in_u2 += 1,
+                    IN_U2 => {
+                        in_u2 += 1;
+                        dropped += 1;
+                    }
+                    _ => {}
+                });
+                let mut prev: Option<PartyId> = None;
                 for s in &shares {
-                    if expected.next() != Some(&s.owner) {
+                    let st = status(s.owner);
+                    if prev.is_some_and(|p| p >= s.owner) || st == 0 || !is_holder(s.owner) {
                         return Err(Error::misbehaved(
                             peer,
                             "must reveal one share per owner in its U2 neighbourhood, in order",
                         ));
                     }
-                    let want = if status(s.owner) == IN_U3 {
+                    prev = Some(s.owner);
+                    let want = if st == IN_U3 {
                         ShareKind::SelfMask
                     } else {
                         ShareKind::MaskKey
@@ -486,16 +505,22 @@ impl<W: RingWord> SecAggAggregator<W> {
                         ));
                     }
                 }
-                if expected.next().is_some() {
+                if shares.len() != in_u2 {
                     return Err(Error::misbehaved(
                         peer,
                         "must reveal one share per owner in its U2 neighbourhood, in order",
                     ));
                 }
-                let mut expected_seeds =
-                    holders.iter().filter(|&&v| v != from && status(v) == IN_U2);
-                let seeds_ok = seeds.iter().all(|s| expected_seeds.next() == Some(&s.peer))
-                    && expected_seeds.next().is_none();
+                let mut prev: Option<PartyId> = None;
+                let seeds_ok = seeds.len() == dropped
+                    && seeds.iter().all(|s| {
+                        let ok = prev.is_none_or(|p| p < s.peer)
+                            && s.peer != from
+                            && status(s.peer) == IN_U2
+                            && graph.adjacent(from, s.peer);
+                        prev = Some(s.peer);
+                        ok
+                    });
                 if !seeds_ok {
                     return Err(Error::misbehaved(
                         peer,
@@ -681,7 +706,10 @@ impl<W: RingWord> SecAggAggregator<W> {
                     *slot = xs;
                 }
             }
-            let coeffs = shamir::lagrange_at_zero_many(&ordered)?;
+            let coeffs: Vec<Vec<[u64; 4]>> = shamir::lagrange_at_zero_many(&ordered)?
+                .iter()
+                .map(|c| c.iter().map(shamir::scalar_limbs).collect())
+                .collect();
             let mut out = BTreeMap::new();
             let mut bad = None;
             for ((owner, list, _), &si) in by_owner.iter().zip(&set_of) {

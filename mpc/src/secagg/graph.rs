@@ -135,6 +135,34 @@ impl MaskGraph {
         }
     }
 
+    /// Calls `f` on each holder of `party` (its neighbours and itself), in no particular order
+    /// and without allocating; see [`Self::holders`] for the sorted list. (For the Harary graph
+    /// the `k / 2` offsets on each side are distinct positions since `k < n`.)
+    pub fn for_each_holder(&self, party: PartyId, mut f: impl FnMut(PartyId)) {
+        match self {
+            MaskGraph::Complete { parties } => (0..*parties as u32).map(PartyId).for_each(f),
+            MaskGraph::Harary {
+                parties,
+                degree,
+                position,
+                party_at,
+            } => {
+                let n = *parties;
+                let Some(&p) = position.get(party.index()) else {
+                    return;
+                };
+                f(party);
+                for off in 1..=(degree / 2).min((n - 1) / 2) {
+                    for pos in [(p as usize + off) % n, (p as usize + n - off) % n] {
+                        if let Some(&v) = party_at.get(pos) {
+                            f(PartyId(v));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// A choice of `t` of `owner`'s holders (sorted) that many owners have in common, so an
     /// aggregator interpolating from it computes few distinct sets of Lagrange coefficients:
     /// for the Harary graph, the holders at the `t` consecutive positions starting at the
@@ -202,6 +230,19 @@ mod tests {
                 .count();
             assert_eq!(non, 6);
         }
+        // for_each_holder visits exactly the holders, once each.
+        for (n, k) in [(50usize, 6usize), (10, 8), (12, 10), (7, 6), (1000, 48)] {
+            let g = MaskGraph::harary(n, k, &SessionId([8; 16]));
+            for u in 0..n as u32 {
+                let mut seen = Vec::new();
+                g.for_each_holder(PartyId(u), |v| seen.push(v));
+                seen.sort_unstable();
+                assert_eq!(seen, g.holders(PartyId(u)), "n={n} k={k} u={u}");
+            }
+        }
+        let mut all = Vec::new();
+        MaskGraph::complete(4).for_each_holder(PartyId(2), |v| all.push(v));
+        assert_eq!(all, MaskGraph::complete(4).holders(PartyId(2)));
         // Shared holder blocks: t of the owner's holders, few distinct ones across owners.
         for (n, k, t) in [
             (50usize, 6usize, 3usize),

@@ -151,8 +151,8 @@ impl GradientNoise {
     }
 
     /// Releases `grid * (round(sum / grid) + z)` for every coordinate (the caller has checked
-    /// that every `sum / grid` is finite and below 2^52 in magnitude), `z` fresh noise. Coordinates are cut into fixed chunks of
-    /// [`NOISE_CHUNK`]; each chunk gets its own ChaCha20 generator seeded with 32 bytes from
+    /// that every `sum / grid` is finite and below 2^52 in magnitude), `z` fresh noise.
+    /// Coordinates are cut into fixed chunks of [`NOISE_CHUNK`]; each chunk gets its own ChaCha20 generator seeded with 32 bytes from
     /// `rng`, and chunks are processed on all available cores (noise, addition and conversion
     /// in one pass per chunk, so no full-length noise vector is ever allocated). The result
     /// depends only on `rng`, not on the number of threads.

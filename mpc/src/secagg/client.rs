@@ -178,8 +178,9 @@ impl<W: RingWord> SecAggClient<W> {
             ));
         }
         let slot = match &mut self.state {
-            State::Init { input } | State::AwaitRoster { input, .. } => input,
-            State::AwaitShares { input, .. } => input,
+            State::Init { input }
+            | State::AwaitRoster { input, .. }
+            | State::AwaitShares { input, .. } => input,
             _ => {
                 return Err(Error::InvalidState(
                     "the input can only be given before the party handles the round-1 shares"

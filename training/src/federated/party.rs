@@ -134,28 +134,15 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
             let queued = drain(&mut client);
             let mut masking = c0.elapsed().as_secs_f64();
             send_queued(&connection, rs, queued).await?;
-            let mut pending = Some(compute_job);
-            let mut outcome = None;
-            for step in 0u64..=2 {
-                let message: ServerMessage = connection
-                    .recv(rs, step, deadline * 2 + Duration::from_secs(5))
-                    .await?;
-                if step == 1
-                    && let Some(job) = pending.take()
-                {
-                    let (mut encoded, compute, encode_s, job_rng) = await_compute(job).await?;
-                    client.provide_input(std::mem::take(&mut *encoded))?;
-                    masking += encode_s;
-                    outcome = Some((compute, job_rng));
-                }
-                let c0 = Instant::now();
-                client.handle_message(message, &mut key_rng)?;
-                let queued = drain(&mut client);
-                masking += c0.elapsed().as_secs_f64();
-                send_queued(&connection, rs, queued).await?;
+            let wait = deadline * 2 + Duration::from_secs(5);
+            masking += exchange(&connection, &mut client, rs, 0, wait, &mut key_rng).await?;
+            // The round-1 shares mask the input: wait for the update now.
+            let (mut encoded, compute, encode_s, job_rng) = await_compute(compute_job).await?;
+            client.provide_input(std::mem::take(&mut *encoded))?;
+            masking += encode_s;
+            for step in 1u64..=2 {
+                masking += exchange(&connection, &mut client, rs, step, wait, &mut key_rng).await?;
             }
-            let (compute, job_rng) =
-                outcome.ok_or_else(|| Error::Run("internal: local update lost".into()))?;
             (compute, masking, job_rng)
         };
         connection
@@ -191,6 +178,25 @@ fn local_update(
     zeroize::Zeroize::zeroize(&mut *ints);
     plan.noise.add_share(&mut ring, rng);
     Ok((ring, compute, c1.elapsed().as_secs_f64()))
+}
+
+/// Receives the aggregator's message of `step`, lets the client handle it and sends what it
+/// queues. Returns the client's CPU time in seconds.
+async fn exchange(
+    connection: &Connection,
+    client: &mut SecAggClient<u64>,
+    session: SessionId,
+    step: u64,
+    wait: Duration,
+    rng: &mut ChaCha20Rng,
+) -> Result<f64> {
+    let message: ServerMessage = connection.recv(session, step, wait).await?;
+    let c0 = Instant::now();
+    client.handle_message(message, rng)?;
+    let queued = drain(client);
+    let cpu = c0.elapsed().as_secs_f64();
+    send_queued(connection, session, queued).await?;
+    Ok(cpu)
 }
 
 fn drain(client: &mut SecAggClient<u64>) -> Vec<sotto_mpc::secagg::ClientMessage<u64>> {

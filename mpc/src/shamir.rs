@@ -82,32 +82,14 @@ fn check_points(xs: impl Iterator<Item = u32>) -> Result<()> {
 /// # Errors
 /// [`Error::InvalidParameter`] for a zero or repeated point.
 pub fn lagrange_at_zero(xs: &[u32]) -> Result<Vec<Scalar>> {
-    check_points(xs.iter().copied())?;
-    let pts: Vec<Scalar> = xs.iter().map(|&x| Scalar::from(x)).collect();
-    let mut nums = Vec::with_capacity(pts.len());
-    let mut dens = Vec::with_capacity(pts.len());
-    for (i, xi) in pts.iter().enumerate() {
-        let mut num = Scalar::ONE;
-        let mut den = Scalar::ONE;
-        for (j, xj) in pts.iter().enumerate() {
-            if i != j {
-                num *= xj;
-                den *= xj - xi;
-            }
-        }
-        nums.push(num);
-        dens.push(den);
-    }
-    Scalar::invert_batch_alloc(&mut dens);
-    Ok(nums.iter().zip(&dens).map(|(n, d)| n * d).collect())
+    Ok(lagrange_at_zero_many(&[xs])?.pop().unwrap_or_default())
 }
 
 /// Lagrange coefficients at 0 for several point sets at once (each as in
 /// [`lagrange_at_zero`]), with one batch inversion for all of them. The products
 /// `x_i * prod_{j != i} (x_j - x_i)` are accumulated in 128-bit integers (the points are
 /// below 2^32, so at least four differences fit, more for smaller ids) and only then lifted to
-/// the field, which makes this
-/// several times cheaper than [`lagrange_at_zero`] per set.
+/// the field, which is several times cheaper than doing the products in the field.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for a zero or repeated point in any set.
@@ -392,6 +374,25 @@ mod tests {
         }
     }
 
+    /// `lambda_i = prod_{j != i} x_j / (x_j - x_i)` computed directly in the field: the
+    /// reference for the integer-product implementation.
+    fn lagrange_reference(xs: &[u32]) -> Vec<Scalar> {
+        let pts: Vec<Scalar> = xs.iter().map(|&x| Scalar::from(x)).collect();
+        pts.iter()
+            .enumerate()
+            .map(|(i, xi)| {
+                let (mut num, mut den) = (Scalar::ONE, Scalar::ONE);
+                for (j, xj) in pts.iter().enumerate() {
+                    if i != j {
+                        num *= xj;
+                        den *= xj - xi;
+                    }
+                }
+                num * den.invert()
+            })
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn batched_lagrange_matches_the_plain_one(sets in proptest::collection::vec(
@@ -400,6 +401,7 @@ mod tests {
             let refs: Vec<&[u32]> = sets.iter().map(|s| s.as_slice()).collect();
             let many = lagrange_at_zero_many(&refs).unwrap();
             for (xs, got) in sets.iter().zip(&many) {
+                prop_assert_eq!(&lagrange_reference(xs), got);
                 prop_assert_eq!(&lagrange_at_zero(xs).unwrap(), got);
             }
         }

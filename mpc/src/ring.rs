@@ -48,22 +48,50 @@ pub trait RingWord:
     fn apply_keystream(dst: &mut [Self], ks: &[u32], negate: bool);
 }
 
+/// The `RingWord` methods that read the same for every word type: wrapping arithmetic.
+macro_rules! wrapping_ring_ops {
+    () => {
+        #[inline]
+        fn add(self, o: Self) -> Self {
+            self.wrapping_add(o)
+        }
+        #[inline]
+        fn sub(self, o: Self) -> Self {
+            self.wrapping_sub(o)
+        }
+        #[inline]
+        fn neg(self) -> Self {
+            self.wrapping_neg()
+        }
+    };
+}
+
+/// The `RingWord` methods that read the same for every word type: little-endian bytes
+/// (`read_le` treats missing bytes as zero).
+macro_rules! le_bytes_ops {
+    () => {
+        #[inline]
+        fn write_le(self, out: &mut [u8]) {
+            for (o, b) in out.iter_mut().zip(self.to_le_bytes()) {
+                *o = b;
+            }
+        }
+        #[inline]
+        fn read_le(bytes: &[u8]) -> Self {
+            let mut b = [0u8; Self::BYTES];
+            for (o, i) in b.iter_mut().zip(bytes) {
+                *o = *i;
+            }
+            Self::from_le_bytes(b)
+        }
+    };
+}
+
 impl RingWord for u32 {
     const BITS: u32 = 32;
     const BYTES: usize = 4;
     const KEYSTREAM_WORDS: usize = 1;
-    #[inline]
-    fn add(self, o: Self) -> Self {
-        self.wrapping_add(o)
-    }
-    #[inline]
-    fn sub(self, o: Self) -> Self {
-        self.wrapping_sub(o)
-    }
-    #[inline]
-    fn neg(self) -> Self {
-        self.wrapping_neg()
-    }
+    wrapping_ring_ops!();
     #[inline]
     fn from_i64(x: i64) -> Self {
         x as u32
@@ -76,20 +104,7 @@ impl RingWord for u32 {
     fn from_keystream(words: &[u32]) -> Self {
         words.first().copied().unwrap_or(0)
     }
-    #[inline]
-    fn write_le(self, out: &mut [u8]) {
-        for (o, b) in out.iter_mut().zip(self.to_le_bytes()) {
-            *o = b;
-        }
-    }
-    #[inline]
-    fn read_le(bytes: &[u8]) -> Self {
-        let mut b = [0u8; 4];
-        for (o, i) in b.iter_mut().zip(bytes) {
-            *o = *i;
-        }
-        u32::from_le_bytes(b)
-    }
+    le_bytes_ops!();
     #[inline]
     fn apply_keystream(dst: &mut [Self], ks: &[u32], negate: bool) {
         if negate {
@@ -108,18 +123,7 @@ impl RingWord for u64 {
     const BITS: u32 = 64;
     const BYTES: usize = 8;
     const KEYSTREAM_WORDS: usize = 2;
-    #[inline]
-    fn add(self, o: Self) -> Self {
-        self.wrapping_add(o)
-    }
-    #[inline]
-    fn sub(self, o: Self) -> Self {
-        self.wrapping_sub(o)
-    }
-    #[inline]
-    fn neg(self) -> Self {
-        self.wrapping_neg()
-    }
+    wrapping_ring_ops!();
     #[inline]
     fn from_i64(x: i64) -> Self {
         x as u64
@@ -134,20 +138,7 @@ impl RingWord for u64 {
         let hi = u64::from(words.get(1).copied().unwrap_or(0));
         lo | (hi << 32)
     }
-    #[inline]
-    fn write_le(self, out: &mut [u8]) {
-        for (o, b) in out.iter_mut().zip(self.to_le_bytes()) {
-            *o = b;
-        }
-    }
-    #[inline]
-    fn read_le(bytes: &[u8]) -> Self {
-        let mut b = [0u8; 8];
-        for (o, i) in b.iter_mut().zip(bytes) {
-            *o = *i;
-        }
-        u64::from_le_bytes(b)
-    }
+    le_bytes_ops!();
     #[inline]
     fn apply_keystream(dst: &mut [Self], ks: &[u32], negate: bool) {
         // Fast path for a full ChaCha buffer (4 blocks = 32 words): fixed sizes vectorize.

@@ -21,58 +21,20 @@ if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null 2>&1; then
 fi
 
 TAG="ss$$"
-BR="${TAG}br"
 AGG="${TAG}agg"
 PARTIES=(1 2 3 4)
 VALUES=(0 3800 2514 2982 3390)   # indexed by party id
 KILLED=3
 EXPECTED=$((3800 + 2514 + 3390))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sotto-netns.XXXXXX")
-PIDS=()
-NAMESPACES=()
 
-cleanup() {
-    set +e
-    for pid in "${PIDS[@]}"; do
-        kill -9 "$pid" 2>/dev/null
-    done
-    for ns in "${NAMESPACES[@]}"; do
-        ip netns del "$ns" 2>/dev/null
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+NAME="netns test"
+# shellcheck source=scripts/netns-lib.sh
+source scripts/netns-lib.sh
+netns_bridge
+netns_bin
 
-if ! ip netns add "$BR" 2>/dev/null; then
-    echo "netns test: SKIPPED (cannot create network namespaces here)"
-    exit 0
-fi
-NAMESPACES+=("$BR")
-
-BIN="${SOTTO_BIN:-}"
-if [ -z "$BIN" ]; then
-    timeout 1800 cargo build --bin sotto
-    BIN="$PWD/target/debug/sotto"
-fi
-BIN=$(readlink -f "$BIN")
-
-# A bridge in its own namespace; each host namespace gets a veth pair into it.
-ip -n "$BR" link add br0 type bridge
-ip -n "$BR" link set br0 up
-host() { # name address
-    local ns=$1 addr=$2
-    ip netns add "$ns"
-    NAMESPACES+=("$ns")
-    ip link add "${ns}e" type veth peer name "${ns}p"
-    ip link set "${ns}e" netns "$ns"
-    ip link set "${ns}p" netns "$BR"
-    ip -n "$ns" link set "${ns}e" name eth0
-    ip -n "$ns" addr add "$addr/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    ip -n "$ns" link set lo up
-    ip -n "$BR" link set "${ns}p" master br0
-    ip -n "$BR" link set "${ns}p" up
-}
+# One namespace per host, each with a veth pair into the bridge.
 host "$AGG" 10.77.0.1
 for i in "${PARTIES[@]}"; do
     host "${TAG}p$i" "10.77.0.$((10 + i))"

@@ -1,0 +1,54 @@
+# Shared setup of the network-namespace tests (sourced by netns-test.sh and netns-train.sh).
+#
+# The caller sets NAME (the message prefix), TAG (a short unique prefix for namespace and
+# interface names) and WORK (a temporary directory) before sourcing. This file then defines
+# PIDS and NAMESPACES (killed and deleted on exit), and:
+#   netns_bridge   the bridge namespace "${TAG}br" with br0 (or "SKIPPED" and exit 0)
+#   netns_bin      BIN: $SOTTO_BIN, or target/debug/sotto built with cargo
+#   host NS ADDR   a host namespace with eth0 = ADDR/24 on a veth pair into the bridge
+
+PIDS=()
+NAMESPACES=()
+BR="${TAG}br"
+
+netns_cleanup() {
+    set +e
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+    for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
+    rm -rf "$WORK"
+}
+trap netns_cleanup EXIT INT TERM
+
+netns_bridge() {
+    if ! ip netns add "$BR" 2>/dev/null; then
+        echo "$NAME: SKIPPED (cannot create network namespaces here)"
+        exit 0
+    fi
+    NAMESPACES+=("$BR")
+    ip -n "$BR" link add br0 type bridge
+    ip -n "$BR" link set br0 up
+}
+
+netns_bin() {
+    BIN="${SOTTO_BIN:-}"
+    if [ -z "$BIN" ]; then
+        timeout 1800 cargo build --bin sotto
+        BIN="$PWD/target/debug/sotto"
+    fi
+    BIN=$(readlink -f "$BIN")
+}
+
+host() { # name address
+    local ns=$1 addr=$2
+    ip netns add "$ns"
+    NAMESPACES+=("$ns")
+    ip link add "${ns}e" type veth peer name "${ns}p"
+    ip link set "${ns}e" netns "$ns"
+    ip link set "${ns}p" netns "$BR"
+    ip -n "$ns" link set "${ns}e" name eth0
+    ip -n "$ns" addr add "$addr/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link set lo up
+    ip -n "$BR" link set "${ns}p" master br0
+    ip -n "$BR" link set "${ns}p" up
+}

@@ -3,11 +3,13 @@
 #![cfg(feature = "transport")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{TempDir, bounded, options};
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use rand_core::{RngCore, SeedableRng};
@@ -21,48 +23,6 @@ use sotto_mpc::transport::{
     TransportOptions, collect, send_all,
 };
 use tokio::time::Instant;
-
-/// Upper bound on any single test.
-const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(TEST_LIMIT, f)
-        .await
-        .expect("test exceeded its time limit")
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("sotto-transport-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn options() -> TransportOptions {
-    TransportOptions {
-        handshake_timeout: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(10),
-        keep_alive: Duration::from_secs(1),
-        write_timeout: Duration::from_secs(5),
-        ..TransportOptions::default()
-    }
-}
 
 fn parties(ids: impl IntoIterator<Item = u32>) -> Vec<Identity> {
     ids.into_iter().map(Identity::party).collect()

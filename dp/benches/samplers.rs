@@ -16,7 +16,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use sotto_dp::rng::seeded_rng;
@@ -36,17 +37,32 @@ fn fill_raw(rng: &mut ChaCha20Rng, out: &mut [u64]) {
     }
 }
 
+/// One criterion case: `fill` run repeatedly on `out` with a generator seeded by [`SEED`].
+fn fill_case<T>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    out: &mut [T],
+    mut fill: impl FnMut(&mut ChaCha20Rng, &mut [T]),
+) {
+    let mut rng = seeded_rng(SEED);
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            fill(&mut rng, out);
+            black_box(&*out);
+        })
+    });
+}
+
 fn bench_baseline(c: &mut Criterion) {
     let mut group = c.benchmark_group("baseline_chacha20_next_u64");
     group.throughput(Throughput::Elements(BUF as u64));
-    let mut rng = seeded_rng(SEED);
     let mut out = vec![0u64; BUF];
-    group.bench_function(BenchmarkId::from_parameter(BUF), |b| {
-        b.iter(|| {
-            fill_raw(&mut rng, &mut out);
-            black_box(&out);
-        })
-    });
+    fill_case(
+        &mut group,
+        BenchmarkId::from_parameter(BUF),
+        &mut out,
+        fill_raw,
+    );
     group.finish();
 }
 
@@ -56,13 +72,12 @@ fn bench_gaussian(c: &mut Criterion) {
     let mut out = vec![0i64; BUF];
     for sigma in SIGMAS {
         let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
-        let mut rng = seeded_rng(SEED);
-        group.bench_with_input(BenchmarkId::from_parameter(sigma), &dg, |b, dg| {
-            b.iter(|| {
-                dg.fill(&mut rng, &mut out);
-                black_box(&out);
-            })
-        });
+        fill_case(
+            &mut group,
+            BenchmarkId::from_parameter(sigma),
+            &mut out,
+            |r, o| dg.fill(r, o),
+        );
     }
     group.finish();
 }
@@ -74,20 +89,18 @@ fn bench_table_vs_cks(c: &mut Criterion) {
     for sigma in TABLE_SIGMAS {
         let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
         dg.fill(&mut seeded_rng(SEED), &mut out[..1]); // build the table outside the timing
-        let mut rng = seeded_rng(SEED);
-        group.bench_with_input(BenchmarkId::new("table", sigma), &dg, |b, dg| {
-            b.iter(|| {
-                dg.fill(&mut rng, &mut out);
-                black_box(&out);
-            })
-        });
-        let mut rng = seeded_rng(SEED);
-        group.bench_with_input(BenchmarkId::new("cks", sigma), &dg, |b, dg| {
-            b.iter(|| {
-                dg.fill_cks(&mut rng, &mut out);
-                black_box(&out);
-            })
-        });
+        fill_case(
+            &mut group,
+            BenchmarkId::new("table", sigma),
+            &mut out,
+            |r, o| dg.fill(r, o),
+        );
+        fill_case(
+            &mut group,
+            BenchmarkId::new("cks", sigma),
+            &mut out,
+            |r, o| dg.fill_cks(r, o),
+        );
     }
     group.finish();
 }
@@ -98,13 +111,12 @@ fn bench_laplace(c: &mut Criterion) {
     let mut out = vec![0i64; BUF];
     for scale in SCALES {
         let lap = DiscreteLaplace::new(scale).expect("valid scale");
-        let mut rng = seeded_rng(SEED);
-        group.bench_with_input(BenchmarkId::from_parameter(scale), &lap, |b, lap| {
-            b.iter(|| {
-                lap.fill(&mut rng, &mut out);
-                black_box(&out);
-            })
-        });
+        fill_case(
+            &mut group,
+            BenchmarkId::from_parameter(scale),
+            &mut out,
+            |r, o| lap.fill(r, o),
+        );
     }
     group.finish();
 }
@@ -118,22 +130,20 @@ fn bench_million(c: &mut Criterion) {
     let mut out = vec![0i64; DIM];
     for sigma in [10.0, 1e4] {
         let dg = DiscreteGaussian::new(sigma).expect("valid sigma");
-        let mut rng = seeded_rng(SEED);
-        group.bench_with_input(BenchmarkId::from_parameter(sigma), &dg, |b, dg| {
-            b.iter(|| {
-                dg.fill(&mut rng, &mut out);
-                black_box(&out);
-            })
-        });
+        fill_case(
+            &mut group,
+            BenchmarkId::from_parameter(sigma),
+            &mut out,
+            |r, o| dg.fill(r, o),
+        );
     }
     let mut raw = vec![0u64; DIM];
-    let mut rng = seeded_rng(SEED);
-    group.bench_function(BenchmarkId::new("baseline_next_u64", DIM), |b| {
-        b.iter(|| {
-            fill_raw(&mut rng, &mut raw);
-            black_box(&raw);
-        })
-    });
+    fill_case(
+        &mut group,
+        BenchmarkId::new("baseline_next_u64", DIM),
+        &mut raw,
+        fill_raw,
+    );
     group.finish();
 }
 

@@ -289,11 +289,24 @@ pub(crate) fn pair_mask_seed(
     a: PartyId,
     b: PartyId,
 ) -> Result<Seed> {
+    derive_for_pair(shared, b"pair-mask", session, Round::MaskedInput, a, b)
+}
+
+/// HKDF of a pair's X25519 secret with `label || session || round || min(a,b) || max(a,b)`:
+/// the same value for both members of the pair.
+fn derive_for_pair(
+    shared: &SharedSecret,
+    label: &[u8],
+    session: &SessionId,
+    round: Round,
+    a: PartyId,
+    b: PartyId,
+) -> Result<Seed> {
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
     shared.derive(&[
-        b"pair-mask",
+        label,
         &session.0,
-        &[Round::MaskedInput.tag()],
+        &[round.tag()],
         &lo.0.to_le_bytes(),
         &hi.0.to_le_bytes(),
     ])
@@ -361,14 +374,7 @@ pub(crate) fn share_key(
     a: PartyId,
     b: PartyId,
 ) -> Result<Seed> {
-    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-    shared.derive(&[
-        b"share-encryption",
-        &session.0,
-        &[Round::ShareKeys.tag()],
-        &lo.0.to_le_bytes(),
-        &hi.0.to_le_bytes(),
-    ])
+    derive_for_pair(shared, b"share-encryption", session, Round::ShareKeys, a, b)
 }
 
 /// Nonce and associated data of the share ciphertext from `from` to `to`.

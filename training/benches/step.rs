@@ -2,7 +2,9 @@
 //! the naive per-sample loop, for the MLP and the transformer, same model and batch in the same
 //! run. Prints the DP / non-DP ratio of medians.
 //!
-//! Run: `cargo bench -p sotto-training --bench step`
+//! Run: `RAYON_NUM_THREADS=1 cargo bench -p sotto-training --bench step`
+//!
+//! `SOTTO_STEP_CASES=mlp-256,transformer-64` runs only the named cases (`<model>-<batch>`).
 
 // A benchmark aborts on any error; unwrap is the clearest way to say so.
 #![allow(clippy::unwrap_used)]
@@ -143,7 +145,14 @@ fn interleaved_medians(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
 
 fn bench(c: &mut Criterion) {
     let clip = Clipping::default();
-    for case in cases() {
+    let only = std::env::var("SOTTO_STEP_CASES").ok();
+    let wanted = |case: &Case| {
+        only.as_deref().is_none_or(|list| {
+            list.split(',')
+                .any(|w| w.trim() == format!("{}-{}", case.name, case.batch_size))
+        })
+    };
+    for case in cases().into_iter().filter(|c| wanted(c)) {
         let mut opt = sgd(&case.model);
         // Single-threaded, like candle under RAYON_NUM_THREADS=1 (see docs/training.md).
         let noise = GradientNoise::new(

@@ -90,19 +90,28 @@ impl<'a, R: RngCore + ?Sized> Bits<'a, R> {
         (m >> 64) as u64
     }
 
-    /// `k` (< 64) uniform bits as an integer.
-    #[inline]
-    fn bits_exact(&mut self, k: u32) -> u64 {
+    /// `k` (< 64) uniform bits as an integer, from the buffer; when fewer than `k` bits are
+    /// buffered, they become the low bits of the result and a fresh word supplies the rest
+    /// (and refills the buffer). Every generated bit is used once, none is dropped.
+    #[inline(always)]
+    pub(crate) fn bits_exact(&mut self, k: u32) -> u64 {
         debug_assert!(k < 64);
+        // Invariant: the bits of `word` above the `left` buffered ones are zero.
+        let mask = |n: u32| (1u64 << n) - 1;
         if k <= self.left {
-            let v = self.word & ((1u64 << k) - 1);
-            // k < 64 here, and word >> k with k == left leaves zeros, which is fine.
+            let v = self.word & mask(k);
+            // k < 64, so the shift is in range.
             self.word = self.word.checked_shr(k).unwrap_or(0);
             self.left -= k;
             v
         } else {
-            // Too few buffered bits: take fresh ones (the leftover buffer stays for later).
-            self.rng.next_u64() & ((1u64 << k) - 1)
+            let fresh = self.rng.next_u64();
+            // 1 <= need <= 63.
+            let need = k - self.left;
+            let v = self.word | ((fresh & mask(need)) << self.left);
+            self.word = fresh >> need;
+            self.left = 64 - need;
+            v
         }
     }
 
@@ -405,6 +414,48 @@ pub(crate) fn div_rem_wide(hi: u128, lo: u128, b: u128) -> ((u128, u128), u128) 
 mod tests {
     use super::*;
     use crate::rng::seeded_rng;
+
+    /// `bits_exact` and `bit` hand out the generator's bit stream in order, low bits first,
+    /// without dropping or repeating any bit, across word boundaries (request sizes 0..=63).
+    #[test]
+    fn bit_buffer_uses_every_bit_once_in_order() {
+        let mut source = seeded_rng(21);
+        let words: Vec<u64> = (0..64).map(|_| source.next_u64()).collect();
+        let stream: Vec<bool> = words
+            .iter()
+            .flat_map(|w| (0..64).map(move |i| (w >> i) & 1 == 1))
+            .collect();
+        struct Replay(std::vec::IntoIter<u64>);
+        impl RngCore for Replay {
+            fn next_u32(&mut self) -> u32 {
+                self.next_u64() as u32
+            }
+            fn next_u64(&mut self) -> u64 {
+                self.0.next().expect("test stream long enough")
+            }
+            fn fill_bytes(&mut self, _: &mut [u8]) {
+                unreachable!()
+            }
+        }
+        let mut rng = Replay(words.into_iter());
+        let mut bits = Bits::new(&mut rng);
+        let mut got = Vec::new();
+        let mut k = 0u32;
+        while got.len() + 64 <= stream.len() {
+            if k % 7 == 3 {
+                got.push(bits.bit());
+            } else {
+                let v = bits.bits_exact(k % 64);
+                got.extend((0..k % 64).map(|i| (v >> i) & 1 == 1));
+                assert!(
+                    k % 64 == 63 || v >> (k % 64) == 0,
+                    "value wider than requested"
+                );
+            }
+            k += 5;
+        }
+        assert_eq!(got[..], stream[..got.len()]);
+    }
 
     #[test]
     fn mul_wide_matches_u128_when_small_and_known_values() {

@@ -1,13 +1,15 @@
 //! A table-driven exact discrete Gaussian sampler for sigma >= 2 (used by
 //! [`super::DiscreteGaussian`] above [`super::FAST_MIN_SIGMA`]).
 //!
-//! **Proposal.** Magnitudes |x| are split into `J` buckets of width `w` (about sigma / 16) up to
+//! **Proposal.** Magnitudes |x| are split into `J` buckets of width `w` (a power of two, about
+//! sigma / 26 to sigma / 13) up to
 //! L = J w >= 9 sigma, plus a tail entry for |x| >= L. An integer alias table (Vose) over
 //! 256 slots of 2^56 units each picks bucket `j` with probability exactly W_j / 2^64, where the
 //! integer weight W_j >= Q exp(-(j w)^2 / (2 sigma^2)) is a rigorous upper bound (big-integer
 //! bounds, see [`super::lazy_exp`]); the unused mass 2^64 - sum W goes to a "reject" entry.
 //! The magnitude is j w + u with u uniform in [0, w), and a uniform sign; (negative, 0) is
-//! rejected so that 0 is not proposed twice.
+//! rejected so that 0 is not proposed twice. Random bits are drawn lazily (see
+//! [`FastGaussian::sample`]): usually 64 per attempt.
 //!
 //! **Acceptance.** x in bucket j is accepted with probability
 //! p(x) = (Q / W_j) exp(-x^2 / (2 sigma^2)) <= 1, so the accepted x has probability
@@ -26,7 +28,7 @@
 //! points again have probability proportional to exp(-x^2 / (2 sigma^2)). The tail is decided
 //! on the slow path (it is reached with probability about 1e-18 per sample at L = 9 sigma).
 //! Blocks k >= 2^12 (|x| >= L + 2^12 B >= 4096 sigma^2 / L > 300 sigma, as L is below
-//! 9 (sigma + 1) plus w, hence below 13.6 sigma for sigma >= 2) are rejected: the output is
+//! 9 (sigma + 1) plus w <= sigma / 13 + 2, hence below 13.6 sigma for sigma >= 2) are rejected: the output is
 //! conditioned on |x| below that bound, which fails with probability below exp(-45000).
 
 use std::fmt;
@@ -42,8 +44,10 @@ const SLOTS: usize = 256;
 /// Units per slot: the other 56 bits of the selection word.
 const SLOT_BITS: u32 = 56;
 const SLOT_CAP: u64 = 1 << SLOT_BITS;
-/// Buckets per sigma (bucket width about sigma / 16).
-const BUCKETS_PER_SIGMA: u64 = 16;
+/// The bucket width is the smallest power of two >= ceil(floor(sigma) / WIDTH_DIVISOR): at
+/// most 243 buckets up to 9 sigma (at floor(sigma) = 26), so they fit the 256 slots with the
+/// tail and reject entries.
+const WIDTH_DIVISOR: u64 = 26;
 /// The tail starts at L >= TAIL_SIGMAS * sigma.
 const TAIL_SIGMAS: u64 = 9;
 /// The largest tail block index tried (blocks beyond it are rejected; see the module docs).
@@ -65,8 +69,10 @@ pub(crate) struct FastGaussian {
     c: [u64; SLOTS],
     /// Per bucket: a lower bound of 2^64 p(x) over the whole bucket.
     squeeze: [u64; SLOTS],
-    /// Bucket width w >= 1.
+    /// Bucket width w >= 1, a power of two.
     width: u64,
+    /// log2(w).
+    width_bits: u32,
     /// Number of buckets J (entries 0..J); entry J is the tail, J + 1 the reject entry.
     buckets: usize,
     /// 1 / (2 sigma^2) in fixed point: c_fix = floor(2^(64 + shift) D / (2 N)), in [2^63, 2^64).
@@ -145,7 +151,7 @@ impl FastGaussian {
     /// The table for sigma^2 = n / d >= 4 (sigma >= 2); `None` below, or if a bound does not
     /// fit, in which case the caller keeps the CKS sampler. The in-bucket exponent r stays
     /// below 2, as the fixed-point path needs: r = 0 for w = 1 (sigma < 17), and
-    /// r < (2J - 1) w^2 / (2 sigma^2) < 1.2 for w >= 2 (checked below: the squeeze of the last
+    /// r < (2J - 1) w^2 / (2 sigma^2) < 1.2 for w >= 2 (w < 2 ceil(s / 26)) (checked below: the squeeze of the last
     /// bucket is computed at the largest r).
     pub(crate) fn new(n: u128, d: u128) -> Option<Self> {
         Self::with_tail_at(n, d, TAIL_SIGMAS)
@@ -158,7 +164,10 @@ impl FastGaussian {
             return None;
         }
         let sigma_floor = u64::try_from((n / d).isqrt()).ok()?;
-        let width = sigma_floor.div_ceil(BUCKETS_PER_SIGMA);
+        // A power of two, so that the offset in a bucket takes exactly log2(w) random bits.
+        let width = sigma_floor
+            .div_ceil(WIDTH_DIVISOR)
+            .checked_next_power_of_two()?;
         // L >= tail_sigmas * sigma (sigma < sigma_floor + 1).
         let span = tail_sigmas.checked_mul(sigma_floor + 1)?;
         let buckets = span.div_ceil(width);
@@ -221,6 +230,7 @@ impl FastGaussian {
             c: [0; SLOTS],
             squeeze: [0; SLOTS],
             width,
+            width_bits: width.trailing_zeros(),
             buckets: buckets_usize,
             c_fix,
             shift,
@@ -276,18 +286,39 @@ impl FastGaussian {
         Some(((u128::from(c) * u128::from(e)) >> 64) as u64)
     }
 
-    /// One sample.
+    /// The alias entry for a uniform slot and a uniform 56-bit offset, drawn lazily: the
+    /// first 32-bit word gives the slot (8 bits) and the offset's top 24 bits, which settle
+    /// the comparison with the slot's 56-bit threshold unless they equal its top 24 bits
+    /// (probability 2^-24); then 32 more bits complete the offset and the comparison is exact.
+    #[inline(always)]
+    fn entry<R: RngCore + ?Sized>(&self, bits: &mut Bits<'_, R>) -> usize {
+        let first = bits.word32();
+        let slot = (first >> 24) as usize;
+        let top = u64::from(first & 0x00FF_FFFF);
+        let thr = self.thr[slot];
+        let thr_top = thr >> 32;
+        let below = if top == thr_top {
+            ((top << 32) | u64::from(bits.word32())) < thr
+        } else {
+            // top < thr_top: offset < (top + 1) 2^32 <= thr. top > thr_top: offset >=
+            // top 2^32 >= (thr_top + 1) 2^32 > thr (thr_top = 2^24 for a full slot).
+            top < thr_top
+        };
+        if below {
+            slot
+        } else {
+            usize::from(self.alias[slot])
+        }
+    }
+
+    /// One sample. An attempt draws 32 bits for the entry (8 for the alias slot, 24 for the
+    /// top of its offset), log2(w) bits for the offset u in [0, w) (w is a power of two), one
+    /// for the sign and 16 for the first test of the uniform V: 64 bits in all for w <= 2^15
+    /// (sigma below about 8.5e5). The rare paths draw more.
     #[inline]
     pub(crate) fn sample<R: RngCore + ?Sized>(&self, bits: &mut Bits<'_, R>) -> i64 {
         loop {
-            let word = bits.word();
-            let slot = (word >> SLOT_BITS) as usize;
-            let low = word & (SLOT_CAP - 1);
-            let entry = if low < self.thr[slot] {
-                slot
-            } else {
-                usize::from(self.alias[slot])
-            };
+            let entry = self.entry(bits);
             if entry >= self.buckets {
                 if entry == self.buckets
                     && let Some(x) = self.tail_attempt(bits)
@@ -296,7 +327,7 @@ impl FastGaussian {
                 }
                 continue;
             }
-            let u = bits.below(self.width);
+            let u = bits.bits_exact(self.width_bits);
             let negative = bits.bit();
             let j = entry as u64;
             // j < 256 and w <= 2^22 (sigma <= 2^26): no overflow.
@@ -304,15 +335,15 @@ impl FastGaussian {
             if negative && mag == 0 {
                 continue;
             }
-            // V's first 32 bits settle the squeeze most of the time: V < (hi + 1) 2^-32 <=
-            // squeeze 2^-64 <= p(x) when hi < squeeze / 2^32. Otherwise V's next 32 bits
-            // complete its first 64-bit word.
+            // V's first 16 bits settle the squeeze most of the time: V < (hi + 1) 2^-16 <=
+            // squeeze 2^-64 <= p(x) when hi < squeeze / 2^48. Otherwise 48 more bits complete
+            // V's first 64-bit word.
             let squeeze = self.squeeze[entry];
-            let hi = u64::from(bits.word32());
-            let accept = if hi < squeeze >> 32 {
+            let hi = bits.bits_exact(16);
+            let accept = if hi < squeeze >> 48 {
                 true
             } else {
-                let v = (hi << 32) | u64::from(bits.word32());
+                let v = (hi << 48) | (bits.word() >> 16);
                 v < squeeze || self.decide(bits, v, entry, u, mag)
             };
             if accept {
@@ -459,7 +490,7 @@ mod tests {
             }
             assert_eq!(t.weights.len(), t.buckets + 2);
             // The reject entry holds only the rounding slack: at most J + 2 + H / 2^prec units
-            // (H / 2^prec = sum of exp(-g_j) plus the tail term < 32), under 300.
+            // (H / 2^prec = sum of exp(-g_j) plus the tail term, below 40), under 300.
             assert!(*t.weights.last().unwrap() < 300);
         }
         // Synthetic weights: uneven, with zeros, summing to 2^64.
@@ -566,6 +597,75 @@ mod tests {
                     "sigma {sigma} j {j}: squeeze too high"
                 );
             }
+        }
+    }
+
+    /// A generator that replays a script of 32-bit words (`next_u64` takes two, low first).
+    struct Script(Vec<u32>, usize);
+
+    impl RngCore for Script {
+        fn next_u32(&mut self) -> u32 {
+            let w = self.0[self.1];
+            self.1 += 1;
+            w
+        }
+        fn next_u64(&mut self) -> u64 {
+            let lo = u64::from(self.next_u32());
+            (u64::from(self.next_u32()) << 32) | lo
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for b in dest {
+                *b = self.next_u32() as u8;
+            }
+        }
+    }
+
+    /// The lazy alias choice (24 offset bits first, 32 more only on a tie with the threshold's
+    /// top bits) equals the plain 56-bit comparison, on random words and on forced ties, and
+    /// draws the second word only on a tie.
+    #[test]
+    fn lazy_alias_choice_equals_the_full_comparison() {
+        let mut rng = seeded_rng(12);
+        for sigma in SIGMAS {
+            let t = table(sigma);
+            for i in 0..4000 {
+                let slot = (rng.next_u64() % SLOTS as u64) as usize;
+                let tie = i % 2 == 0 && t.thr[slot] < SLOT_CAP;
+                let top = if tie {
+                    t.thr[slot] >> 32
+                } else {
+                    rng.next_u64() & 0x00FF_FFFF
+                };
+                let rest = match i % 8 {
+                    0 => t.thr[slot] as u32,
+                    2 => (t.thr[slot] as u32).wrapping_sub(1),
+                    _ => rng.next_u32(),
+                };
+                let first = ((slot as u32) << 24) | top as u32;
+                let mut script = Script(vec![first, rest], 0);
+                let got = t.entry(&mut Bits::new(&mut script));
+                let offset = (top << 32) | u64::from(rest);
+                let want = if offset < t.thr[slot] {
+                    slot
+                } else {
+                    usize::from(t.alias[slot])
+                };
+                assert_eq!(got, want, "sigma {sigma} slot {slot} offset {offset}");
+                assert_eq!(script.1, if tie { 2 } else { 1 }, "words drawn");
+            }
+        }
+    }
+
+    /// Bucket widths are powers of two (the offset takes exactly log2(w) bits), about
+    /// sigma / 26.
+    #[test]
+    fn bucket_width_is_a_power_of_two() {
+        for sigma in SIGMAS {
+            let t = table(sigma);
+            assert!(t.width.is_power_of_two(), "sigma {sigma}: w = {}", t.width);
+            // ceil(floor(sigma) / 26) <= w < 2 ceil(floor(sigma) / 26).
+            let base = (sigma.floor() / 26.0).ceil();
+            assert!(t.width as f64 >= base && (t.width as f64) < 2.0 * base);
         }
     }
 

@@ -55,6 +55,10 @@ pub struct SimOptions {
     pub delayed: BTreeMap<PartyId, Round>,
     /// Record every frame the aggregator receives (its view).
     pub record_view: bool,
+    /// One party's long-term keys per party, for a config built with
+    /// [`SecAggConfig::with_run_keys`] (empty for per-session keys). Reuse them across
+    /// simulations to simulate the sessions of one run.
+    pub run_keys: Vec<std::sync::Arc<crate::secagg::RunKeys>>,
 }
 
 impl Default for SimOptions {
@@ -69,6 +73,7 @@ impl Default for SimOptions {
             dropouts: BTreeMap::new(),
             delayed: BTreeMap::new(),
             record_view: false,
+            run_keys: Vec::new(),
         }
     }
 }
@@ -129,10 +134,27 @@ impl<W: RingWord> Simulation<W> {
                 format!("one input per party ({}) is needed", config.parties()),
             ));
         }
+        let run_keys = config.uses_run_keys();
+        if run_keys && options.run_keys.len() != config.parties() {
+            return Err(Error::invalid(
+                "run_keys",
+                options.run_keys.len(),
+                format!(
+                    "the config uses run keys: give one RunKeys per party ({})",
+                    config.parties()
+                ),
+            ));
+        }
         let clients = inputs
             .into_iter()
             .enumerate()
-            .map(|(i, x)| SecAggClient::new(config.clone(), PartyId(i as u32), x))
+            .map(|(i, x)| {
+                let client = SecAggClient::new(config.clone(), PartyId(i as u32), x)?;
+                match options.run_keys.get(i).filter(|_| run_keys) {
+                    Some(keys) => client.with_run_keys(std::sync::Arc::clone(keys)),
+                    None => Ok(client),
+                }
+            })
             .collect::<Result<Vec<_>>>()?;
         let client_rngs = (0..clients.len() as u64)
             .map(|i| {

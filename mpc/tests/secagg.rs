@@ -2,10 +2,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use sotto_mpc::secagg::messages::ShareKind;
-use sotto_mpc::secagg::{ClientMessage, Round, SecAggConfig, ServerMessage, SessionId};
+use sotto_mpc::secagg::{ClientMessage, Round, RunKeys, SecAggConfig, ServerMessage, SessionId};
 use sotto_mpc::sim::{Envelope, SimOptions, Simulation};
 use sotto_mpc::{Error, PartyId, Peer, wire};
 
@@ -34,6 +35,14 @@ fn sum_of(inputs: &[Vec<u32>], who: &[PartyId]) -> Vec<u32> {
     s
 }
 
+/// One party's run keys per party, from a fixed seed.
+fn run_keys(n: usize, seed: u64) -> Vec<Arc<RunKeys>> {
+    let mut rng = sotto_dp::rng::seeded_rng(seed);
+    (0..n)
+        .map(|_| Arc::new(RunKeys::generate(&mut rng)))
+        .collect()
+}
+
 fn round_of(k: u8) -> Option<Round> {
     match k {
         0 => Some(Round::AdvertiseKeys),
@@ -54,9 +63,13 @@ proptest! {
         drops in proptest::collection::vec(0u8..12, 10),
         seed in any::<u64>(),
         sparse in any::<bool>(),
+        long_term in any::<bool>(),
     ) {
         let t = (n / 2 + 1 + t_extra).min(n);
         let mut config = SecAggConfig::new(SessionId([seed as u8; 16]), n, t, dim).unwrap();
+        if long_term {
+            config = config.with_run_keys();
+        }
         let sparse = sparse && n >= 5;
         if sparse {
             config = config.sparse(4, 3).unwrap();
@@ -69,7 +82,8 @@ proptest! {
         let alive = |r: Round| (0..n).filter(|i| dropouts.get(&PartyId(*i as u32)).is_none_or(|d| *d > r)).count();
         let enough_global = [Round::AdvertiseKeys, Round::ShareKeys, Round::MaskedInput, Round::Unmask]
             .iter().all(|r| alive(*r) >= t);
-        let options = SimOptions { seed, dropouts: dropouts.clone(), ..SimOptions::default() };
+        let keys = if long_term { run_keys(n, seed) } else { Vec::new() };
+        let options = SimOptions { seed, dropouts: dropouts.clone(), run_keys: keys, ..SimOptions::default() };
         let report = Simulation::new(config, inputs.clone(), options).unwrap().run();
         match report.result {
             Ok(out) => {
@@ -458,7 +472,19 @@ fn seed_run(
     extra: &[(u32, Round)],
     hook: impl FnMut(&mut Envelope) + 'static,
 ) -> (sotto_mpc::sim::SimReport<u32>, Vec<Vec<u32>>) {
-    let config = SecAggConfig::new(SessionId([6; 16]), 6, 4, 8).unwrap();
+    seed_run_keys(false, extra, hook)
+}
+
+/// [`seed_run`] with per-session keys or, with `long_term`, run keys.
+fn seed_run_keys(
+    long_term: bool,
+    extra: &[(u32, Round)],
+    hook: impl FnMut(&mut Envelope) + 'static,
+) -> (sotto_mpc::sim::SimReport<u32>, Vec<Vec<u32>>) {
+    let mut config = SecAggConfig::new(SessionId([6; 16]), 6, 4, 8).unwrap();
+    if long_term {
+        config = config.with_run_keys();
+    }
     let inputs = inputs_u32(6, 8, 6);
     let mut dropouts = BTreeMap::new();
     dropouts.insert(PartyId(5), Round::MaskedInput);
@@ -472,6 +498,11 @@ fn seed_run(
             seed: 6,
             dropouts,
             record_view: true,
+            run_keys: if long_term {
+                run_keys(6, 60)
+            } else {
+                Vec::new()
+            },
             ..SimOptions::default()
         },
     )
@@ -497,42 +528,179 @@ fn dropped_pairwise_masks_are_removed_with_revealed_seeds() {
 
 #[test]
 fn a_wrong_revealed_seed_is_detected_its_sender_named_and_the_sum_exact() {
-    let (report, inputs) = seed_run(&[], |env| {
-        if env.from == Peer::Party(PartyId(1)) && env.round == Round::Unmask {
-            let mut msg: ClientMessage<u32> = wire::decode(&env.bytes).unwrap();
-            if let ClientMessage::Unmask { seeds, .. } = &mut msg {
-                assert_eq!(seeds.len(), 1);
-                assert_eq!(seeds[0].peer, PartyId(5));
-                seeds[0].seed.0[3] ^= 0x40;
+    for long_term in [false, true] {
+        let (report, inputs) = seed_run_keys(long_term, &[], |env| {
+            if env.from == Peer::Party(PartyId(1)) && env.round == Round::Unmask {
+                let mut msg: ClientMessage<u32> = wire::decode(&env.bytes).unwrap();
+                if let ClientMessage::Unmask { seeds, .. } = &mut msg {
+                    assert_eq!(seeds.len(), 1);
+                    assert_eq!(seeds[0].peer, PartyId(5));
+                    seeds[0].seed.0[3] ^= 0x40;
+                }
+                env.bytes = wire::encode(&msg).unwrap();
             }
-            env.bytes = wire::encode(&msg).unwrap();
-        }
-    });
-    assert_eq!(report.misbehaved.len(), 1, "{:?}", report.misbehaved);
-    let e = &report.misbehaved[0];
-    assert_eq!(e.culprit(), Some(Peer::Party(PartyId(1))), "{e}");
-    assert!(e.to_string().contains("pair-mask seed"), "{e}");
-    // The pair (5, 1) was recovered the fallback way (party 5's mask key from shares).
-    assert_eq!(report.stats.pair_seeds_revealed, 4);
-    assert_eq!(report.stats.pair_seeds_recomputed, 1);
-    assert_eq!(report.stats.secrets_reconstructed, 6);
-    let out = report.result.unwrap();
-    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+        });
+        assert_eq!(report.misbehaved.len(), 1, "{:?}", report.misbehaved);
+        let e = &report.misbehaved[0];
+        assert_eq!(e.culprit(), Some(Peer::Party(PartyId(1))), "{e}");
+        assert!(e.to_string().contains("pair-mask seed"), "{e}");
+        // The pair (5, 1) was recovered the fallback way (party 5's mask key, or with run keys
+        // its escrow key, from shares).
+        assert_eq!(report.stats.pair_seeds_revealed, 4);
+        assert_eq!(report.stats.pair_seeds_recomputed, 1);
+        assert_eq!(report.stats.secrets_reconstructed, 6);
+        let out = report.result.unwrap();
+        assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+    }
 }
 
 #[test]
 fn a_survivor_silent_in_the_unmask_round_forces_the_fallback_and_the_sum_is_exact() {
     // Party 2 sends its masked input (so it is in U3) but never answers the unmasking round:
-    // nobody reveals the seed of the pair (5, 2), which must be recomputed from 5's mask key.
-    let (report, inputs) = seed_run(&[(2, Round::Unmask)], |_| {});
-    assert!(report.misbehaved.is_empty(), "{:?}", report.misbehaved);
-    let out = report.result.unwrap();
-    assert!(out.survivors().contains(&PartyId(2)));
-    assert_eq!(out.survivors().len(), 5);
-    assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
-    // Pairs (5, v) for the survivors v = 0..=4: four seeds revealed, (5, 2) recomputed.
-    assert_eq!(report.stats.pair_seeds_revealed, 4);
-    assert_eq!(report.stats.pair_seeds_recomputed, 1);
+    // nobody reveals the seed of the pair (5, 2), which must be recomputed from 5's mask key
+    // (with run keys: opened from 5's escrow with its reconstructed escrow key).
+    for long_term in [false, true] {
+        let (report, inputs) = seed_run_keys(long_term, &[(2, Round::Unmask)], |_| {});
+        assert!(report.misbehaved.is_empty(), "{:?}", report.misbehaved);
+        let out = report.result.unwrap();
+        assert!(out.survivors().contains(&PartyId(2)));
+        assert_eq!(out.survivors().len(), 5);
+        assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+        // Pairs (5, v) for the survivors v = 0..=4: four seeds revealed, (5, 2) recomputed.
+        assert_eq!(report.stats.pair_seeds_revealed, 4);
+        assert_eq!(report.stats.pair_seeds_recomputed, 1);
+    }
+}
+
+/// With run keys a wrong escrowed seed cannot be repaired: when the aggregator needs it, the
+/// sum fails with an error naming its owner (never a wrong sum).
+#[test]
+fn a_wrong_escrowed_seed_fails_the_sum_naming_its_owner() {
+    let (report, _) = seed_run_keys(true, &[(2, Round::Unmask)], |env| {
+        if env.from == Peer::Party(PartyId(5)) && env.round == Round::ShareKeys {
+            let mut msg: ClientMessage<u32> = wire::decode(&env.bytes).unwrap();
+            if let ClientMessage::ShareKeys { shares, .. } = &mut msg {
+                for s in shares.iter_mut().filter(|s| s.to == PartyId(2)) {
+                    if let Some(e) = s.escrowed_seed.as_mut() {
+                        e[0] ^= 1;
+                    }
+                }
+            }
+            env.bytes = wire::encode(&msg).unwrap();
+        }
+    });
+    let e = report.result.unwrap_err();
+    assert_eq!(e.culprit(), Some(Peer::Party(PartyId(5))), "{e}");
+    assert!(e.to_string().contains("escrowed pair-mask seed"), "{e}");
+}
+
+/// Run keys: the same long-term keys serve several sessions (one key agreement per neighbour
+/// and key for the whole run), every session's sum is exact, with dropouts too, and the
+/// sessions use distinct escrow commitments and the same advertised public keys.
+#[test]
+fn run_keys_serve_many_sessions_with_one_agreement_per_neighbour() {
+    let n = 5;
+    let keys = run_keys(n, 77);
+    let mut advertised = Vec::new();
+    for session in 0u8..4 {
+        let config = SecAggConfig::new(SessionId([session; 16]), n, 3, 6)
+            .unwrap()
+            .with_run_keys();
+        let inputs = inputs_u32(n, 6, u64::from(session));
+        let mut dropouts = BTreeMap::new();
+        if session == 2 {
+            dropouts.insert(PartyId(0), Round::MaskedInput);
+            dropouts.insert(PartyId(1), Round::Unmask);
+        }
+        let report = Simulation::new(
+            config,
+            inputs.clone(),
+            SimOptions {
+                seed: u64::from(session),
+                dropouts,
+                record_view: true,
+                run_keys: keys.clone(),
+                ..SimOptions::default()
+            },
+        )
+        .unwrap()
+        .run();
+        assert!(report.misbehaved.is_empty(), "{:?}", report.misbehaved);
+        let out = report.result.unwrap();
+        assert_eq!(out.sum(), &sum_of(&inputs, out.survivors())[..]);
+        if session == 2 {
+            // (0, 1) had nobody to reveal its seed: opened from 0's escrow.
+            assert_eq!(report.stats.pair_seeds_recomputed, 1);
+        }
+        for (from, msg) in &report.aggregator_view {
+            if let ClientMessage::AdvertiseKeys {
+                enc_pk,
+                mask_pk,
+                escrow_commitment,
+                ..
+            } = msg
+            {
+                advertised.push((*from, session, *enc_pk, *mask_pk, *escrow_commitment));
+            }
+        }
+    }
+    for k in &keys {
+        assert_eq!(k.agreements(), 2 * (n as u64 - 1), "{k:?}");
+    }
+    for (from, session, enc_pk, mask_pk, escrow) in &advertised {
+        assert_eq!(*enc_pk, keys[from.index()].enc_pk());
+        assert_eq!(*mask_pk, keys[from.index()].mask_pk());
+        let escrow = escrow.expect("run keys advertise an escrow commitment");
+        for (f2, s2, _, _, e2) in &advertised {
+            if f2 == from && s2 != session {
+                assert_ne!(
+                    Some(escrow),
+                    *e2,
+                    "escrow commitments repeat across sessions"
+                );
+            }
+        }
+    }
+}
+
+/// Run keys and per-session keys do not mix: each side refuses the other's messages or setup
+/// with a clear error.
+#[test]
+fn key_modes_must_match() {
+    let per_session = SecAggConfig::new(SessionId([1; 16]), 3, 2, 2).unwrap();
+    let run = per_session.clone().with_run_keys();
+    let keys = run_keys(1, 5).pop().unwrap();
+    let mut rng = sotto_dp::rng::seeded_rng(1);
+    // Keys for a per-session config: refused.
+    let e = sotto_mpc::secagg::SecAggClient::<u32>::new_deferred(per_session.clone(), PartyId(0))
+        .unwrap()
+        .with_run_keys(Arc::clone(&keys))
+        .unwrap_err();
+    assert!(e.to_string().contains("with_run_keys"), "{e}");
+    // A run-keys config without keys: start is refused.
+    let mut c =
+        sotto_mpc::secagg::SecAggClient::<u32>::new_deferred(run.clone(), PartyId(0)).unwrap();
+    let e = c.start(&mut rng).unwrap_err();
+    assert!(e.to_string().contains("run keys"), "{e}");
+    // Simulation with a run-keys config but no keys: a parameter error.
+    assert!(Simulation::new(run, inputs_u32(3, 2, 1), SimOptions::default()).is_err());
+    // An aggregator refuses an advertisement of the other mode.
+    let mut per_session_party =
+        sotto_mpc::secagg::SecAggClient::<u32>::new_deferred(per_session, PartyId(0)).unwrap();
+    per_session_party.start(&mut rng).unwrap();
+    let msg = per_session_party.poll_transmit().unwrap();
+    let run_config = SecAggConfig::new(SessionId([1; 16]), 3, 2, 2)
+        .unwrap()
+        .with_run_keys();
+    let mut agg = sotto_mpc::secagg::SecAggAggregator::<u32>::new(
+        run_config,
+        std::time::Duration::from_secs(1),
+    );
+    agg.start(std::time::Instant::now()).unwrap();
+    let e = agg
+        .handle_message(std::time::Instant::now(), PartyId(0), msg)
+        .unwrap_err();
+    assert!(e.to_string().contains("run keys"), "{e}");
 }
 
 #[test]

@@ -198,6 +198,7 @@ async fn misbehaving_connections_do_not_stop_the_honest_sum() {
             enc_pk: key(&mut rng),
             mask_pk: key(&mut rng),
             self_mask_commitment: sotto_mpc::crypto::Commitment(key(&mut rng).0),
+            escrow_commitment: None,
         };
         conn4.send(old_session, 0, &replayed).await.unwrap();
 

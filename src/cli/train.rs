@@ -67,6 +67,10 @@ pub struct TrainArgs {
     /// overhead of secure aggregation per round.
     #[arg(long, conflicts_with = "plain")]
     pub compare_plain: bool,
+    /// Multi-party: generate fresh SecAgg keys every round instead of once per run (forward
+    /// secrecy within the run, four more X25519 operations per neighbour and round).
+    #[arg(long)]
+    pub per_round_keys: bool,
     /// Multi-party: the report folder (default `reports/train-<UTC timestamp>`).
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -146,36 +146,42 @@ fn aggregator_view_holds_only_masked_updates() {
 
 #[test]
 fn a_party_killed_mid_round_does_not_stop_training() {
-    let config = small(4, 4);
-    let options = LocalOptions {
-        kill: Some(KillAt {
-            party: PartyId(2),
-            round: 1,
-        }),
-        ..LocalOptions::default()
-    };
-    let out = run(&config, options);
-    let r = &out.report;
-    assert_eq!(r.metrics.len(), 4, "training stopped: {:?}", r.stopped);
-    assert_eq!(r.dropped, vec![PartyId(2)]);
-    assert_eq!(r.metrics[0].survivors.len(), 4);
-    // Killed after sending its key shares, before its masked input: its pairwise masks are
-    // recovered by the others and its input is not in the sum.
-    for m in &r.metrics[1..] {
+    // With run keys (the default) and with fresh keys every round.
+    for per_round_keys in [false, true] {
+        let config = FederatedConfig {
+            per_round_keys,
+            ..small(4, 4)
+        };
+        let options = LocalOptions {
+            kill: Some(KillAt {
+                party: PartyId(2),
+                round: 1,
+            }),
+            ..LocalOptions::default()
+        };
+        let out = run(&config, options);
+        let r = &out.report;
+        assert_eq!(r.metrics.len(), 4, "training stopped: {:?}", r.stopped);
+        assert_eq!(r.dropped, vec![PartyId(2)]);
+        assert_eq!(r.metrics[0].survivors.len(), 4);
+        // Killed after sending its key shares, before its masked input: its pairwise masks are
+        // recovered by the others and its input is not in the sum.
+        for m in &r.metrics[1..] {
+            assert_eq!(
+                m.survivors,
+                vec![PartyId(1), PartyId(3), PartyId(4)],
+                "round {}",
+                m.round
+            );
+        }
+        // The noise was calibrated for threshold = 3 survivors, so epsilon is unchanged.
         assert_eq!(
-            m.survivors,
-            vec![PartyId(1), PartyId(3), PartyId(4)],
-            "round {}",
-            m.round
+            r.epsilon,
+            dp_sgd_epsilon(0.25, 1.0, 4, 1e-5, AccountantKind::Rdp).unwrap()
         );
+        assert!(r.accuracy > 0.5, "accuracy {}", r.accuracy);
+        assert_eq!(out.parties.len(), 3);
     }
-    // The noise was calibrated for threshold = 3 survivors, so epsilon is unchanged.
-    assert_eq!(
-        r.epsilon,
-        dp_sgd_epsilon(0.25, 1.0, 4, 1e-5, AccountantKind::Rdp).unwrap()
-    );
-    assert!(r.accuracy > 0.5, "accuracy {}", r.accuracy);
-    assert_eq!(out.parties.len(), 3);
 }
 
 #[test]

@@ -12,8 +12,8 @@ use super::messages::{
     ServerMessage, ShareKind,
 };
 use super::{
-    MaskGraph, Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment,
-    self_mask_seed,
+    MaskGraph, Round, SecAggConfig, SessionId, escrow_commitment, escrow_seed, pair_mask_seed,
+    pair_seed_commitment, self_mask_commitment, self_mask_seed,
 };
 use crate::crypto::{Commitment, SecretScalar, TAG_LEN};
 use crate::error::{Error, PartyId, Peer, Result};
@@ -146,6 +146,9 @@ pub struct SecAggAggregator<W: RingWord> {
     /// owner in U2 -> its commitments to the pair-mask seeds with its neighbours in U1
     /// (sorted by neighbour).
     seed_commitments: BTreeMap<PartyId, Vec<(PartyId, Commitment)>>,
+    /// With run keys: owner in U2 -> its escrowed pair seeds with its neighbours in U1
+    /// (sorted by neighbour).
+    escrows: BTreeMap<PartyId, Vec<(PartyId, [u8; 32])>>,
     u2: BTreeSet<PartyId>,
     /// Per party index, from round 3 on: `IN_U3`, `IN_U2` (dropped after sharing) or 0.
     status: Vec<u8>,
@@ -177,6 +180,7 @@ impl<W: RingWord> Clone for SecAggAggregator<W> {
             keys: self.keys.clone(),
             share_msgs: self.share_msgs.clone(),
             seed_commitments: self.seed_commitments.clone(),
+            escrows: self.escrows.clone(),
             u2: self.u2.clone(),
             status: self.status.clone(),
             sum: self.sum.clone(),
@@ -202,6 +206,7 @@ impl<W: RingWord> SecAggAggregator<W> {
             keys: BTreeMap::new(),
             share_msgs: BTreeMap::new(),
             seed_commitments: BTreeMap::new(),
+            escrows: BTreeMap::new(),
             u2: BTreeSet::new(),
             status: Vec::new(),
             sum: Zeroizing::new(vec![W::default(); dim]),
@@ -370,8 +375,19 @@ impl<W: RingWord> SecAggAggregator<W> {
                 enc_pk,
                 mask_pk,
                 self_mask_commitment,
+                escrow_commitment,
                 ..
             } => {
+                if escrow_commitment.is_some() != self.config.uses_run_keys() {
+                    return Err(Error::misbehaved(
+                        peer,
+                        if self.config.uses_run_keys() {
+                            "no escrow-key commitment, but this session uses run keys"
+                        } else {
+                            "an escrow-key commitment, but this session uses per-session keys"
+                        },
+                    ));
+                }
                 if self.keys.contains_key(&from) {
                     return Err(Error::misbehaved(
                         peer,
@@ -392,6 +408,7 @@ impl<W: RingWord> SecAggAggregator<W> {
                         enc_pk,
                         mask_pk,
                         self_mask_commitment,
+                        escrow_commitment,
                     },
                 );
                 self.keys.len() == self.config.parties()
@@ -421,6 +438,17 @@ impl<W: RingWord> SecAggAggregator<W> {
                     return Err(Error::misbehaved(
                         peer,
                         "share ciphertext of the wrong length",
+                    ));
+                }
+                let run_keys = self.config.uses_run_keys();
+                if shares.iter().any(|s| s.escrowed_seed.is_some() != run_keys) {
+                    return Err(Error::misbehaved(
+                        peer,
+                        if run_keys {
+                            "a share without its escrowed pair seed, but this session uses run keys"
+                        } else {
+                            "an escrowed pair seed, but this session uses per-session keys"
+                        },
                     ));
                 }
                 self.share_msgs.insert(from, shares);
@@ -568,6 +596,15 @@ impl<W: RingWord> SecAggAggregator<W> {
                 from,
                 shares.iter().map(|s| (s.to, s.seed_commitment)).collect(),
             );
+            if self.config.uses_run_keys() {
+                self.escrows.insert(
+                    from,
+                    shares
+                        .iter()
+                        .filter_map(|s| s.escrowed_seed.map(|e| (s.to, e)))
+                        .collect(),
+                );
+            }
             for s in shares {
                 if self.u2.contains(&s.to) {
                     inbox.entry(s.to).or_default().push(ForwardedShare {
@@ -718,10 +755,14 @@ impl<W: RingWord> SecAggAggregator<W> {
                     continue;
                 };
                 let survivor = self.u3.contains(&owner);
-                let (commitment, mask_pk) = (k.self_mask_commitment, k.mask_pk);
+                let (commitment, mask_pk, escrow) =
+                    (k.self_mask_commitment, k.mask_pk, k.escrow_commitment);
                 let check = |s: &SecretScalar| {
                     if survivor {
                         self_mask_commitment(s, &session, owner).ct_eq(&commitment)
+                    } else if let Some(escrow) = &escrow {
+                        // Run keys: the secret is this session's escrow key.
+                        escrow_commitment(s, &session, owner).ct_eq(escrow)
                     } else {
                         s.public_key() == mask_pk
                     }
@@ -792,16 +833,7 @@ impl<W: RingWord> SecAggAggregator<W> {
             for rs in &msg.seeds {
                 let seed = Seed::from_bytes(rs.seed.0);
                 let u = rs.peer;
-                let ok = self
-                    .seed_commitments
-                    .get(&u)
-                    .and_then(|cs| {
-                        cs.binary_search_by_key(&v, |(w, _)| *w)
-                            .ok()
-                            .and_then(|i| cs.get(i))
-                    })
-                    .is_some_and(|(_, c)| c.ct_eq(&pair_seed_commitment(&seed, &session, u, v)));
-                if ok {
+                if self.matches_commitment(&session, u, v, &seed) {
                     good.insert((u, v), seed);
                 } else {
                     suspect.insert((u, v), seed);
@@ -809,6 +841,18 @@ impl<W: RingWord> SecAggAggregator<W> {
             }
         }
         (good, suspect)
+    }
+
+    /// Whether `seed` matches `u`'s round-1 commitment to its pair seed with `v`.
+    fn matches_commitment(&self, session: &SessionId, u: PartyId, v: PartyId, seed: &Seed) -> bool {
+        self.seed_commitments
+            .get(&u)
+            .and_then(|cs| {
+                cs.binary_search_by_key(&v, |(w, _)| *w)
+                    .ok()
+                    .and_then(|i| cs.get(i))
+            })
+            .is_some_and(|(_, c)| c.ct_eq(&pair_seed_commitment(seed, session, u, v)))
     }
 
     fn finish(&mut self) -> Result<Option<Round>> {
@@ -861,20 +905,39 @@ impl<W: RingWord> SecAggAggregator<W> {
                     }
                     None => {
                         let seed = self.recompute_pair_seed(&secrets, u, v)?;
-                        if let Some(revealed) = suspect.get(&(u, v)) {
-                            let same: bool = revealed.as_bytes().ct_eq(seed.as_bytes()).into();
+                        let run_keys = self.config.uses_run_keys();
+                        let source = if run_keys { "escrow" } else { "mask" };
+                        let revealed = suspect.get(&(u, v));
+                        let same_as_revealed = revealed.is_some_and(|r| -> bool {
+                            r.as_bytes().ct_eq(seed.as_bytes()).into()
+                        });
+                        // An escrowed seed (run keys) is only as good as its commitment; a
+                        // seed recomputed from the mask key is authoritative.
+                        if run_keys
+                            && !same_as_revealed
+                            && !self.matches_commitment(&session, u, v, &seed)
+                        {
+                            return Err(Error::misbehaved(
+                                Peer::Party(u),
+                                format!(
+                                    "its escrowed pair-mask seed with {v} does not match its round-1 commitment and {v} revealed no matching seed; the sum cannot be unmasked"
+                                ),
+                            ));
+                        }
+                        if revealed.is_some() {
+                            let same = same_as_revealed;
                             self.misbehaved.push(if same {
                                 Error::misbehaved(
                                     Peer::Party(u),
                                     format!(
-                                        "committed in round 1 to a wrong pair-mask seed with {v}; the seed was recomputed from its mask key"
+                                        "committed in round 1 to a wrong pair-mask seed with {v}; the seed was recomputed from its {source} key"
                                     ),
                                 )
                             } else {
                                 Error::misbehaved(
                                     Peer::Party(v),
                                     format!(
-                                        "revealed a wrong pair-mask seed for its pair with {u} (it does not match {u}'s commitment); the seed was recomputed from {u}'s mask key"
+                                        "revealed a wrong pair-mask seed for its pair with {u} (it does not match {u}'s commitment); the seed was recomputed from {u}'s {source} key"
                                     ),
                                 )
                             });
@@ -897,7 +960,8 @@ impl<W: RingWord> SecAggAggregator<W> {
     }
 
     /// The fallback: the pair seed of dropped `u` and survivor `v` from `u`'s reconstructed
-    /// mask key and `v`'s public key (one X25519 and one HKDF).
+    /// mask key and `v`'s public key (one X25519 and one HKDF), or with run keys from `u`'s
+    /// reconstructed escrow key and its escrowed seed (one HKDF).
     fn recompute_pair_seed(
         &self,
         secrets: &BTreeMap<PartyId, SecretScalar>,
@@ -909,7 +973,27 @@ impl<W: RingWord> SecAggAggregator<W> {
                 "no mask key reconstructed for dropped {u} (pair with {v})"
             )));
         };
+        let session = self.config.session();
+        if self.config.uses_run_keys() {
+            let Some(escrowed) = self.escrows.get(&u).and_then(|es| {
+                es.binary_search_by_key(&v, |(w, _)| *w)
+                    .ok()
+                    .and_then(|i| es.get(i))
+            }) else {
+                return Err(Error::InvalidState(format!(
+                    "no escrowed pair seed of dropped {u} with {v}"
+                )));
+            };
+            // The escrow is a one-time pad: applying it again recovers the seed.
+            return Ok(Seed::from_bytes(escrow_seed(
+                secret,
+                &session,
+                u,
+                v,
+                &escrowed.1,
+            )?));
+        }
         let shared = secret.diffie_hellman(&k.mask_pk, Peer::Party(v))?;
-        pair_mask_seed(&shared, &self.config.session(), v, u)
+        pair_mask_seed(&shared, &session, v, u)
     }
 }

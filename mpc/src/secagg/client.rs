@@ -1,6 +1,7 @@
 //! The party (client) role of the aggregator protocol, as a sans-IO state machine.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -10,8 +11,8 @@ use super::messages::{
     ServerMessage, ShareKind, ShareValue,
 };
 use super::{
-    Round, SecAggConfig, pair_mask_seed, pair_seed_commitment, self_mask_commitment,
-    self_mask_seed, share_key, share_nonce_aad,
+    Round, RunKeys, SecAggConfig, escrow_commitment, escrow_seed, pair_mask_seed,
+    pair_seed_commitment, self_mask_commitment, self_mask_seed, share_key, share_nonce_aad,
 };
 use crate::crypto::{Commitment, PublicKey, SecretScalar, open, seal};
 use crate::error::{Error, PartyId, Peer, Result};
@@ -29,10 +30,35 @@ impl<W: RingWord> std::fmt::Debug for SecretVec<W> {
     }
 }
 
+/// A holder's shares of one owner's secrets: the mask key (with run keys: the escrow key)
+/// and the self-mask secret.
 #[derive(Clone)]
 struct Held {
     mask_key: SecretScalar,
     self_mask: SecretScalar,
+}
+
+/// The keys of one session: fresh X25519 private keys, or the run's keys plus this session's
+/// escrow key (the secret shared in place of the mask key).
+#[derive(Clone)]
+enum SessionKeys {
+    Fresh {
+        enc_sk: SecretScalar,
+        mask_sk: SecretScalar,
+    },
+    Run {
+        keys: Arc<RunKeys>,
+        escrow: SecretScalar,
+    },
+}
+
+/// What the party advertised in round 0 (checked against the roster).
+#[derive(Clone)]
+struct Advertised {
+    enc_pk: PublicKey,
+    mask_pk: PublicKey,
+    self_mask: Commitment,
+    escrow: Option<Commitment>,
 }
 
 #[derive(Clone)]
@@ -42,11 +68,10 @@ enum State<W: RingWord> {
     },
     AwaitRoster {
         input: Option<SecretVec<W>>,
-        enc_sk: SecretScalar,
-        mask_sk: SecretScalar,
+        keys: SessionKeys,
         b: SecretScalar,
         /// This party's advertised keys (computed once, checked against the roster).
-        advertised: (PublicKey, PublicKey, Commitment),
+        advertised: Advertised,
     },
     AwaitShares {
         input: Option<SecretVec<W>>,
@@ -98,6 +123,7 @@ pub struct SecAggClient<W: RingWord> {
     id: PartyId,
     state: State<W>,
     outbox: VecDeque<ClientMessage<W>>,
+    run_keys: Option<Arc<RunKeys>>,
 }
 
 impl<W: RingWord> std::fmt::Debug for SecAggClient<W> {
@@ -155,7 +181,31 @@ impl<W: RingWord> SecAggClient<W> {
             id,
             state: State::Init { input: None },
             outbox: VecDeque::new(),
+            run_keys: None,
         })
+    }
+
+    /// Gives the party its long-term keys for a session that uses run keys
+    /// ([`SecAggConfig::with_run_keys`]); required there before [`Self::start`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if the session does not use run keys;
+    /// [`Error::InvalidState`] if the party has already started.
+    pub fn with_run_keys(mut self, keys: Arc<RunKeys>) -> Result<Self> {
+        if !self.config.uses_run_keys() {
+            return Err(Error::invalid(
+                "run_keys",
+                "given",
+                "this session uses per-session keys; build its config with SecAggConfig::with_run_keys to use run keys",
+            ));
+        }
+        if !matches!(self.state, State::Init { .. }) {
+            return Err(Error::InvalidState(
+                "run keys must be given before the party starts".into(),
+            ));
+        }
+        self.run_keys = Some(keys);
+        Ok(self)
     }
 
     /// Supplies the (encoded, noised) input of a party made with [`Self::new_deferred`]. Valid
@@ -279,27 +329,54 @@ impl<W: RingWord> SecAggClient<W> {
     /// # Errors
     /// [`Error::InvalidState`] if already started.
     pub fn start<R: RngCore + CryptoRng + ?Sized>(&mut self, rng: &mut R) -> Result<()> {
+        if !matches!(self.state, State::Init { .. }) {
+            return Err(Error::InvalidState("the party has already started".into()));
+        }
+        let session = self.config.session();
+        let keys = match (&self.run_keys, self.config.uses_run_keys()) {
+            (Some(keys), true) => SessionKeys::Run {
+                keys: Arc::clone(keys),
+                escrow: SecretScalar::random(rng),
+            },
+            (None, false) => SessionKeys::Fresh {
+                enc_sk: SecretScalar::random(rng),
+                mask_sk: SecretScalar::random(rng),
+            },
+            _ => {
+                return Err(Error::InvalidState(
+                    "this session uses run keys: give the party its keys with SecAggClient::with_run_keys before starting it"
+                        .into(),
+                ));
+            }
+        };
         let State::Init { input } = std::mem::replace(&mut self.state, State::Aborted) else {
             return Err(Error::InvalidState("the party has already started".into()));
         };
-        let enc_sk = SecretScalar::random(rng);
-        let mask_sk = SecretScalar::random(rng);
         let b = SecretScalar::random(rng);
-        let advertised = (
-            enc_sk.public_key(),
-            mask_sk.public_key(),
-            self_mask_commitment(&b, &self.config.session(), self.id),
-        );
+        let advertised = match &keys {
+            SessionKeys::Fresh { enc_sk, mask_sk } => Advertised {
+                enc_pk: enc_sk.public_key(),
+                mask_pk: mask_sk.public_key(),
+                self_mask: self_mask_commitment(&b, &session, self.id),
+                escrow: None,
+            },
+            SessionKeys::Run { keys, escrow } => Advertised {
+                enc_pk: keys.enc_pk(),
+                mask_pk: keys.mask_pk(),
+                self_mask: self_mask_commitment(&b, &session, self.id),
+                escrow: Some(escrow_commitment(escrow, &session, self.id)),
+            },
+        };
         self.outbox.push_back(ClientMessage::AdvertiseKeys {
             header: self.header(Round::AdvertiseKeys),
-            enc_pk: advertised.0,
-            mask_pk: advertised.1,
-            self_mask_commitment: advertised.2,
+            enc_pk: advertised.enc_pk,
+            mask_pk: advertised.mask_pk,
+            self_mask_commitment: advertised.self_mask,
+            escrow_commitment: advertised.escrow,
         });
         self.state = State::AwaitRoster {
             input,
-            enc_sk,
-            mask_sk,
+            keys,
             b,
             advertised,
         };
@@ -352,8 +429,7 @@ impl<W: RingWord> SecAggClient<W> {
     ) -> Result<()> {
         let agg = Peer::Aggregator;
         let State::AwaitRoster {
-            enc_sk,
-            mask_sk,
+            keys,
             b,
             advertised,
             ..
@@ -383,9 +459,15 @@ impl<W: RingWord> SecAggClient<W> {
                 return Err(Error::misbehaved(agg, "roster repeats a public key"));
             }
             if k.party == self.id {
-                if k.enc_pk != advertised.0
-                    || k.mask_pk != advertised.1
-                    || !k.self_mask_commitment.ct_eq(&advertised.2)
+                let escrow_ok = match (&k.escrow_commitment, &advertised.escrow) {
+                    (Some(a), Some(b)) => a.ct_eq(b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if k.enc_pk != advertised.enc_pk
+                    || k.mask_pk != advertised.mask_pk
+                    || !k.self_mask_commitment.ct_eq(&advertised.self_mask)
+                    || !escrow_ok
                 {
                     return Err(Error::misbehaved(
                         agg,
@@ -406,9 +488,14 @@ impl<W: RingWord> SecAggClient<W> {
                 needed,
             });
         }
-        // Shamir-share the mask key and the self-mask secret among the holders in U1.
+        // Shamir-share the mask key (with run keys: the escrow key) and the self-mask secret
+        // among the holders in U1.
         let xs: Vec<u32> = parties.iter().map(|k| k.party.0 + 1).collect();
-        let key_shares = shamir::split(mask_sk, needed, &xs, rng)?;
+        let shared_secret = match keys {
+            SessionKeys::Fresh { mask_sk, .. } => mask_sk,
+            SessionKeys::Run { escrow, .. } => escrow,
+        };
+        let key_shares = shamir::split(shared_secret, needed, &xs, rng)?;
         let b_shares = shamir::split(b, needed, &xs, rng)?;
         let session = self.config.session();
         let mut out = Vec::with_capacity(parties.len().saturating_sub(1));
@@ -425,12 +512,24 @@ impl<W: RingWord> SecAggClient<W> {
             }
             // The pair-mask seed with k (used in round 2, revealed in round 3 only if k is
             // reported dropped) and the commitment that lets the aggregator check it.
-            let mask_shared = mask_sk.diffie_hellman(&k.mask_pk, Peer::Party(k.party))?;
-            let seed = pair_mask_seed(&mask_shared, &session, self.id, k.party)?;
+            let (key, seed, escrowed_seed) = match keys {
+                SessionKeys::Fresh { enc_sk, mask_sk } => {
+                    let peer = Peer::Party(k.party);
+                    let mask_shared = mask_sk.diffie_hellman(&k.mask_pk, peer)?;
+                    let seed = pair_mask_seed(&mask_shared, &session, self.id, k.party)?;
+                    let shared = enc_sk.diffie_hellman(&k.enc_pk, peer)?;
+                    (share_key(&shared, &session, self.id, k.party)?, seed, None)
+                }
+                SessionKeys::Run { keys, escrow } => {
+                    let (key, seed) =
+                        keys.pair_secrets(&session, self.id, k.party, k.enc_pk, k.mask_pk)?;
+                    let escrowed =
+                        escrow_seed(escrow, &session, self.id, k.party, seed.as_bytes())?;
+                    (key, seed, Some(escrowed))
+                }
+            };
             let seed_commitment = pair_seed_commitment(&seed, &session, self.id, k.party);
             seeds.insert(k.party, seed);
-            let shared = enc_sk.diffie_hellman(&k.enc_pk, Peer::Party(k.party))?;
-            let key = share_key(&shared, &session, self.id, k.party)?;
             let (nonce, aad) = share_nonce_aad(&session, self.id, k.party);
             let mut pt = [0u8; 64];
             pt[..32].copy_from_slice(&ks.to_bytes());
@@ -443,6 +542,7 @@ impl<W: RingWord> SecAggClient<W> {
                 to: k.party,
                 ciphertext: ct?,
                 seed_commitment,
+                escrowed_seed,
             });
         }
         let own = own.ok_or_else(|| Error::misbehaved(agg, "roster omits this party"))?;
@@ -474,6 +574,7 @@ impl<W: RingWord> SecAggClient<W> {
             id: self.id,
             state: self.state.clone(),
             outbox: self.outbox.clone(),
+            run_keys: self.run_keys.clone(),
         }
     }
 

@@ -34,6 +34,9 @@ pub struct PartyKeys {
     /// lets the aggregator verify the reconstructed secret (and spot a bad share) with one
     /// hash, without learning anything about `b`.
     pub self_mask_commitment: Commitment,
+    /// With run keys only: the hash commitment to the party's escrow key of this session,
+    /// which checks the escrow key reconstructed if the party drops.
+    pub escrow_commitment: Option<Commitment>,
 }
 
 /// A share ciphertext addressed to `to` (round 1, party to aggregator), with the sender's
@@ -48,6 +51,10 @@ pub struct EncryptedShare {
     /// forwarded): if the sender drops, `to` may reveal the seed and the aggregator checks it
     /// against this commitment.
     pub seed_commitment: Commitment,
+    /// With run keys only: the pair-mask seed with `to`, encrypted under the sender's escrow
+    /// key of this session (kept by the aggregator, not forwarded; opened only if the sender
+    /// drops and `to` does not reveal the seed).
+    pub escrowed_seed: Option<[u8; 32]>,
 }
 
 /// A share ciphertext from `from` (round 1, aggregator to party).
@@ -129,6 +136,8 @@ pub enum ClientMessage<W: RingWord> {
         mask_pk: PublicKey,
         /// Hash commitment to the self-mask secret.
         self_mask_commitment: Commitment,
+        /// With run keys only: hash commitment to the session's escrow key.
+        escrow_commitment: Option<Commitment>,
     },
     /// Round 1.
     ShareKeys {

@@ -32,11 +32,13 @@ mod collusion_tests;
 pub mod graph;
 pub mod hazmat;
 pub mod messages;
+pub mod run_keys;
 
 pub use aggregator::{AggregateOutput, SecAggAggregator};
 pub use client::SecAggClient;
 pub use graph::MaskGraph;
 pub use messages::{ClientMessage, Header, ServerMessage};
+pub use run_keys::RunKeys;
 
 /// Names one run of a protocol: 16 bytes, fresh for every aggregation (all keys are per
 /// session). Every message carries it, and a message naming another session (for instance,
@@ -122,6 +124,7 @@ pub struct SecAggConfig {
     dim: usize,
     kind: GraphKind,
     graph: MaskGraph,
+    run_keys: bool,
 }
 
 impl SecAggConfig {
@@ -166,6 +169,7 @@ impl SecAggConfig {
             dim,
             kind: GraphKind::Complete,
             graph: MaskGraph::complete(parties),
+            run_keys: false,
         })
     }
 
@@ -205,6 +209,32 @@ impl SecAggConfig {
         };
         self.graph = MaskGraph::harary(self.parties, degree, &self.session);
         Ok(self)
+    }
+
+    /// Switches the session to **run keys**: each party advertises its long-term X25519 keys
+    /// ([`RunKeys`], the same in every session of a run, so a party agrees on a key with each
+    /// neighbour once per run instead of twice per session), and escrows its per-session pair
+    /// seeds under a fresh per-session escrow key whose Shamir shares take the place of the
+    /// mask-key shares. Parties must be given their keys with [`SecAggClient::with_run_keys`].
+    ///
+    /// # Security
+    /// Pair seeds and share keys are HKDF outputs of the long-term secrets separated by the
+    /// session id, so a session's seeds say nothing about another session's. The recovery of a
+    /// dropped party reconstructs only that session's escrow key and decrypts only that
+    /// session's seeds; the long-term keys are never shared or reconstructed. Sessions of a
+    /// run must have distinct ids. What changes against per-session keys: a party that later
+    /// leaks its long-term private key exposes the pair seeds of every session of the run (no
+    /// forward secrecy within a run), and a party could escrow a seed that does not match its
+    /// commitment, which the aggregator detects (the sum then fails naming it) but cannot
+    /// repair as it can with per-session keys. See `docs/protocol.md`.
+    pub fn with_run_keys(mut self) -> Self {
+        self.run_keys = true;
+        self
+    }
+
+    /// Whether the session uses run keys ([`Self::with_run_keys`]).
+    pub fn uses_run_keys(&self) -> bool {
+        self.run_keys
     }
 
     /// The session id.
@@ -314,6 +344,8 @@ fn derive_for_pair(
 
 /// Domain of the self-mask commitment.
 const SELF_MASK_COMMITMENT: &[u8] = b"sotto-mpc/secagg/v1 self-mask commitment";
+/// Domain of the escrow-key commitment (run keys).
+const ESCROW_COMMITMENT: &[u8] = b"sotto-mpc/secagg/v1 escrow-key commitment";
 /// Domain of the pair-mask seed commitment.
 const PAIR_SEED_COMMITMENT: &[u8] = b"sotto-mpc/secagg/v1 pair-mask seed commitment";
 
@@ -330,6 +362,44 @@ pub(crate) fn self_mask_commitment(
         SELF_MASK_COMMITMENT,
         &[&session.0, &party.0.to_le_bytes(), bytes.as_ref()],
     )
+}
+
+/// The commitment `H(domain || session || party || e)` to `party`'s escrow key `e` of one
+/// session (run keys; SHA-256, hiding for a uniformly random `e`): checks the escrow key the
+/// aggregator reconstructs for a dropped party.
+pub(crate) fn escrow_commitment(
+    e: &SecretScalar,
+    session: &SessionId,
+    party: PartyId,
+) -> Commitment {
+    let bytes = zeroize::Zeroizing::new(e.to_bytes());
+    Commitment::of(
+        ESCROW_COMMITMENT,
+        &[&session.0, &party.0.to_le_bytes(), bytes.as_ref()],
+    )
+}
+
+/// The escrowed form of `owner`'s pair seed with `peer` (run keys): the seed XOR a one-time
+/// pad HKDF(e, session, owner, peer) from `owner`'s escrow key `e`. The pad is used for this
+/// one seed only; the seed's integrity is checked against `owner`'s seed commitment.
+pub(crate) fn escrow_seed(
+    e: &SecretScalar,
+    session: &SessionId,
+    owner: PartyId,
+    peer: PartyId,
+    seed: &[u8; 32],
+) -> Result<[u8; 32]> {
+    let pad = e.derive_seed(&[
+        b"pair-seed escrow",
+        &session.0,
+        &owner.0.to_le_bytes(),
+        &peer.0.to_le_bytes(),
+    ])?;
+    let mut out = [0u8; 32];
+    for ((o, s), p) in out.iter_mut().zip(seed).zip(pad.as_bytes()) {
+        *o = s ^ p;
+    }
+    Ok(out)
 }
 
 /// The commitment `H(domain || session || lo || hi || s)` to the pair-mask seed `s` of the

@@ -120,6 +120,7 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
     }
     c.reproducible |= args.reproducible;
     c.plain |= args.plain;
+    c.per_round_keys |= args.per_round_keys;
     if args.no_audit {
         c.audit = false;
     }

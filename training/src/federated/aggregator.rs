@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sotto_mpc::PartyId;
 use sotto_mpc::SessionId;
-use sotto_mpc::secagg::{ClientMessage, SecAggAggregator, SecAggConfig, ServerMessage};
+use sotto_mpc::secagg::{ClientMessage, SecAggAggregator, ServerMessage};
 use sotto_mpc::transport::{Connection, Identity, collect, send_all, send_each};
 use tokio::task::JoinSet;
 
@@ -286,7 +286,7 @@ async fn secure_round(
     after_step: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<(Vec<u64>, Vec<PartyId>, f64)> {
     let n = config.parties;
-    let secagg = SecAggConfig::new(session, n, config.threshold(), dim)?;
+    let secagg = config.secagg(session, dim)?;
     let mut agg = SecAggAggregator::<u64>::new(secagg, deadline);
     let mut cpu = Duration::ZERO;
     agg.start(Instant::now())?;

@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use sotto_dp::accounting::{AccountantKind, dp_sgd_epsilon, dp_sgd_noise_multiplier};
 use sotto_mpc::encoding::{Clipping as RingClipping, FixedPointEncoder};
 use sotto_mpc::noise::{DistributedNoise, Sensitivity};
+use sotto_mpc::secagg::SecAggConfig;
 use sotto_mpc::{PartyId, SessionId};
 
 use crate::audit::MiaReport;
@@ -121,6 +122,14 @@ pub struct FederatedConfig {
     /// Send the noised updates unmasked (a baseline to measure the cost of secure
     /// aggregation; no input privacy beyond each party's own noise share).
     pub plain: bool,
+    /// Generate fresh X25519 keys in every round (per-session SecAgg keys) instead of once
+    /// per run. By default each party generates its keys once and agrees on a secret with
+    /// each neighbour once per run; every round still uses fresh pair seeds, share keys and
+    /// self masks derived for that round, and a dropped party's recovery reveals only that
+    /// round's seeds (`sotto_mpc::secagg::SecAggConfig::with_run_keys`). Per-round keys add
+    /// forward secrecy within a run at the cost of four X25519 operations per neighbour and
+    /// round.
+    pub per_round_keys: bool,
     /// Deadline of each protocol step in seconds; a party silent past it is dropped. The
     /// parties run the SecAgg key rounds while they compute their update, so the step that
     /// collects the masked inputs must also cover a party's local compute time.
@@ -152,6 +161,7 @@ impl Default for FederatedConfig {
             seed: 0,
             reproducible: false,
             plain: false,
+            per_round_keys: false,
             round_deadline_secs: 10.0,
             audit: true,
         }
@@ -182,6 +192,20 @@ impl FederatedConfig {
             trainable: self.trainable(),
             strategy: NormStrategy::Auto,
         }
+    }
+
+    /// The SecAgg configuration of one round (session `session`) for vectors of length `dim`:
+    /// run keys unless `per_round_keys`.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for parameters SecAgg refuses (parties, threshold, dimension).
+    pub fn secagg(&self, session: SessionId, dim: usize) -> Result<SecAggConfig> {
+        let config = SecAggConfig::new(session, self.parties, self.threshold(), dim)?;
+        Ok(if self.per_round_keys {
+            config
+        } else {
+            config.with_run_keys()
+        })
     }
 
     /// The deadline of each protocol step.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
-use sotto_mpc::secagg::{SecAggClient, SecAggConfig, ServerMessage};
+use sotto_mpc::secagg::{RunKeys, SecAggClient, ServerMessage};
 use sotto_mpc::transport::Connection;
 use sotto_mpc::{PartyId, SessionId};
 use zeroize::Zeroizing;
@@ -84,6 +84,9 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
             .ok_or_else(|| Error::Run("internal: randomness lost".into()))?;
         <ChaCha20Rng as rand_core::SeedableRng>::from_rng(r)
     };
+    // The party's X25519 keys for the whole run (unless per-round keys are configured): one
+    // key agreement per neighbour for the run instead of two per round.
+    let run_keys = (!shared.3.per_round_keys).then(|| Arc::new(RunKeys::generate(&mut key_rng)));
     let mut round = 0u64;
     loop {
         let rs = round_session(session, round);
@@ -123,13 +126,11 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
             // The key rounds (advertise keys, share keys) run while the update is computed;
             // the input is needed only when the round-1 shares arrive.
             let c0 = Instant::now();
-            let secagg = SecAggConfig::new(
-                rs,
-                config.parties,
-                config.threshold(),
-                shared.2.encoder.dim(),
-            )?;
+            let secagg = config.secagg(rs, shared.2.encoder.dim())?;
             let mut client = SecAggClient::<u64>::new_deferred(secagg, core)?;
+            if let Some(keys) = &run_keys {
+                client = client.with_run_keys(Arc::clone(keys))?;
+            }
             client.start(&mut key_rng)?;
             let queued = drain(&mut client);
             let mut masking = c0.elapsed().as_secs_f64();

@@ -234,6 +234,11 @@ impl<W: RingWord> SecAggAggregator<W> {
         Ok(())
     }
 
+    /// The session's configuration.
+    pub fn config(&self) -> &SecAggConfig {
+        &self.config
+    }
+
     /// The round being collected (`None` before start and after the end).
     pub fn round(&self) -> Option<Round> {
         self.current

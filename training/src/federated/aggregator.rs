@@ -119,6 +119,8 @@ pub async fn run_aggregator(
     let mut metrics = Vec::with_capacity(config.rounds as usize);
     let mut stopped = None;
     let mut round = 0u64;
+    // SecAgg sessions of later rounds whose key rounds already ran (see `key_batch`).
+    let mut ahead: BTreeMap<u64, Keyed> = BTreeMap::new();
     while round < config.rounds {
         let epsilon = plan.epsilon_after(round + 1)?;
         if let (Some(target), Some(_)) = (config.target_epsilon, config.noise_multiplier)
@@ -133,8 +135,23 @@ pub async fn run_aggregator(
         let t_round = Instant::now();
         let bytes_before = total_bytes(&all);
         let rs = round_session(session, round);
+        // This round's key rounds ran in an earlier batch, or run now for a new batch.
+        let key_rounds = (!config.plain && !ahead.contains_key(&round)).then(|| {
+            (
+                round,
+                round
+                    .saturating_add(config.key_batch.max(1))
+                    .min(config.rounds),
+            )
+        });
+        if ahead.contains_key(&round) {
+            // The hooks of key rounds run ahead fire when their round starts.
+            after_step(round, 0);
+            after_step(round, 1);
+        }
         let start = RoundStart {
             round,
+            key_rounds,
             model: model.to_flat()?,
             done: false,
             parties: active.keys().filter_map(|i| i.party_id()).collect(),
@@ -150,10 +167,26 @@ pub async fn run_aggregator(
             )
             .await?
         } else {
-            secure_round(
-                config, dim, &active, rs, round, deadline, &mut view, after_step,
-            )
-            .await?
+            let mut key_cpu = 0.0;
+            if let Some((first, end)) = key_rounds {
+                key_cpu = run_key_rounds(
+                    config,
+                    dim,
+                    &active,
+                    session,
+                    first..end,
+                    deadline,
+                    after_step,
+                    &mut ahead,
+                )
+                .await?;
+            }
+            let keyed = ahead.remove(&round).ok_or_else(|| {
+                Error::Run(format!("round {}: no SecAgg session was keyed", round + 1))
+            })?;
+            let (sum, survivors, cpu) =
+                secure_round(keyed, &active, rs, round, deadline, &mut view, after_step).await?;
+            (sum, survivors, cpu + key_cpu)
         };
         let survivor_ids: BTreeSet<Identity> =
             survivors.iter().map(|p| Identity::Party(*p)).collect();
@@ -223,6 +256,7 @@ pub async fn run_aggregator(
     }
     let done = RoundStart {
         round,
+        key_rounds: None,
         model: model.to_flat()?,
         done: true,
         parties: active.keys().filter_map(|i| i.party_id()).collect(),
@@ -272,12 +306,192 @@ fn core_of(identity: Identity, parties: usize) -> Option<PartyId> {
     (p.0 >= 1 && p.0 as usize <= parties).then(|| PartyId(p.0 - 1))
 }
 
-/// One SecAgg session: returns the noised sum (ring), the survivors (transport ids) and the
-/// aggregator's protocol CPU time.
+/// A round's SecAgg session after its key rounds: the aggregator, and the parties it sent
+/// their round-1 shares to (those it expects a masked input from).
+struct Keyed {
+    agg: SecAggAggregator<u64>,
+    expected: BTreeSet<Identity>,
+}
+
+/// One protocol step of `agg`: collects the parties' messages of `step` from `expected`,
+/// hands them to the aggregator (recording masked inputs in `view`), calls
+/// `after_step(round, step)` if `notify`, sends the aggregator's answers, and returns the
+/// parties they reached and the aggregator's CPU time.
 #[allow(clippy::too_many_arguments)]
-async fn secure_round(
+async fn protocol_step(
+    agg: &mut SecAggAggregator<u64>,
+    active: &BTreeMap<Identity, Connection>,
+    expected: &BTreeSet<Identity>,
+    session: SessionId,
+    round: u64,
+    step: u64,
+    deadline: Duration,
+    view: &mut Option<&mut AggregatorView>,
+    after_step: &mut (dyn FnMut(u64, u64) + Send),
+    notify: bool,
+) -> (BTreeSet<Identity>, Duration) {
+    let n = agg.config().parties();
+    let Some(core_round) = agg.round() else {
+        return (expected.clone(), Duration::ZERO);
+    };
+    let got = collect::<ClientMessage<u64>>(
+        active,
+        expected.iter().copied(),
+        session,
+        step,
+        tokio::time::Instant::now() + deadline,
+    )
+    .await;
+    for (party, error) in &got.failed {
+        tracing::warn!(party = %party, round, step, %error, "federated: message rejected or connection lost; dropped");
+    }
+    for party in &got.silent {
+        tracing::warn!(party = %party, round, step, "federated: no message by the deadline; dropped");
+    }
+    let c0 = Instant::now();
+    for (identity, message) in got.messages {
+        let Some(core) = core_of(identity, n) else {
+            continue;
+        };
+        if let (Some(v), ClientMessage::MaskedInput { masked, .. }) =
+            (view.as_deref_mut(), &message)
+        {
+            v.updates.push(ViewedUpdate {
+                round,
+                party: PartyId(core.0 + 1),
+                values: masked.0.clone(),
+            });
+        }
+        if let Err(error) = agg.handle_message(Instant::now(), core, message) {
+            tracing::warn!(%error, round, step, "federated: message rejected");
+        }
+    }
+    if agg.round() == Some(core_round) {
+        agg.close_round(Instant::now());
+    }
+    let mut outgoing: Vec<(Identity, ServerMessage)> = Vec::new();
+    while let Some((to, message)) = agg.poll_transmit() {
+        outgoing.push((Identity::Party(PartyId(to.0 + 1)), message));
+    }
+    let cpu = c0.elapsed();
+    if notify {
+        after_step(round, step);
+    }
+    let reached = send_each(active, session, step, outgoing, "federated").await;
+    (reached, cpu)
+}
+
+/// The key rounds (advertise keys, share keys) of the SecAgg sessions of `rounds`, in one
+/// batch: each party sends one message per step holding its messages of every session of the
+/// batch, and gets one answer holding the aggregator's (all under the first round's session
+/// id). The keyed sessions go to `ahead`; returns the aggregator's CPU time. `after_step`
+/// fires here only for the first round (the current one); the others' fire when their round
+/// starts.
+#[allow(clippy::too_many_arguments)]
+async fn run_key_rounds(
     config: &FederatedConfig,
     dim: usize,
+    active: &BTreeMap<Identity, Connection>,
+    run_session: SessionId,
+    rounds: std::ops::Range<u64>,
+    deadline: Duration,
+    after_step: &mut (dyn FnMut(u64, u64) + Send),
+    ahead: &mut BTreeMap<u64, Keyed>,
+) -> Result<f64> {
+    let current = rounds.start;
+    let bundle_session = round_session(run_session, current);
+    let mut batch: BTreeMap<SessionId, (u64, SecAggAggregator<u64>)> = BTreeMap::new();
+    for round in rounds {
+        let session = round_session(run_session, round);
+        let mut agg = SecAggAggregator::<u64>::new(config.secagg(session, dim)?, deadline);
+        agg.start(Instant::now())?;
+        batch.insert(session, (round, agg));
+    }
+    let n = config.parties;
+    let mut expected: BTreeSet<Identity> = active.keys().copied().collect();
+    let mut cpu = Duration::ZERO;
+    for step in 0u64..=1 {
+        let got = collect::<Vec<ClientMessage<u64>>>(
+            active,
+            expected.iter().copied(),
+            bundle_session,
+            step,
+            tokio::time::Instant::now() + deadline,
+        )
+        .await;
+        for (party, error) in &got.failed {
+            tracing::warn!(party = %party, round = current, step, %error, "federated: key-round bundle rejected or connection lost; dropped");
+        }
+        for party in &got.silent {
+            tracing::warn!(party = %party, round = current, step, "federated: no key-round bundle by the deadline; dropped");
+        }
+        let c0 = Instant::now();
+        let open: Vec<(SessionId, Option<sotto_mpc::secagg::Round>)> = batch
+            .iter()
+            .map(|(s, (_, agg))| (*s, agg.round()))
+            .collect();
+        for (identity, bundle) in got.messages {
+            let Some(core) = core_of(identity, n) else {
+                continue;
+            };
+            if bundle.len() > batch.len() {
+                tracing::warn!(party = %identity, len = bundle.len(), "federated: key-round bundle longer than the batch; ignored");
+                continue;
+            }
+            for message in bundle {
+                let session = message.header().session;
+                let Some((round, agg)) = batch.get_mut(&session) else {
+                    tracing::warn!(party = %identity, "federated: key-round message for a session outside the batch; ignored");
+                    continue;
+                };
+                if let Err(error) = agg.handle_message(Instant::now(), core, message) {
+                    tracing::warn!(%error, round = *round, step, "federated: message rejected");
+                }
+            }
+        }
+        let mut outgoing: BTreeMap<Identity, Vec<ServerMessage>> = BTreeMap::new();
+        for (session, before) in open {
+            let Some((_, agg)) = batch.get_mut(&session) else {
+                continue;
+            };
+            if before.is_some() && agg.round() == before {
+                agg.close_round(Instant::now());
+            }
+            while let Some((to, message)) = agg.poll_transmit() {
+                outgoing
+                    .entry(Identity::Party(PartyId(to.0 + 1)))
+                    .or_default()
+                    .push(message);
+            }
+        }
+        cpu += c0.elapsed();
+        after_step(current, step);
+        expected = send_each(
+            active,
+            bundle_session,
+            step,
+            outgoing.into_iter().collect(),
+            "federated",
+        )
+        .await;
+    }
+    for (round, agg) in batch.into_values() {
+        ahead.insert(
+            round,
+            Keyed {
+                agg,
+                expected: expected.clone(),
+            },
+        );
+    }
+    Ok(cpu.as_secs_f64())
+}
+
+/// The rest of a keyed SecAgg session (masked inputs, unmasking): returns the noised sum
+/// (ring), the survivors (transport ids) and the aggregator's protocol CPU time. Parties that
+/// left the run since the key rounds are not waited for.
+async fn secure_round(
+    keyed: Keyed,
     active: &BTreeMap<Identity, Connection>,
     session: SessionId,
     round: u64,
@@ -285,58 +499,19 @@ async fn secure_round(
     view: &mut Option<&mut AggregatorView>,
     after_step: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<(Vec<u64>, Vec<PartyId>, f64)> {
-    let n = config.parties;
-    let secagg = config.secagg(session, dim)?;
-    let mut agg = SecAggAggregator::<u64>::new(secagg, deadline);
+    let Keyed { mut agg, expected } = keyed;
+    let mut expected: BTreeSet<Identity> = expected
+        .into_iter()
+        .filter(|p| active.contains_key(p))
+        .collect();
     let mut cpu = Duration::ZERO;
-    agg.start(Instant::now())?;
-    let mut expected: BTreeSet<Identity> = active.keys().copied().collect();
-    for step in 0u64..=3 {
-        let Some(core_round) = agg.round() else {
-            break;
-        };
-        let got = collect::<ClientMessage<u64>>(
-            active,
-            expected.iter().copied(),
-            session,
-            step,
-            tokio::time::Instant::now() + deadline,
+    for step in 2u64..=3 {
+        let (reached, c) = protocol_step(
+            &mut agg, active, &expected, session, round, step, deadline, view, after_step, true,
         )
         .await;
-        for (party, error) in &got.failed {
-            tracing::warn!(party = %party, round, step, %error, "federated: message rejected or connection lost; dropped");
-        }
-        for party in &got.silent {
-            tracing::warn!(party = %party, round, step, "federated: no message by the deadline; dropped");
-        }
-        let c0 = Instant::now();
-        for (identity, message) in got.messages {
-            let Some(core) = core_of(identity, n) else {
-                continue;
-            };
-            if let (Some(v), ClientMessage::MaskedInput { masked, .. }) =
-                (view.as_deref_mut(), &message)
-            {
-                v.updates.push(ViewedUpdate {
-                    round,
-                    party: PartyId(core.0 + 1),
-                    values: masked.0.clone(),
-                });
-            }
-            if let Err(error) = agg.handle_message(Instant::now(), core, message) {
-                tracing::warn!(%error, round, step, "federated: message rejected");
-            }
-        }
-        if agg.round() == Some(core_round) {
-            agg.close_round(Instant::now());
-        }
-        let mut outgoing: Vec<(Identity, ServerMessage)> = Vec::new();
-        while let Some((to, message)) = agg.poll_transmit() {
-            outgoing.push((Identity::Party(PartyId(to.0 + 1)), message));
-        }
-        cpu += c0.elapsed();
-        after_step(round, step);
-        expected = send_each(active, session, step, outgoing, "federated").await;
+        expected = reached;
+        cpu += c;
     }
     let c0 = Instant::now();
     let output = match agg.take_result() {

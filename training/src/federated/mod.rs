@@ -130,6 +130,14 @@ pub struct FederatedConfig {
     /// forward secrecy within a run at the cost of four X25519 operations per neighbour and
     /// round.
     pub per_round_keys: bool,
+    /// Rounds whose SecAgg key rounds (advertise keys, share keys) run together, ahead of
+    /// their rounds: at the start of round `r` (when its key rounds have not run yet) the
+    /// parties and the aggregator run them for rounds `r .. r + key_batch` in one exchange,
+    /// while the parties compute round `r`'s update. The other rounds of the batch then need
+    /// only the masked input and unmasking steps. Every round still has its own session, keys
+    /// and secrets; the batch costs the aggregator one session's key state per round ahead.
+    /// 1 runs each round's key rounds in that round. At most 1024.
+    pub key_batch: u64,
     /// Deadline of each protocol step in seconds; a party silent past it is dropped. The
     /// parties run the SecAgg key rounds while they compute their update, so the step that
     /// collects the masked inputs must also cover a party's local compute time.
@@ -162,6 +170,7 @@ impl Default for FederatedConfig {
             reproducible: false,
             plain: false,
             per_round_keys: false,
+            key_batch: 16,
             round_deadline_secs: 10.0,
             audit: true,
         }
@@ -239,6 +248,13 @@ impl FederatedConfig {
         }
         if self.rounds == 0 {
             return Err(crate::Error::invalid("rounds", 0, "must be at least 1"));
+        }
+        if !(1..=MAX_KEY_BATCH).contains(&self.key_batch) {
+            return Err(crate::Error::invalid(
+                "key_batch",
+                self.key_batch,
+                format!("must be between 1 and {MAX_KEY_BATCH}"),
+            ));
         }
         sotto_dp::error::check_open_unit("sampling_rate", self.sampling_rate)?;
         sotto_dp::error::check_positive("learning_rate", self.learning_rate)?;
@@ -551,11 +567,18 @@ pub fn round_session(run: SessionId, round: u64) -> SessionId {
     SessionId(bytes)
 }
 
+/// The largest [`FederatedConfig::key_batch`].
+pub const MAX_KEY_BATCH: u64 = 1024;
+
 /// The aggregator's message at the start of a round: the current model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundStart {
     /// 0-based round.
     pub round: u64,
+    /// Rounds `[first, end)` whose key rounds run now, during this round's local compute
+    /// (`first` is this round); `None` when this round's key rounds ran earlier (or in plain
+    /// mode). See [`FederatedConfig::key_batch`].
+    pub key_rounds: Option<(u64, u64)>,
     /// All model parameters (`Model::to_flat`).
     pub model: Vec<f32>,
     /// `true`: training is over and `model` is the final model.
@@ -595,6 +618,8 @@ mod tests {
         bad(|c| c.delta = 0.01, "delta");
         bad(|c| c.scale = -1.0, "scale");
         bad(|c| c.round_deadline_secs = 0.0, "round_deadline_secs");
+        bad(|c| c.key_batch = 0, "key_batch");
+        bad(|c| c.key_batch = 5000, "key_batch");
         bad(
             |c| {
                 c.target_epsilon = None;

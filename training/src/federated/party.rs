@@ -1,6 +1,7 @@
 //! A party's round driver over an open QUIC connection to the aggregator: receive the model,
 //! Poisson-sample, clip, encode, add the noise share, mask (SecAgg client, sans-IO) and send.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,10 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
     // The party's X25519 keys for the whole run (unless per-round keys are configured): one
     // key agreement per neighbour for the run instead of two per round.
     let run_keys = (!shared.3.per_round_keys).then(|| Arc::new(RunKeys::generate(&mut key_rng)));
+    // SecAgg clients of later rounds whose key rounds already ran (see `key_batch`).
+    let mut ahead: BTreeMap<u64, SecAggClient<u64>> = BTreeMap::new();
+    // Their round-1 shares, received with the batch (messages arrive in order).
+    let mut later_shares: BTreeMap<u64, ServerMessage> = BTreeMap::new();
     let mut round = 0u64;
     loop {
         let rs = round_session(session, round);
@@ -123,27 +128,81 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
             drop(encoded);
             (compute, encode_s, job_rng)
         } else {
-            // The key rounds (advertise keys, share keys) run while the update is computed;
-            // the input is needed only when the round-1 shares arrive.
-            let c0 = Instant::now();
-            let secagg = config.secagg(rs, shared.2.encoder.dim())?;
-            let mut client = SecAggClient::<u64>::new_deferred(secagg, core)?;
-            if let Some(keys) = &run_keys {
-                client = client.with_run_keys(Arc::clone(keys))?;
-            }
-            client.start(&mut key_rng)?;
-            let queued = drain(&mut client);
-            let mut masking = c0.elapsed().as_secs_f64();
-            send_queued(&connection, rs, queued).await?;
+            // The key rounds (advertise keys, share keys) of a batch of rounds run while the
+            // update is computed; the input is needed only when this round's round-1 shares
+            // arrive.
             let wait = deadline * 2 + Duration::from_secs(5);
-            masking += exchange(&connection, &mut client, rs, 0, wait, &mut key_rng).await?;
+            let mut masking = 0.0;
+            if let Some((first, end)) = start.key_rounds {
+                if first != round || end <= first || end - first > config.key_batch {
+                    return Err(Error::Run(format!(
+                        "the aggregator asked for key rounds {first}..{end} in round {round}; expected {round}..{round} + at most key_batch = {}",
+                        config.key_batch
+                    )));
+                }
+                let c0 = Instant::now();
+                let bundle_session = round_session(session, first);
+                let mut batch: BTreeMap<SessionId, (u64, SecAggClient<u64>)> = BTreeMap::new();
+                let mut bundle = Vec::new();
+                for r in first..end {
+                    let session_r = round_session(session, r);
+                    let secagg = config.secagg(session_r, shared.2.encoder.dim())?;
+                    let mut client = SecAggClient::<u64>::new_deferred(secagg, core)?;
+                    if let Some(keys) = &run_keys {
+                        client = client.with_run_keys(Arc::clone(keys))?;
+                    }
+                    client.start(&mut key_rng)?;
+                    bundle.extend(drain(&mut client));
+                    batch.insert(session_r, (r, client));
+                }
+                masking += c0.elapsed().as_secs_f64();
+                // One message per step for the whole batch.
+                connection.send(bundle_session, 0, &bundle).await?;
+                let rosters: Vec<ServerMessage> = connection.recv(bundle_session, 0, wait).await?;
+                let c1 = Instant::now();
+                let mut bundle = Vec::new();
+                for message in rosters {
+                    let (_, client) = batch
+                        .get_mut(&message.header().session)
+                        .ok_or_else(|| bundle_error("roster"))?;
+                    client.handle_message(message, &mut key_rng)?;
+                    bundle.extend(drain(client));
+                }
+                masking += c1.elapsed().as_secs_f64();
+                connection.send(bundle_session, 1, &bundle).await?;
+                ahead.extend(batch.into_values());
+            }
+            let mut client = ahead.remove(&round).ok_or_else(|| {
+                Error::Run(format!(
+                    "the aggregator started round {round} without running its key rounds"
+                ))
+            })?;
             // The round-1 shares mask the input: wait for the update now.
             let (mut encoded, compute, encode_s, job_rng) = await_compute(compute_job).await?;
             client.provide_input(std::mem::take(&mut *encoded))?;
             masking += encode_s;
-            for step in 1u64..=2 {
-                masking += exchange(&connection, &mut client, rs, step, wait, &mut key_rng).await?;
+            if let Some((first, end)) = start.key_rounds {
+                // The batch's round-1 shares arrive in one message; keep the later rounds'.
+                let bundle: Vec<ServerMessage> = connection
+                    .recv(round_session(session, first), 1, wait)
+                    .await?;
+                let rounds: BTreeMap<SessionId, u64> = (first..end)
+                    .map(|r| (round_session(session, r), r))
+                    .collect();
+                for message in bundle {
+                    let r = rounds
+                        .get(&message.header().session)
+                        .ok_or_else(|| bundle_error("share"))?;
+                    later_shares.insert(*r, message);
+                }
             }
+            let shares = later_shares.remove(&round).ok_or_else(|| {
+                Error::Run(format!(
+                    "the aggregator sent no round-1 shares for round {round}"
+                ))
+            })?;
+            masking += respond(&connection, &mut client, rs, shares, &mut key_rng).await?;
+            masking += exchange(&connection, &mut client, rs, 2, wait, &mut key_rng).await?;
             (compute, masking, job_rng)
         };
         connection
@@ -181,6 +240,13 @@ fn local_update(
     Ok((ring, compute, c1.elapsed().as_secs_f64()))
 }
 
+/// The error for a message of a key-round bundle that names a session outside the batch.
+fn bundle_error(what: &str) -> Error {
+    Error::Run(format!(
+        "the aggregator sent a {what} message for a session outside the key-round batch"
+    ))
+}
+
 /// Receives the aggregator's message of `step`, lets the client handle it and sends what it
 /// queues. Returns the client's CPU time in seconds.
 async fn exchange(
@@ -192,6 +258,18 @@ async fn exchange(
     rng: &mut ChaCha20Rng,
 ) -> Result<f64> {
     let message: ServerMessage = connection.recv(session, step, wait).await?;
+    respond(connection, client, session, message, rng).await
+}
+
+/// Lets the client handle the aggregator's `message` and sends what it queues. Returns the
+/// client's CPU time in seconds.
+async fn respond(
+    connection: &Connection,
+    client: &mut SecAggClient<u64>,
+    session: SessionId,
+    message: ServerMessage,
+    rng: &mut ChaCha20Rng,
+) -> Result<f64> {
     let c0 = Instant::now();
     client.handle_message(message, rng)?;
     let queued = drain(client);

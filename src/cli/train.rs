@@ -67,6 +67,10 @@ pub struct TrainArgs {
     /// overhead of secure aggregation per round.
     #[arg(long, conflicts_with = "plain")]
     pub compare_plain: bool,
+    /// Multi-party, with `--compare-plain`: run the secure and the plain training this many
+    /// times each, alternating, and pool their rounds (steadier on a busy machine).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20), requires = "compare_plain")]
+    pub compare_repeat: u32,
     /// Multi-party: generate fresh SecAgg keys every round instead of once per run (forward
     /// secrecy within the run, four more X25519 operations per neighbour and round).
     #[arg(long)]

@@ -143,12 +143,21 @@ fn device(name: &str) -> anyhow::Result<Device> {
 /// The overhead of secure aggregation measured in one invocation.
 #[derive(Debug, Serialize)]
 struct Overhead {
+    /// Secure and plain runs each (`--compare-repeat`), alternating; their rounds are pooled.
+    repetitions: u32,
     /// Median round time without evaluation, secure aggregation (seconds).
     secure_round_median: f64,
     /// The same with plain aggregation.
     plain_round_median: f64,
-    /// `secure / plain - 1`.
+    /// `secure / plain - 1` of the medians.
     overhead: f64,
+    /// Mean round time without evaluation, secure aggregation (seconds): includes the rounds
+    /// that run the key rounds of a batch of rounds (`key_batch`).
+    secure_round_mean: f64,
+    /// The same with plain aggregation.
+    plain_round_mean: f64,
+    /// `secure / plain - 1` of the means: the overhead on the whole training time.
+    mean_overhead: f64,
     /// Median of each part of a secure round.
     secure_split: Split,
     /// Median of each part of a plain round.
@@ -179,8 +188,8 @@ fn protocol_seconds(m: &RoundMetrics) -> f64 {
     m.seconds - m.timing.eval
 }
 
-fn split(r: &FederatedReport) -> Split {
-    let med = |f: fn(&RoundMetrics) -> f64| median(r.metrics.iter().map(f).collect());
+fn split(rounds: &[RoundMetrics]) -> Split {
+    let med = |f: fn(&RoundMetrics) -> f64| median(rounds.iter().map(f).collect());
     Split {
         local_compute: med(|m| m.timing.local_compute),
         masking: med(|m| m.timing.masking),
@@ -249,14 +258,51 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
         let path = folder.join("plain-metrics.json");
         std::fs::write(&path, serde_json::to_string_pretty(&plain)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        let s = median(secure.metrics.iter().map(protocol_seconds).collect());
-        let p = median(plain.metrics.iter().map(protocol_seconds).collect());
+        // Further secure / plain pairs, alternating, pooled with the first.
+        let (mut secure_rounds, mut plain_rounds) = (secure.metrics.clone(), plain.metrics.clone());
+        let extra_secure = FederatedConfig {
+            audit: false,
+            ..config.clone()
+        };
+        for _ in 1..args.compare_repeat {
+            let s = run_one(
+                &runtime,
+                &extra_secure,
+                &train,
+                &test,
+                &device,
+                json,
+                "secure",
+            )?;
+            secure_rounds.extend(s.metrics);
+            let p = run_one(
+                &runtime,
+                &plain_config,
+                &train,
+                &test,
+                &device,
+                json,
+                "plain",
+            )?;
+            plain_rounds.extend(p.metrics);
+        }
+        let s = median(secure_rounds.iter().map(protocol_seconds).collect());
+        let p = median(plain_rounds.iter().map(protocol_seconds).collect());
+        let mean = |r: &[RoundMetrics]| {
+            r.iter().map(protocol_seconds).sum::<f64>() / r.len().max(1) as f64
+        };
+        let (sm, pm) = (mean(&secure_rounds), mean(&plain_rounds));
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b - 1.0 } else { f64::INFINITY };
         let o = Overhead {
+            repetitions: args.compare_repeat,
             secure_round_median: s,
             plain_round_median: p,
-            overhead: if p > 0.0 { s / p - 1.0 } else { f64::INFINITY },
-            secure_split: split(&secure),
-            plain_split: split(&plain),
+            overhead: ratio(s, p),
+            secure_round_mean: sm,
+            plain_round_mean: pm,
+            mean_overhead: ratio(sm, pm),
+            secure_split: split(&secure_rounds),
+            plain_split: split(&plain_rounds),
         };
         let path = folder.join("overhead.json");
         std::fs::write(&path, serde_json::to_string_pretty(&o)?)
@@ -303,7 +349,7 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
                     a.members, a.non_members, a.auc, a.tpr_at_1pct_fpr, a.fpr
                 ));
             }
-            let sp = split(&secure);
+            let sp = split(&secure.metrics);
             s.push_str(&format!(
                 "\nmedian round: local compute {:.1} ms, masking {:.1} ms, network {:.1} ms, unmasking {:.1} ms, step {:.1} ms",
                 1e3 * sp.local_compute,
@@ -314,10 +360,13 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
             ));
             if let Some(o) = &overhead {
                 s.push_str(&format!(
-                    "\nsecure aggregation overhead: median round {:.1} ms secure vs {:.1} ms plain ({:+.1}%)",
+                    "\nsecure aggregation overhead: median round {:.2} ms secure vs {:.2} ms plain ({:+.1}%); mean round {:.2} vs {:.2} ms ({:+.1}%)",
                     1e3 * o.secure_round_median,
                     1e3 * o.plain_round_median,
-                    100.0 * o.overhead
+                    100.0 * o.overhead,
+                    1e3 * o.secure_round_mean,
+                    1e3 * o.plain_round_mean,
+                    100.0 * o.mean_overhead
                 ));
             }
             s.push_str(&format!(

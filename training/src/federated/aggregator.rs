@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sotto_mpc::PartyId;
 use sotto_mpc::SessionId;
+use sotto_mpc::ring::RingVector;
 use sotto_mpc::secagg::{ClientMessage, SecAggAggregator, ServerMessage};
 use sotto_mpc::transport::{Connection, Identity, collect, send_all, send_each};
 use tokio::task::JoinSet;
@@ -546,7 +547,8 @@ async fn plain_round(
     view: &mut Option<&mut AggregatorView>,
     after_step: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<(Vec<u64>, Vec<PartyId>, f64)> {
-    let got = collect::<Vec<u64>>(
+    // Fixed-width words, as the masked vectors of secure mode (a like-for-like baseline).
+    let got = collect::<RingVector<u64>>(
         active,
         active.keys().copied(),
         session,
@@ -559,7 +561,7 @@ async fn plain_round(
     let dim = plan.encoder.dim();
     let mut sum = vec![0u64; dim];
     let mut survivors = Vec::new();
-    for (identity, values) in got.messages {
+    for (identity, RingVector(values)) in got.messages {
         let Some(party) = identity.party_id() else {
             continue;
         };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
+use sotto_mpc::ring::RingVector;
 use sotto_mpc::secagg::{RunKeys, SecAggClient, ServerMessage};
 use sotto_mpc::transport::Connection;
 use sotto_mpc::{PartyId, SessionId};
@@ -123,9 +124,12 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
         };
         let config = &shared.3;
         let (compute, masking, job_rng) = if config.plain {
-            let (encoded, compute, encode_s, job_rng) = await_compute(compute_job).await?;
-            connection.send(rs, PLAIN_UPDATE, &*encoded).await?;
-            drop(encoded);
+            let (mut encoded, compute, encode_s, job_rng) = await_compute(compute_job).await?;
+            // Fixed-width words, as the masked vectors of secure mode.
+            let mut update = RingVector(std::mem::take(&mut *encoded));
+            let sent = connection.send(rs, PLAIN_UPDATE, &update).await;
+            zeroize::Zeroize::zeroize(&mut update.0);
+            sent?;
             (compute, encode_s, job_rng)
         } else {
             // The key rounds (advertise keys, share keys) of a batch of rounds run while the

@@ -4,7 +4,9 @@
 //!
 //! Run: `RAYON_NUM_THREADS=1 cargo bench -p sotto-training --bench step`
 //!
-//! `SOTTO_STEP_CASES=mlp-256,transformer-64` runs only the named cases (`<model>-<batch>`).
+//! `SOTTO_STEP_CASES=mlp-256,transformer-64` runs only the named cases (`<model>-<batch>`);
+//! `SOTTO_STEP_ROUNDS=400` sets the interleaved rounds behind the `RATIO` (medians) and
+//! `MEANS` lines (default 40).
 
 // A benchmark aborts on any error; unwrap is the clearest way to say so.
 #![allow(clippy::unwrap_used)]
@@ -110,9 +112,10 @@ fn dp_step_noised(
     rng: &mut rand_chacha::ChaCha20Rng,
 ) {
     let g = c.model.clipped_gradients(&c.batch, clip).unwrap();
-    let noised = noise.privatize(&flatten(&g.grads).unwrap(), rng).unwrap();
-    opt.apply_sum(&c.model, &noised, c.batch_size as f64)
-        .unwrap();
+    let mut sum = flatten(&g.grads).unwrap();
+    drop(g);
+    noise.privatize_in_place(&mut sum, rng).unwrap();
+    opt.apply_sum(&c.model, &sum, c.batch_size as f64).unwrap();
 }
 
 fn naive_step(c: &Case, opt: &mut Optimizer, clip: &Clipping) {
@@ -120,9 +123,9 @@ fn naive_step(c: &Case, opt: &mut Optimizer, clip: &Clipping) {
     opt.step(&c.model, &g.grads).unwrap();
 }
 
-/// Median milliseconds of each closure, measured interleaved (a b c a b c ...) so that load
-/// from other processes hits all of them alike.
-fn interleaved_medians(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+/// Median and mean milliseconds of each closure, measured interleaved (a b c a b c ...) so
+/// that load from other processes hits all of them alike.
+fn interleaved_medians(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<(f64, f64)> {
     for f in fs.iter_mut() {
         f();
     }
@@ -138,7 +141,8 @@ fn interleaved_medians(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
         .into_iter()
         .map(|mut t| {
             t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
+            let mean = t.iter().sum::<f64>() / t.len() as f64;
+            (t[t.len() / 2], mean)
         })
         .collect()
 }
@@ -146,6 +150,11 @@ fn interleaved_medians(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
 fn bench(c: &mut Criterion) {
     let clip = Clipping::default();
     let only = std::env::var("SOTTO_STEP_CASES").ok();
+    let rounds = std::env::var("SOTTO_STEP_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(40);
     let wanted = |case: &Case| {
         only.as_deref().is_none_or(|list| {
             list.split(',')
@@ -196,7 +205,7 @@ fn bench(c: &mut Criterion) {
         let mut opt5 = sgd(&case.model);
         let mut rng2 = sotto_dp::rng::seeded_rng(8);
         let m = interleaved_medians(
-            40,
+            rounds,
             &mut [
                 &mut || non_dp_step(&case, &mut opt),
                 &mut || dp_step(&case, &mut opt2, &clip),
@@ -204,18 +213,34 @@ fn bench(c: &mut Criterion) {
                 &mut || dp_step_noised(&case, &mut opt5, &clip, &noise_all_cores, &mut rng2),
             ],
         );
-        let naive = interleaved_medians(3, &mut [&mut || naive_step(&case, &mut opt4, &clip)])[0];
-        let (base, dp, dpn, dpn_all) = (m[0], m[1], m[2], m[3]);
+        let naive = interleaved_medians(3, &mut [&mut || naive_step(&case, &mut opt4, &clip)])[0].0;
+        let [base, dp, dpn, dpn_all] = [m[0], m[1], m[2], m[3]];
         println!(
-            "RATIO {} (B={}, {} params): non-DP {base:.3} ms | DP book-keeping {dp:.3} ms ({:.2}x) | with noise {dpn:.3} ms ({:.2}x) | with noise on all {} cores {dpn_all:.3} ms ({:.2}x) | naive loop {naive:.3} ms ({:.2}x)",
+            "RATIO {} (B={}, {} params), median of {rounds} interleaved rounds: non-DP {:.3} ms | DP book-keeping {:.3} ms ({:.2}x) | with noise {:.3} ms ({:.2}x) | with noise on all {} cores {:.3} ms ({:.2}x) | naive loop {naive:.3} ms ({:.2}x)",
             case.name,
             case.batch_size,
             case.model.num_params(),
-            dp / base,
-            dpn / base,
+            base.0,
+            dp.0,
+            dp.0 / base.0,
+            dpn.0,
+            dpn.0 / base.0,
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            dpn_all / base,
-            naive / base
+            dpn_all.0,
+            dpn_all.0 / base.0,
+            naive / base.0
+        );
+        println!(
+            "MEANS {} (B={}): non-DP {:.3} ms | DP book-keeping {:.3} ms ({:.2}x) | with noise {:.3} ms ({:.2}x) | with noise on all cores {:.3} ms ({:.2}x)",
+            case.name,
+            case.batch_size,
+            base.1,
+            dp.1,
+            dp.1 / base.1,
+            dpn.1,
+            dpn.1 / base.1,
+            dpn_all.1,
+            dpn_all.1 / base.1
         );
     }
 }

@@ -57,10 +57,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = sotto_dp::rng::seeded_rng(7);
     for _ in 0..20 {
         if mode == "dp_noise" {
+            // As the training loop does: the gradient tensors go once flattened, and the
+            // noise is added in place.
             let g = model.clipped_gradients(&batch, &clip)?;
-            let noised = noise.privatize(&flatten(&g.grads)?, &mut rng)?;
+            let mut sum = flatten(&g.grads)?;
             drop(g);
-            opt.apply_sum(&model, &noised, b as f64)?;
+            noise.privatize_in_place(&mut sum, &mut rng)?;
+            opt.apply_sum(&model, &sum, b as f64)?;
             continue;
         }
         let grads = match mode {

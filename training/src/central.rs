@@ -312,8 +312,10 @@ pub fn train_central_on(
                 let g = model.clipped_gradients(&batch, &clipping)?;
                 loss_sum += g.loss_sum;
                 seen += idx.len();
-                let noised = noise.privatize(&flatten(&g.grads)?, &mut rng)?;
-                opt.apply_sum(&model, &noised, expected_batch)?;
+                let mut sum = flatten(&g.grads)?;
+                drop(g);
+                noise.privatize_in_place(&mut sum, &mut rng)?;
+                opt.apply_sum(&model, &sum, expected_batch)?;
                 steps += 1;
             }
         } else {

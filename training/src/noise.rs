@@ -156,9 +156,8 @@ impl GradientNoise {
     /// `rng`, and chunks are processed on all available cores (noise, addition and conversion
     /// in one pass per chunk, so no full-length noise vector is ever allocated). The result
     /// depends only on `rng`, not on the number of threads.
-    fn noised<R: RngCore + CryptoRng + ?Sized>(&self, sum: &[f32], rng: &mut R) -> Vec<f32> {
-        let len = sum.len();
-        let mut out = vec![0f32; len];
+    fn noise_in_place<R: RngCore + CryptoRng + ?Sized>(&self, values: &mut [f32], rng: &mut R) {
+        let len = values.len();
         let mut seeds: Vec<[u8; 32]> = Vec::with_capacity(len.div_ceil(NOISE_CHUNK));
         for _ in 0..len.div_ceil(NOISE_CHUNK) {
             let mut seed = [0u8; 32];
@@ -174,29 +173,27 @@ impl GradientNoise {
             })
             .min(seeds.len())
             .max(1);
-        let mut jobs: Vec<(&[f32], &mut [f32], [u8; 32])> = sum
-            .chunks(NOISE_CHUNK)
-            .zip(out.chunks_mut(NOISE_CHUNK))
+        let mut jobs: Vec<(&mut [f32], [u8; 32])> = values
+            .chunks_mut(NOISE_CHUNK)
             .zip(seeds.iter().copied())
-            .map(|((s, o), seed)| (s, o, seed))
             .collect();
         let per_thread = jobs.len().div_ceil(threads);
         let (sampler, grid) = (&self.sampler, self.grid);
         // The grid is a power of two (at least 2^-1000), so multiplying by its inverse is
         // exactly the division.
         let inv_grid = 1.0 / grid;
-        let run = |batch: &mut [(&[f32], &mut [f32], [u8; 32])]| {
+        let run = |batch: &mut [(&mut [f32], [u8; 32])]| {
             // Noise is drawn in small blocks that stay in the L1 cache.
             let mut z = [0i64; NOISE_BLOCK];
-            for (sum, out, seed) in batch.iter_mut() {
+            for (values, seed) in batch.iter_mut() {
                 let mut local =
                     <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(*seed);
                 seed.fill(0);
-                for (sum, out) in sum.chunks(NOISE_BLOCK).zip(out.chunks_mut(NOISE_BLOCK)) {
-                    let z = z.get_mut(..sum.len()).unwrap_or_default();
+                for block in values.chunks_mut(NOISE_BLOCK) {
+                    let z = z.get_mut(..block.len()).unwrap_or_default();
                     sampler.fill(&mut local, z);
-                    for ((o, &v), &n) in out.iter_mut().zip(sum.iter()).zip(z.iter()) {
-                        let k = round_half_away(f64::from(v) * inv_grid);
+                    for (o, &n) in block.iter_mut().zip(z.iter()) {
+                        let k = round_half_away(f64::from(*o) * inv_grid);
                         // |k| < 2^52 (checked by the caller) and |n| < 300 sigma < 2^35 (the
                         // sampler's support): the sum cannot overflow.
                         *o = (k.saturating_add(n) as f64 * grid) as f32;
@@ -214,10 +211,10 @@ impl GradientNoise {
             });
         }
         seeds.iter_mut().for_each(|s| s.fill(0));
-        out
     }
 
-    /// Snaps `sum` to the grid and adds discrete Gaussian noise to every coordinate.
+    /// Snaps `sum` to the grid and adds discrete Gaussian noise to every coordinate; returns
+    /// the released vector ([`Self::privatize_in_place`] without the copy).
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] when `sum` has the wrong length, [`Error::Data`] when a
@@ -227,10 +224,34 @@ impl GradientNoise {
         sum: &[f32],
         rng: &mut R,
     ) -> Result<Vec<f32>> {
-        if sum.len() != self.dims {
+        let mut out = sum.to_vec();
+        self.privatize_in_place(&mut out, rng)?;
+        Ok(out)
+    }
+
+    /// [`Self::privatize`] in place: `values` (the clipped gradient sum) is replaced by the
+    /// released vector, so the un-noised sum is overwritten and no second vector is allocated.
+    ///
+    /// # Errors
+    /// As [`Self::privatize`]; on an error `values` is unchanged and nothing is released.
+    ///
+    /// ```rust
+    /// use sotto_training::noise::GradientNoise;
+    /// let noise = GradientNoise::new(1.1, 1.0, 650)?;
+    /// let mut sum = vec![0.25f32; 650];
+    /// noise.privatize_in_place(&mut sum, &mut sotto_dp::rng::os_rng()?)?;
+    /// assert!(sum.iter().any(|&v| v != 0.25));
+    /// # Ok::<(), sotto_training::Error>(())
+    /// ```
+    pub fn privatize_in_place<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        values: &mut [f32],
+        rng: &mut R,
+    ) -> Result<()> {
+        if values.len() != self.dims {
             return Err(Error::invalid(
                 "sum",
-                sum.len(),
+                values.len(),
                 format!(
                     "has the wrong length; this noise was built for {} coordinates",
                     self.dims
@@ -240,7 +261,7 @@ impl GradientNoise {
         const LIMIT: f64 = (1u64 << 52) as f64;
         // Check everything before sampling anything: an error releases nothing.
         let inv_grid = 1.0 / self.grid;
-        if let Some(i) = sum.iter().position(|&v| {
+        if let Some(i) = values.iter().position(|&v| {
             let x = f64::from(v) * inv_grid;
             !x.is_finite() || x.abs() >= LIMIT
         }) {
@@ -248,7 +269,8 @@ impl GradientNoise {
                 "coordinate {i} of the gradient sum is not finite or too large for the noise grid"
             )));
         }
-        Ok(self.noised(sum, rng))
+        self.noise_in_place(values, rng);
+        Ok(())
     }
 }
 
@@ -265,6 +287,37 @@ fn round_half_away(x: f64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In place and copying give the same release; on bad input nothing changes.
+    #[test]
+    fn in_place_matches_the_copy_and_releases_nothing_on_error() {
+        let n = GradientNoise::new(1.0, 1.0, 300).unwrap();
+        let sum: Vec<f32> = (0..300).map(|i| (i as f32 - 150.0) * 1e-3).collect();
+        let copied = n
+            .privatize(&sum, &mut sotto_dp::rng::seeded_rng(9))
+            .unwrap();
+        let mut in_place = sum.clone();
+        n.privatize_in_place(&mut in_place, &mut sotto_dp::rng::seeded_rng(9))
+            .unwrap();
+        assert_eq!(copied, in_place);
+        assert_ne!(in_place, sum);
+        let mut bad = sum.clone();
+        bad[17] = f32::NAN;
+        let before = bad.clone();
+        let e = n
+            .privatize_in_place(&mut bad, &mut sotto_dp::rng::seeded_rng(9))
+            .unwrap_err();
+        assert!(e.to_string().contains("coordinate 17"), "{e}");
+        assert!(
+            bad.iter()
+                .zip(&before)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        assert!(
+            n.privatize_in_place(&mut [0.0; 5], &mut sotto_dp::rng::seeded_rng(9))
+                .is_err()
+        );
+    }
 
     #[test]
     fn rejects_bad_parameters() {

@@ -144,37 +144,17 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
                         config.key_batch
                     )));
                 }
-                let c0 = Instant::now();
-                let bundle_session = round_session(session, first);
-                let mut batch: BTreeMap<SessionId, (u64, SecAggClient<u64>)> = BTreeMap::new();
-                let mut bundle = Vec::new();
-                for r in first..end {
-                    let session_r = round_session(session, r);
-                    let secagg = config.secagg(session_r, shared.2.encoder.dim())?;
-                    let mut client = SecAggClient::<u64>::new_deferred(secagg, core)?;
-                    if let Some(keys) = &run_keys {
-                        client = client.with_run_keys(Arc::clone(keys))?;
-                    }
-                    client.start(&mut key_rng)?;
-                    bundle.extend(drain(&mut client));
-                    batch.insert(session_r, (r, client));
-                }
-                masking += c0.elapsed().as_secs_f64();
-                // One message per step for the whole batch.
-                connection.send(bundle_session, 0, &bundle).await?;
-                let rosters: Vec<ServerMessage> = connection.recv(bundle_session, 0, wait).await?;
-                let c1 = Instant::now();
-                let mut bundle = Vec::new();
-                for message in rosters {
-                    let (_, client) = batch
-                        .get_mut(&message.header().session)
-                        .ok_or_else(|| bundle_error("roster"))?;
-                    client.handle_message(message, &mut key_rng)?;
-                    bundle.extend(drain(client));
-                }
-                masking += c1.elapsed().as_secs_f64();
-                connection.send(bundle_session, 1, &bundle).await?;
-                ahead.extend(batch.into_values());
+                let dim = shared.2.encoder.dim();
+                let batch = KeyBatch {
+                    connection: &connection,
+                    config,
+                    run_session: session,
+                    core,
+                    dim,
+                    run_keys: run_keys.as_ref(),
+                    wait,
+                };
+                masking += batch.run(first..end, &mut key_rng, &mut ahead).await?;
             }
             let mut client = ahead.remove(&round).ok_or_else(|| {
                 Error::Run(format!(
@@ -242,6 +222,62 @@ fn local_update(
     zeroize::Zeroize::zeroize(&mut *ints);
     plan.noise.add_share(&mut ring, rng);
     Ok((ring, compute, c1.elapsed().as_secs_f64()))
+}
+
+/// What a party needs to run the key rounds of a batch of rounds.
+struct KeyBatch<'a> {
+    connection: &'a Connection,
+    config: &'a FederatedConfig,
+    run_session: SessionId,
+    core: PartyId,
+    dim: usize,
+    run_keys: Option<&'a Arc<RunKeys>>,
+    wait: Duration,
+}
+
+impl KeyBatch<'_> {
+    /// Rounds 0 and 1 (advertise keys, share keys) of the SecAgg sessions of `rounds`, with one
+    /// message per step for the whole batch (under the first round's session id). The keyed
+    /// clients go to `ahead`; returns the CPU time.
+    async fn run(
+        &self,
+        rounds: std::ops::Range<u64>,
+        key_rng: &mut ChaCha20Rng,
+        ahead: &mut BTreeMap<u64, SecAggClient<u64>>,
+    ) -> Result<f64> {
+        let c0 = Instant::now();
+        let bundle_session = round_session(self.run_session, rounds.start);
+        let mut batch: BTreeMap<SessionId, (u64, SecAggClient<u64>)> = BTreeMap::new();
+        let mut bundle = Vec::new();
+        for r in rounds {
+            let session_r = round_session(self.run_session, r);
+            let secagg = self.config.secagg(session_r, self.dim)?;
+            let mut client = SecAggClient::<u64>::new_deferred(secagg, self.core)?;
+            if let Some(keys) = self.run_keys {
+                client = client.with_run_keys(Arc::clone(keys))?;
+            }
+            client.start(key_rng)?;
+            bundle.extend(drain(&mut client));
+            batch.insert(session_r, (r, client));
+        }
+        let mut cpu = c0.elapsed().as_secs_f64();
+        self.connection.send(bundle_session, 0, &bundle).await?;
+        let rosters: Vec<ServerMessage> =
+            self.connection.recv(bundle_session, 0, self.wait).await?;
+        let c1 = Instant::now();
+        let mut bundle = Vec::new();
+        for message in rosters {
+            let (_, client) = batch
+                .get_mut(&message.header().session)
+                .ok_or_else(|| bundle_error("roster"))?;
+            client.handle_message(message, key_rng)?;
+            bundle.extend(drain(client));
+        }
+        cpu += c1.elapsed().as_secs_f64();
+        self.connection.send(bundle_session, 1, &bundle).await?;
+        ahead.extend(batch.into_values());
+        Ok(cpu)
+    }
 }
 
 /// The error for a message of a key-round bundle that names a session outside the batch.

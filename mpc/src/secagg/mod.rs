@@ -357,11 +357,7 @@ pub(crate) fn self_mask_commitment(
     session: &SessionId,
     party: PartyId,
 ) -> Commitment {
-    let bytes = zeroize::Zeroizing::new(b.to_bytes());
-    Commitment::of(
-        SELF_MASK_COMMITMENT,
-        &[&session.0, &party.0.to_le_bytes(), bytes.as_ref()],
-    )
+    secret_commitment(SELF_MASK_COMMITMENT, b, session, party)
 }
 
 /// The commitment `H(domain || session || party || e)` to `party`'s escrow key `e` of one
@@ -372,9 +368,19 @@ pub(crate) fn escrow_commitment(
     session: &SessionId,
     party: PartyId,
 ) -> Commitment {
-    let bytes = zeroize::Zeroizing::new(e.to_bytes());
+    secret_commitment(ESCROW_COMMITMENT, e, session, party)
+}
+
+/// `H(domain || session || party || secret)` for a party's Shamir-shared secret.
+fn secret_commitment(
+    domain: &[u8],
+    secret: &SecretScalar,
+    session: &SessionId,
+    party: PartyId,
+) -> Commitment {
+    let bytes = zeroize::Zeroizing::new(secret.to_bytes());
     Commitment::of(
-        ESCROW_COMMITMENT,
+        domain,
         &[&session.0, &party.0.to_le_bytes(), bytes.as_ref()],
     )
 }

@@ -246,15 +246,10 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
             audit: false,
             ..config.clone()
         };
-        let plain = run_one(
-            &runtime,
-            &plain_config,
-            &train,
-            &test,
-            &device,
-            json,
-            "plain",
-        )?;
+        let run = |config: &FederatedConfig, label: &str| {
+            run_one(&runtime, config, &train, &test, &device, json, label)
+        };
+        let plain = run(&plain_config, "plain")?;
         let path = folder.join("plain-metrics.json");
         std::fs::write(&path, serde_json::to_string_pretty(&plain)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -265,26 +260,8 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
             ..config.clone()
         };
         for _ in 1..args.compare_repeat {
-            let s = run_one(
-                &runtime,
-                &extra_secure,
-                &train,
-                &test,
-                &device,
-                json,
-                "secure",
-            )?;
-            secure_rounds.extend(s.metrics);
-            let p = run_one(
-                &runtime,
-                &plain_config,
-                &train,
-                &test,
-                &device,
-                json,
-                "plain",
-            )?;
-            plain_rounds.extend(p.metrics);
+            secure_rounds.extend(run(&extra_secure, "secure")?.metrics);
+            plain_rounds.extend(run(&plain_config, "plain")?.metrics);
         }
         let s = median(secure_rounds.iter().map(protocol_seconds).collect());
         let p = median(plain_rounds.iter().map(protocol_seconds).collect());

@@ -15,7 +15,7 @@ use sotto_mpc::PartyId;
 use sotto_mpc::SessionId;
 use sotto_mpc::ring::RingVector;
 use sotto_mpc::secagg::{ClientMessage, SecAggAggregator, ServerMessage};
-use sotto_mpc::transport::{Connection, Identity, collect, send_all, send_each};
+use sotto_mpc::transport::{Collected, Connection, Identity, collect, send_all, send_each};
 use tokio::task::JoinSet;
 
 use super::{
@@ -307,6 +307,33 @@ fn core_of(identity: Identity, parties: usize) -> Option<PartyId> {
     (p.0 >= 1 && p.0 as usize <= parties).then(|| PartyId(p.0 - 1))
 }
 
+/// Collects the message of protocol step `step` of `session` (training round `round`) from
+/// each of `expected` within `deadline`, logging the parties whose `what` failed or did not
+/// come (the callers leave them out, and the round drops them).
+async fn collect_step<T: serde::de::DeserializeOwned + Send + 'static>(
+    active: &BTreeMap<Identity, Connection>,
+    expected: impl IntoIterator<Item = Identity>,
+    (session, round, step): (SessionId, u64, u64),
+    deadline: Duration,
+    what: &str,
+) -> Collected<T> {
+    let got = collect::<T>(
+        active,
+        expected,
+        session,
+        step,
+        tokio::time::Instant::now() + deadline,
+    )
+    .await;
+    for (party, error) in &got.failed {
+        tracing::warn!(party = %party, round, step, %error, "federated: {what} rejected or connection lost; dropped");
+    }
+    for party in &got.silent {
+        tracing::warn!(party = %party, round, step, "federated: no {what} by the deadline; dropped");
+    }
+    got
+}
+
 /// A round's SecAgg session after its key rounds: the aggregator, and the parties it sent
 /// their round-1 shares to (those it expects a masked input from).
 struct Keyed {
@@ -335,20 +362,14 @@ async fn protocol_step(
     let Some(core_round) = agg.round() else {
         return (expected.clone(), Duration::ZERO);
     };
-    let got = collect::<ClientMessage<u64>>(
+    let got = collect_step::<ClientMessage<u64>>(
         active,
         expected.iter().copied(),
-        session,
-        step,
-        tokio::time::Instant::now() + deadline,
+        (session, round, step),
+        deadline,
+        "message",
     )
     .await;
-    for (party, error) in &got.failed {
-        tracing::warn!(party = %party, round, step, %error, "federated: message rejected or connection lost; dropped");
-    }
-    for party in &got.silent {
-        tracing::warn!(party = %party, round, step, "federated: no message by the deadline; dropped");
-    }
     let c0 = Instant::now();
     for (identity, message) in got.messages {
         let Some(core) = core_of(identity, n) else {
@@ -412,20 +433,14 @@ async fn run_key_rounds(
     let mut expected: BTreeSet<Identity> = active.keys().copied().collect();
     let mut cpu = Duration::ZERO;
     for step in 0u64..=1 {
-        let got = collect::<Vec<ClientMessage<u64>>>(
+        let got = collect_step::<Vec<ClientMessage<u64>>>(
             active,
             expected.iter().copied(),
-            bundle_session,
-            step,
-            tokio::time::Instant::now() + deadline,
+            (bundle_session, current, step),
+            deadline,
+            "key-round bundle",
         )
         .await;
-        for (party, error) in &got.failed {
-            tracing::warn!(party = %party, round = current, step, %error, "federated: key-round bundle rejected or connection lost; dropped");
-        }
-        for party in &got.silent {
-            tracing::warn!(party = %party, round = current, step, "federated: no key-round bundle by the deadline; dropped");
-        }
         let c0 = Instant::now();
         let open: Vec<(SessionId, Option<sotto_mpc::secagg::Round>)> = batch
             .iter()
@@ -548,12 +563,12 @@ async fn plain_round(
     after_step: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<(Vec<u64>, Vec<PartyId>, f64)> {
     // Fixed-width words, as the masked vectors of secure mode (a like-for-like baseline).
-    let got = collect::<RingVector<u64>>(
+    let got = collect_step::<RingVector<u64>>(
         active,
         active.keys().copied(),
-        session,
-        PLAIN_UPDATE,
-        tokio::time::Instant::now() + deadline,
+        (session, round, PLAIN_UPDATE),
+        deadline,
+        "plain update",
     )
     .await;
     after_step(round, PLAIN_UPDATE);

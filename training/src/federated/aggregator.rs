@@ -78,7 +78,9 @@ pub struct AggregatorOutcome {
 /// Runs all rounds over `connections` (one per party, authenticated), then sends the final
 /// model to the parties still connected. `after_step(round, step)` is called in each round
 /// once the messages of each protocol step (0..=3 secure, 2 plain) are collected, before the
-/// aggregator answers them; `on_round` after each round.
+/// aggregator answers them; for key rounds (steps 0 and 1) run ahead in an earlier round's
+/// batch (`key_batch`), it is called for both just before the round's start message is sent.
+/// `on_round` is called after each round.
 ///
 /// # Errors
 /// [`Error::Protocol`] when fewer than `threshold` parties remain (the round's noise would be

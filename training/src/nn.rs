@@ -1,8 +1,8 @@
 //! Parameters, layers and the tape that records what per-sample clipping needs.
 //!
 //! Every layer with parameters (linear, embedding, layer norm) reads its parameters through a
-//! [`Tape`]. In plain mode the parameters are candle [`Var`]s, so an ordinary backward pass
-//! gives their (batch-summed) gradients. In recording mode the parameters are detached and the
+//! `Tape` (crate-private). In plain mode the parameters are candle [`Var`]s, so an ordinary
+//! backward pass gives their (batch-summed) gradients. In recording mode the parameters are detached and the
 //! layer adds a zero *probe* variable to its output and keeps its input activation (or, for a
 //! layer norm, its normalized input; for an embedding, its token ids). candle keeps gradients
 //! only for variables, so one backward pass of the summed loss then yields, in the probes'

@@ -3,11 +3,12 @@
 //! Every layer with parameters (linear, embedding, layer norm) reads its parameters through a
 //! `Tape` (crate-private). In plain mode the parameters are candle [`Var`]s, so an ordinary
 //! backward pass gives their (batch-summed) gradients. In recording mode the parameters are
-//! detached and the layer adds a zero *probe* variable to its output and keeps its input
-//! activation (or, for a layer norm, its normalized input; for an embedding, its token ids).
-//! candle keeps gradients only for variables, so one backward pass of the summed loss then yields, in the probes'
-//! gradients, each sample's gradient with respect to each layer output — everything needed to
-//! compute per-sample gradient norms and the clipped gradient sum (book-keeping, Bu et al. 2023).
+//! detached and the layer adds a zero *probe* variable to its output and keeps its input activation
+//! (or, for a layer norm, its normalized input; for an embedding, its token ids). candle keeps
+//! gradients only for variables, so one backward pass of the summed loss then yields, in the
+//! probes' gradients, each sample's gradient with respect to each layer output — everything needed
+//! to compute per-sample gradient norms and the clipped gradient sum (book-keeping, Bu et al.
+//! 2023).
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use rand_core::RngCore;

@@ -1019,6 +1019,63 @@ impl<T> Collected<T> {
     }
 }
 
+/// Above this many futures [`concurrently`] spawns tasks instead of polling them in the calling
+/// task (whose every wake-up polls all pending ones).
+const IN_TASK_FUTURES: usize = 64;
+
+/// Runs `futures` concurrently and returns their outputs in order (`None` for a spawned
+/// future whose task panicked). Up to
+/// [`IN_TASK_FUTURES`] are polled in the calling task: a spawned task costs a scheduler round
+/// trip (about 0.1 ms per message exchange on a busy 2-core machine, measured with
+/// `sotto train`); more are spawned on the runtime, so that one wake-up does not poll them all.
+async fn concurrently<F>(futures: Vec<F>) -> Vec<Option<F::Output>>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use std::task::Poll;
+    if futures.len() > IN_TASK_FUTURES {
+        let mut tasks = JoinSet::new();
+        let mut order = HashMap::new();
+        for (i, f) in futures.into_iter().enumerate() {
+            order.insert(tasks.spawn(f).id(), i);
+        }
+        let mut outputs: Vec<Option<F::Output>> = order.iter().map(|_| None).collect();
+        while let Some(joined) = tasks.join_next_with_id().await {
+            match joined {
+                Ok((id, output)) => {
+                    if let Some(slot) = order.get(&id).and_then(|&i| outputs.get_mut(i)) {
+                        *slot = Some(output);
+                    }
+                }
+                // Only a panic ends a task early; its output stays `None`.
+                Err(error) => tracing::warn!(%error, "transport: a concurrent task failed"),
+            }
+        }
+        return outputs;
+    }
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+}
+
 /// Receives one message of `(session, round)` from each of `expected`, over `connections`,
 /// until `deadline`. Never fails as a whole: each peer ends up in exactly one of
 /// `messages`, `silent` or `failed`.
@@ -1041,8 +1098,8 @@ where
         silent: BTreeSet::new(),
         failed: BTreeMap::new(),
     };
-    let mut tasks = JoinSet::new();
-    let mut task_peers = HashMap::new();
+    let mut receiving = Vec::new();
+    let mut peers = Vec::new();
     for peer in expected.into_iter().collect::<BTreeSet<_>>() {
         match connections.get(&peer) {
             None => {
@@ -1050,34 +1107,20 @@ where
             }
             Some(connection) => {
                 let connection = connection.clone();
-                let handle = tasks.spawn(async move {
+                peers.push(peer);
+                receiving.push(async move {
                     connection.recv_until::<T>(session, round, deadline).await
                 });
-                task_peers.insert(handle.id(), peer);
             }
         }
     }
-    while let Some(joined) = tasks.join_next_with_id().await {
-        let (id, outcome) = match joined {
-            Ok((id, outcome)) => (id, outcome),
-            Err(join_error) => {
-                let id = join_error.id();
-                let reason = format!("receive task failed: {join_error}");
-                if let Some(peer) = task_peers.get(&id) {
-                    collected.failed.insert(
-                        *peer,
-                        Error::ConnectionLost {
-                            party: Peer::Known(*peer),
-                            reason,
-                        },
-                    );
-                }
-                continue;
-            }
-        };
-        let Some(peer) = task_peers.get(&id).copied() else {
-            continue;
-        };
+    for (peer, outcome) in peers.into_iter().zip(concurrently(receiving).await) {
+        let outcome = outcome.unwrap_or_else(|| {
+            Err(Error::ConnectionLost {
+                party: Peer::Known(peer),
+                reason: "the receive task failed".to_owned(),
+            })
+        });
         match outcome {
             Ok(body) => {
                 collected.messages.insert(peer, body);
@@ -1104,24 +1147,24 @@ pub async fn send_each<T: Serialize + Send + Sync + 'static>(
     outgoing: Vec<(Identity, T)>,
     context: &'static str,
 ) -> BTreeSet<Identity> {
-    let mut tasks = JoinSet::new();
+    let mut sending = Vec::new();
     for (to, message) in outgoing {
         let Some(connection) = connections.get(&to) else {
             continue;
         };
         let connection = connection.clone();
-        tasks.spawn(async move { (to, connection.send(session, round, &message).await) });
+        sending.push(async move { (to, connection.send(session, round, &message).await) });
     }
     let mut reached = BTreeSet::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((to, Ok(()))) => {
+    for output in concurrently(sending).await {
+        match output {
+            Some((to, Ok(()))) => {
                 reached.insert(to);
             }
-            Ok((to, Err(error))) => {
+            Some((to, Err(error))) => {
                 tracing::warn!(party = %to, %error, "{context}: send failed; dropped");
             }
-            Err(error) => tracing::warn!(%error, "{context}: send task failed"),
+            None => tracing::warn!("{context}: a send task failed; its recipient is dropped"),
         }
     }
     reached
@@ -1155,15 +1198,62 @@ pub async fn send_all<T: Serialize>(
         .min()
         .unwrap_or(MAX_FRAME);
     let frame: Arc<[u8]> = encode_frame(&envelope, max_frame)?.into();
-    let mut tasks = JoinSet::new();
-    for (peer, connection) in connections {
-        let (peer, connection, frame) = (*peer, connection.clone(), Arc::clone(&frame));
-        tasks.spawn(async move { (peer, connection.send_frame(&frame).await) });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((peer, Err(err))) = joined {
-            failures.insert(peer, err);
+    let sending = connections.values().map(|connection| {
+        let (connection, frame) = (connection.clone(), Arc::clone(&frame));
+        async move { connection.send_frame(&frame).await }
+    });
+    for (peer, result) in connections
+        .keys()
+        .zip(concurrently(sending.collect()).await)
+    {
+        let result = result.unwrap_or_else(|| {
+            Err(Error::ConnectionLost {
+                party: Peer::Known(*peer),
+                reason: "the send task failed".to_owned(),
+            })
+        });
+        if let Err(err) = result {
+            failures.insert(*peer, err);
         }
     }
     Ok(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Outputs come back in input order, whether the futures run in the calling task (few) or
+    /// as spawned tasks (many), and whatever order they finish in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrently_keeps_the_order_in_both_modes() {
+        for n in [0, 1, 5, IN_TASK_FUTURES, IN_TASK_FUTURES + 1, 200] {
+            let n = n as u64;
+            let futures: Vec<_> = (0..n)
+                .map(|i| async move {
+                    // Later futures finish first.
+                    tokio::time::sleep(Duration::from_micros((n - i) * 20)).await;
+                    i * 3
+                })
+                .collect();
+            let out = concurrently(futures).await;
+            let want: Vec<Option<u64>> = (0..n).map(|i| Some(i * 3)).collect();
+            assert_eq!(out, want, "n = {n}");
+        }
+    }
+
+    /// In the calling task the futures overlap: ten sleeps of 100 ms take far less than the
+    /// 1 s they would take one after another (a logic check with a wide margin, not a timing).
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrently_overlaps_in_task() {
+        let start = tokio::time::Instant::now();
+        let futures: Vec<_> = (0..10)
+            .map(|i| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                i
+            })
+            .collect();
+        assert_eq!(concurrently(futures).await.len(), 10);
+        assert!(start.elapsed() < Duration::from_millis(600));
+    }
 }

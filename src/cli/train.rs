@@ -72,7 +72,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20), requires = "compare_plain")]
     pub compare_repeat: u32,
     /// Multi-party: generate fresh SecAgg keys every round instead of once per run (forward
-    /// secrecy within the run, four more X25519 operations per neighbour and round).
+    /// secrecy within the run; two key generations per round and two X25519 operations per
+    /// neighbour and round).
     #[arg(long)]
     pub per_round_keys: bool,
     /// Multi-party: the report folder (default `reports/train-<UTC timestamp>`).

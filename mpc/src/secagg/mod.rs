@@ -212,10 +212,10 @@ impl SecAggConfig {
     }
 
     /// Switches the session to **run keys**: each party advertises its long-term X25519 keys
-    /// ([`RunKeys`], the same in every session of a run, so a party agrees on a key with each
-    /// neighbour once per run instead of twice per session), and escrows its per-session pair
-    /// seeds under a fresh per-session escrow key whose Shamir shares take the place of the
-    /// mask-key shares. Parties must be given their keys with [`SecAggClient::with_run_keys`].
+    /// ([`RunKeys`], the same in every session of a run, so a party runs its two X25519
+    /// agreements with each neighbour once per run instead of in every session), and escrows
+    /// its per-session pair seeds under a fresh per-session escrow key whose Shamir shares take
+    /// the place of the mask-key shares. Parties must be given their keys with [`SecAggClient::with_run_keys`].
     ///
     /// # Security
     /// Pair seeds and share keys are HKDF outputs of the long-term secrets separated by the

@@ -127,8 +127,8 @@ pub struct FederatedConfig {
     /// each neighbour once per run; every round still uses fresh pair seeds, share keys and
     /// self masks derived for that round, and a dropped party's recovery reveals only that
     /// round's seeds (`sotto_mpc::secagg::SecAggConfig::with_run_keys`). Per-round keys add
-    /// forward secrecy within a run at the cost of four X25519 operations per neighbour and
-    /// round.
+    /// forward secrecy within a run at the cost of two key generations per round and two
+    /// X25519 operations per neighbour and round.
     pub per_round_keys: bool,
     /// Rounds whose SecAgg key rounds (advertise keys, share keys) run together, ahead of
     /// their rounds: at the start of round `r` (when its key rounds have not run yet) the

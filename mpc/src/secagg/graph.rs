@@ -83,32 +83,15 @@ impl MaskGraph {
 
     /// The neighbours of `party` (sorted, without `party` itself).
     pub fn neighbours(&self, party: PartyId) -> Vec<PartyId> {
-        match self {
-            MaskGraph::Complete { parties } => (0..*parties as u32)
-                .filter(|&v| v != party.0)
-                .map(PartyId)
-                .collect(),
-            MaskGraph::Harary {
-                parties,
-                degree,
-                position,
-                party_at,
-            } => {
-                let n = *parties;
-                let Some(&p) = position.get(party.index()) else {
-                    return Vec::new();
-                };
-                let mut out: Vec<PartyId> = (1..=degree / 2)
-                    .flat_map(|off| [(p as usize + off) % n, (p as usize + n - off % n) % n])
-                    .filter_map(|pos| party_at.get(pos).copied())
-                    .filter(|&v| v != party.0)
-                    .map(PartyId)
-                    .collect();
-                out.sort_unstable();
-                out.dedup();
-                out
+        let mut out = Vec::new();
+        self.for_each_holder(party, |v| {
+            if v != party {
+                out.push(v);
             }
-        }
+        });
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Whether `a` and `b` are neighbours.
@@ -230,7 +213,8 @@ mod tests {
                 .count();
             assert_eq!(non, 6);
         }
-        // for_each_holder visits exactly the holders, once each.
+        // for_each_holder visits exactly the holders, once each; the holders are the party and
+        // the parties `adjacent` (its own distance arithmetic) says are its neighbours.
         for (n, k) in [(50usize, 6usize), (10, 8), (12, 10), (7, 6), (1000, 48)] {
             let g = MaskGraph::harary(n, k, &SessionId([8; 16]));
             for u in 0..n as u32 {
@@ -238,6 +222,11 @@ mod tests {
                 g.for_each_holder(PartyId(u), |v| seen.push(v));
                 seen.sort_unstable();
                 assert_eq!(seen, g.holders(PartyId(u)), "n={n} k={k} u={u}");
+                let by_distance: Vec<PartyId> = (0..n as u32)
+                    .map(PartyId)
+                    .filter(|&v| v == PartyId(u) || g.adjacent(PartyId(u), v))
+                    .collect();
+                assert_eq!(seen, by_distance, "n={n} k={k} u={u}");
             }
         }
         let mut all = Vec::new();

@@ -343,10 +343,27 @@ struct Keyed {
     expected: BTreeSet<Identity>,
 }
 
+/// Closes the aggregator's current round if handling the collected messages did not
+/// (`before` is the round it was in), and takes the messages it queued, addressed by
+/// transport identity.
+fn close_and_take(
+    agg: &mut SecAggAggregator<u64>,
+    before: Option<sotto_mpc::secagg::Round>,
+) -> Vec<(Identity, ServerMessage)> {
+    if before.is_some() && agg.round() == before {
+        agg.close_round(Instant::now());
+    }
+    let mut outgoing = Vec::new();
+    while let Some((to, message)) = agg.poll_transmit() {
+        outgoing.push((Identity::Party(PartyId(to.0 + 1)), message));
+    }
+    outgoing
+}
+
 /// One protocol step of `agg`: collects the parties' messages of `step` from `expected`,
 /// hands them to the aggregator (recording masked inputs in `view`), calls
-/// `after_step(round, step)` if `notify`, sends the aggregator's answers, and returns the
-/// parties they reached and the aggregator's CPU time.
+/// `after_step(round, step)`, sends the aggregator's answers, and returns the parties they
+/// reached and the aggregator's CPU time.
 #[allow(clippy::too_many_arguments)]
 async fn protocol_step(
     agg: &mut SecAggAggregator<u64>,
@@ -358,7 +375,6 @@ async fn protocol_step(
     deadline: Duration,
     view: &mut Option<&mut AggregatorView>,
     after_step: &mut (dyn FnMut(u64, u64) + Send),
-    notify: bool,
 ) -> (BTreeSet<Identity>, Duration) {
     let n = agg.config().parties();
     let Some(core_round) = agg.round() else {
@@ -390,17 +406,9 @@ async fn protocol_step(
             tracing::warn!(%error, round, step, "federated: message rejected");
         }
     }
-    if agg.round() == Some(core_round) {
-        agg.close_round(Instant::now());
-    }
-    let mut outgoing: Vec<(Identity, ServerMessage)> = Vec::new();
-    while let Some((to, message)) = agg.poll_transmit() {
-        outgoing.push((Identity::Party(PartyId(to.0 + 1)), message));
-    }
+    let outgoing = close_and_take(agg, Some(core_round));
     let cpu = c0.elapsed();
-    if notify {
-        after_step(round, step);
-    }
+    after_step(round, step);
     let reached = send_each(active, session, step, outgoing, "federated").await;
     (reached, cpu)
 }
@@ -472,14 +480,8 @@ async fn run_key_rounds(
             let Some((_, agg)) = batch.get_mut(&session) else {
                 continue;
             };
-            if before.is_some() && agg.round() == before {
-                agg.close_round(Instant::now());
-            }
-            while let Some((to, message)) = agg.poll_transmit() {
-                outgoing
-                    .entry(Identity::Party(PartyId(to.0 + 1)))
-                    .or_default()
-                    .push(message);
+            for (to, message) in close_and_take(agg, before) {
+                outgoing.entry(to).or_default().push(message);
             }
         }
         cpu += c0.elapsed();
@@ -525,7 +527,7 @@ async fn secure_round(
     let mut cpu = Duration::ZERO;
     for step in 2u64..=3 {
         let (reached, c) = protocol_step(
-            &mut agg, active, &expected, session, round, step, deadline, view, after_step, true,
+            &mut agg, active, &expected, session, round, step, deadline, view, after_step,
         )
         .await;
         expected = reached;

@@ -161,6 +161,18 @@ pub struct SecAggAggregator<W: RingWord> {
     stats: AggregatorStats,
 }
 
+/// `owner`'s round-1 entry for its pair with `peer` in a per-owner list sorted by neighbour
+/// (seed commitments, escrowed seeds).
+fn pair_entry<T>(
+    by_owner: &BTreeMap<PartyId, Vec<(PartyId, T)>>,
+    owner: PartyId,
+    peer: PartyId,
+) -> Option<&T> {
+    let entries = by_owner.get(&owner)?;
+    let i = entries.binary_search_by_key(&peer, |(w, _)| *w).ok()?;
+    entries.get(i).map(|(_, t)| t)
+}
+
 impl<W: RingWord> std::fmt::Debug for SecAggAggregator<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecAggAggregator")
@@ -850,14 +862,8 @@ impl<W: RingWord> SecAggAggregator<W> {
 
     /// Whether `seed` matches `u`'s round-1 commitment to its pair seed with `v`.
     fn matches_commitment(&self, session: &SessionId, u: PartyId, v: PartyId, seed: &Seed) -> bool {
-        self.seed_commitments
-            .get(&u)
-            .and_then(|cs| {
-                cs.binary_search_by_key(&v, |(w, _)| *w)
-                    .ok()
-                    .and_then(|i| cs.get(i))
-            })
-            .is_some_and(|(_, c)| c.ct_eq(&pair_seed_commitment(seed, session, u, v)))
+        pair_entry(&self.seed_commitments, u, v)
+            .is_some_and(|c| c.ct_eq(&pair_seed_commitment(seed, session, u, v)))
     }
 
     fn finish(&mut self) -> Result<Option<Round>> {
@@ -980,22 +986,14 @@ impl<W: RingWord> SecAggAggregator<W> {
         };
         let session = self.config.session();
         if self.config.uses_run_keys() {
-            let Some(escrowed) = self.escrows.get(&u).and_then(|es| {
-                es.binary_search_by_key(&v, |(w, _)| *w)
-                    .ok()
-                    .and_then(|i| es.get(i))
-            }) else {
+            let Some(escrowed) = pair_entry(&self.escrows, u, v) else {
                 return Err(Error::InvalidState(format!(
                     "no escrowed pair seed of dropped {u} with {v}"
                 )));
             };
             // The escrow is a one-time pad: applying it again recovers the seed.
             return Ok(Seed::from_bytes(escrow_seed(
-                secret,
-                &session,
-                u,
-                v,
-                &escrowed.1,
+                secret, &session, u, v, escrowed,
             )?));
         }
         let shared = secret.diffie_hellman(&k.mask_pk, Peer::Party(v))?;

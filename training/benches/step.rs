@@ -125,7 +125,7 @@ fn naive_step(c: &Case, opt: &mut Optimizer, clip: &Clipping) {
 
 /// Median and mean milliseconds of each closure, measured interleaved (a b c a b c ...) so
 /// that load from other processes hits all of them alike.
-fn interleaved_medians(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<(f64, f64)> {
+fn interleaved_median_mean(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<(f64, f64)> {
     for f in fs.iter_mut() {
         f();
     }
@@ -204,7 +204,7 @@ fn bench(c: &mut Criterion) {
         let mut opt4 = sgd(&case.model);
         let mut opt5 = sgd(&case.model);
         let mut rng2 = sotto_dp::rng::seeded_rng(8);
-        let m = interleaved_medians(
+        let m = interleaved_median_mean(
             rounds,
             &mut [
                 &mut || non_dp_step(&case, &mut opt),
@@ -213,7 +213,8 @@ fn bench(c: &mut Criterion) {
                 &mut || dp_step_noised(&case, &mut opt5, &clip, &noise_all_cores, &mut rng2),
             ],
         );
-        let naive = interleaved_medians(3, &mut [&mut || naive_step(&case, &mut opt4, &clip)])[0].0;
+        let naive =
+            interleaved_median_mean(3, &mut [&mut || naive_step(&case, &mut opt4, &clip)])[0].0;
         let [base, dp, dpn, dpn_all] = [m[0], m[1], m[2], m[3]];
         println!(
             "RATIO {} (B={}, {} params), median of {rounds} interleaved rounds: non-DP {:.3} ms | DP book-keeping {:.3} ms ({:.2}x) | with noise {:.3} ms ({:.2}x) | with noise on all {} cores {:.3} ms ({:.2}x) | naive loop {naive:.3} ms ({:.2}x)",

@@ -9,7 +9,7 @@ use sotto_mpc::PartyId;
 use sotto_training::central::{CentralConfig, train_central};
 use sotto_training::data::{Dataset, digits_split};
 use sotto_training::federated::{
-    FederatedConfig, KillAt, LocalOptions, LocalOutcome, run_local_with,
+    FederatedConfig, KillAt, LocalOptions, LocalOutcome, run_local_with, runtime_for, update_len,
 };
 
 fn data() -> (Dataset, Dataset) {
@@ -29,13 +29,11 @@ fn small(parties: usize, rounds: u64) -> FederatedConfig {
     }
 }
 
+/// Runs on the runtime `sotto train` picks (one thread for these small models; the
+/// too-few-survivors test below runs on a multi-threaded one).
 fn run(config: &FederatedConfig, options: LocalOptions) -> LocalOutcome {
     let (train, test) = data();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime_for(update_len(config, &train, &test).unwrap()).unwrap();
     rt.block_on(run_local_with(config, &train, &test, options, &mut |_| {}))
         .unwrap()
 }

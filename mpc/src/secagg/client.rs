@@ -83,6 +83,14 @@ enum State<W: RingWord> {
         /// The pair-mask seed with each neighbour in U1.
         seeds: BTreeMap<PartyId, Seed>,
     },
+    /// A deferred party that handled the round-1 shares before its input arrived: its mask
+    /// is expanded and waits for [`SecAggClient::provide_input`].
+    AwaitInput {
+        /// `PRG(b) + sum_{v in U2} +-PRG(s_uv)`: the input plus this is the masked input.
+        mask: SecretVec<W>,
+        held: BTreeMap<PartyId, Held>,
+        seeds: BTreeMap<PartyId, Seed>,
+    },
     AwaitSurvivors {
         held: BTreeMap<PartyId, Held>,
         /// The pair-mask seed with each neighbour in U2 (those it masked with).
@@ -148,10 +156,12 @@ impl<W: RingWord> SecAggClient<W> {
     }
 
     /// A party whose input is not known yet: it can run the key rounds (advertise keys,
-    /// share keys) while the input is still being computed, and must receive it with
-    /// [`Self::provide_input`] before it handles the aggregator's round-1 shares (the step
-    /// that produces the masked input). Running the key rounds early takes them off the
-    /// critical path of a round, e.g. while a training party computes its gradients.
+    /// share keys) while the input is still being computed, and receives it with
+    /// [`Self::provide_input`]. Given before the aggregator's round-1 shares are handled, the
+    /// input is masked when they are; given after, the party has already expanded its mask
+    /// (the masks do not depend on the input) and `provide_input` only adds it and queues the
+    /// masked input. Either way the key rounds and the mask expansion come off the critical
+    /// path of a round, e.g. while a training party computes its gradients.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if `id` is not below the number of parties.
@@ -209,14 +219,16 @@ impl<W: RingWord> SecAggClient<W> {
     }
 
     /// Supplies the (encoded, noised) input of a party made with [`Self::new_deferred`]. Valid
-    /// until the party has handled the round-1 shares.
+    /// until the party has sent its masked input: before the round-1 shares are handled it is
+    /// kept for masking; after, it is added to the mask expanded then and the masked input is
+    /// queued for [`Self::poll_transmit`].
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if the length is not `config.dim()` (the vector is
     /// zeroized); [`Error::InvalidState`] if an input was already given or the party is past
     /// the point where it masks its input.
     pub fn provide_input(&mut self, input: Vec<W>) -> Result<()> {
-        let input = SecretVec(input);
+        let mut input = SecretVec(input);
         if input.0.len() != self.config.dim() {
             return Err(Error::invalid(
                 "input",
@@ -227,14 +239,31 @@ impl<W: RingWord> SecAggClient<W> {
                 ),
             ));
         }
+        if matches!(self.state, State::AwaitInput { .. }) {
+            let State::AwaitInput { mask, held, seeds } =
+                std::mem::replace(&mut self.state, State::Aborted)
+            else {
+                return Err(Error::InvalidState("state changed".into()));
+            };
+            for (x, m) in input.0.iter_mut().zip(&mask.0) {
+                *x = x.add(*m);
+            }
+            self.outbox.push_back(ClientMessage::MaskedInput {
+                header: self.header(Round::MaskedInput),
+                masked: RingVector(std::mem::take(&mut input.0)),
+            });
+            // The mask is zeroized with it.
+            drop(mask);
+            self.state = State::AwaitSurvivors { held, seeds };
+            return Ok(());
+        }
         let slot = match &mut self.state {
             State::Init { input }
             | State::AwaitRoster { input, .. }
             | State::AwaitShares { input, .. } => input,
             _ => {
                 return Err(Error::InvalidState(
-                    "the input can only be given before the party handles the round-1 shares"
-                        .into(),
+                    "the input can only be given before the party sends its masked input".into(),
                 ));
             }
         };
@@ -254,6 +283,7 @@ impl<W: RingWord> SecAggClient<W> {
             State::Init { input: None }
                 | State::AwaitRoster { input: None, .. }
                 | State::AwaitShares { input: None, .. }
+                | State::AwaitInput { .. }
         )
     }
 
@@ -287,7 +317,7 @@ impl<W: RingWord> SecAggClient<W> {
         match self.state {
             State::Init { .. } | State::AwaitRoster { .. } => Some(Round::AdvertiseKeys),
             State::AwaitShares { .. } => Some(Round::ShareKeys),
-            State::AwaitSurvivors { .. } => Some(Round::MaskedInput),
+            State::AwaitInput { .. } | State::AwaitSurvivors { .. } => Some(Round::MaskedInput),
             State::Done | State::Aborted => None,
         }
     }
@@ -403,6 +433,12 @@ impl<W: RingWord> SecAggClient<W> {
             State::AwaitSurvivors { .. } => Round::MaskedInput,
             State::Init { .. } => {
                 return Err(Error::misbehaved(agg, "message before the party started"));
+            }
+            State::AwaitInput { .. } => {
+                return Err(Error::misbehaved(
+                    agg,
+                    "message before this party sent its masked input",
+                ));
             }
             State::Done | State::Aborted => {
                 return Err(Error::misbehaved(agg, "message after the party finished"));
@@ -664,17 +700,14 @@ impl<W: RingWord> SecAggClient<W> {
                 needed,
             });
         }
-        // Mask: y = x + PRG(b) + sum_{v in U2} +-PRG(s_uv).
-        let mut y = if mask {
-            input.clone().ok_or_else(|| {
-                Error::InvalidState(
-                    "the input was not given (call provide_input before handling the round-1 shares)"
-                        .into(),
-                )
-            })?
-        } else {
-            SecretVec(Vec::new())
+        // Mask: y = x + PRG(b) + sum_{v in U2} +-PRG(s_uv). Without the input yet (a deferred
+        // party), the mask alone is expanded (from zero) and the input is added when it comes.
+        let mut y = match (mask, input) {
+            (false, _) => SecretVec(Vec::new()),
+            (true, Some(input)) => input.clone(),
+            (true, None) => SecretVec(vec![W::default(); self.config.dim()]),
         };
+        let deferred = mask && input.is_none();
         if mask {
             prg::add_mask(&self_mask_seed(b, &session, self.id)?, &mut y.0);
         }
@@ -696,6 +729,15 @@ impl<W: RingWord> SecAggClient<W> {
         // Keep the seeds of the neighbours it masked with (U2); the others are zeroized.
         seeds.retain(|v, _| held.contains_key(v));
         held.insert(self.id, own);
+        if deferred {
+            // b is dropped (zeroized) with the old state; the mask waits for the input.
+            self.state = State::AwaitInput {
+                mask: y,
+                held,
+                seeds,
+            };
+            return Ok(());
+        }
         if mask {
             self.outbox.push_back(ClientMessage::MaskedInput {
                 header: self.header(Round::MaskedInput),
@@ -874,44 +916,78 @@ mod tests {
     }
 
     #[test]
-    fn deferred_party_without_input_cannot_mask() {
+    fn deferred_party_expands_its_mask_before_the_input_and_sums_exactly() {
         use crate::secagg::SecAggAggregator;
         use std::time::{Duration, Instant};
-        let config = SecAggConfig::new(SessionId([8; 16]), 2, 2, 1).unwrap();
+        // Party 1 handles the round-1 shares before it has its input; parties 0 and 2 have
+        // theirs. The sum must be exact, and party 1 must send nothing until its input comes.
+        let config = SecAggConfig::new(SessionId([8; 16]), 3, 2, 3).unwrap();
         let mut rng = seeded_rng(4);
         let mut clients = vec![
-            SecAggClient::<u32>::new(config.clone(), PartyId(0), vec![5]).unwrap(),
+            SecAggClient::<u32>::new(config.clone(), PartyId(0), vec![5, 6, 7]).unwrap(),
             SecAggClient::<u32>::new_deferred(config.clone(), PartyId(1)).unwrap(),
+            SecAggClient::<u32>::new(config.clone(), PartyId(2), vec![u32::MAX, 1, 2]).unwrap(),
         ];
         let now = Instant::now();
         let mut aggregator = SecAggAggregator::new(config, Duration::from_secs(10));
         aggregator.start(now).unwrap();
-        let mut errors = Vec::new();
         for c in &mut clients {
             c.start(&mut rng).unwrap();
         }
-        for _ in 0..2 {
+        let pump = |clients: &mut Vec<SecAggClient<u32>>,
+                    aggregator: &mut SecAggAggregator<u32>| {
             for c in clients.iter_mut() {
                 while let Some(msg) = c.poll_transmit() {
                     aggregator.handle_message(now, c.id(), msg).unwrap();
                 }
             }
+            let mut out = Vec::new();
             while let Some((to, msg)) = aggregator.poll_transmit() {
-                if let Err(e) = clients[to.index()].handle_message(msg, &mut rng) {
-                    errors.push((to, e));
-                }
+                out.push((to, msg));
+            }
+            out
+        };
+        // Round 0 (roster) and round 1 (shares) reach every party.
+        for _ in 0..2 {
+            for (to, msg) in pump(&mut clients, &mut aggregator) {
+                clients[to.index()].handle_message(msg, &mut rng).unwrap();
             }
         }
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!(errors[0].0, PartyId(1));
-        assert!(
-            errors[0].1.to_string().contains("provide_input"),
-            "{}",
-            errors[0].1
-        );
-        assert!(
-            clients[1].round().is_none(),
-            "the party stops rather than mask nothing"
-        );
+        // Party 1's mask is expanded, nothing is queued, and it still needs its input.
+        assert!(clients[1].needs_input());
+        assert_eq!(clients[1].round(), Some(Round::MaskedInput));
+        assert!(clients[1].poll_transmit().is_none());
+        // Parties 0 and 2 sent their masked inputs; the aggregator waits for party 1.
+        assert!(pump(&mut clients, &mut aggregator).is_empty());
+        // A message meant for a later round is refused while the input is missing, and the
+        // party stays usable.
+        let early = ServerMessage::Survivors {
+            header: Header {
+                session: SessionId([8; 16]),
+                round: Round::MaskedInput,
+                from: Peer::Aggregator,
+                to: Peer::Party(PartyId(1)),
+            },
+            survivors: vec![PartyId(0), PartyId(1), PartyId(2)],
+        };
+        let err = clients[1].handle_message(early, &mut rng).unwrap_err();
+        assert!(matches!(err, Error::PeerMisbehaved { .. }), "{err}");
+        // A wrong length is refused without leaving the state.
+        assert!(matches!(
+            clients[1].provide_input(vec![1]),
+            Err(Error::InvalidParameter { .. })
+        ));
+        clients[1].provide_input(vec![10, 20, 30]).unwrap();
+        assert!(!clients[1].needs_input());
+        assert!(clients[1].provide_input(vec![0, 0, 0]).is_err());
+        // Masked input, survivors, unmasking.
+        for _ in 0..2 {
+            for (to, msg) in pump(&mut clients, &mut aggregator) {
+                clients[to.index()].handle_message(msg, &mut rng).unwrap();
+            }
+        }
+        pump(&mut clients, &mut aggregator);
+        let out = aggregator.take_result().unwrap().unwrap();
+        assert_eq!(out.sum(), &[14, 27, 39]);
     }
 }

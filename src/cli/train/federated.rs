@@ -234,10 +234,11 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
             },
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // One thread for the endpoints of a small model, where a message costs mostly its hops
+    // between threads; a multi-threaded runtime for a large one (`runtime_for`).
+    let params = sotto_training::federated::update_len(&config, &train, &test)?;
+    let runtime =
+        sotto_training::federated::runtime_for(params).context("cannot start the async runtime")?;
     let secure = run_one(&runtime, &config, &train, &test, &device, json, "secure")?;
     write_report(&folder, &secure)?;
     let overhead = if args.compare_plain {

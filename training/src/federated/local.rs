@@ -65,13 +65,72 @@ pub struct LocalOutcome {
     pub parties: Vec<PartyOutcome>,
 }
 
+/// The largest update (trainable parameters) for which [`runtime_for`] runs every endpoint on
+/// one thread.
+///
+/// Measured with `sotto train --compare-plain` on the 2-core machine (2026-11-22): with the
+/// default logistic model (650 parameters, 5 kB updates) rounds take 0.55-0.7 ms on one thread
+/// and 0.8-1.0 ms on a two-worker runtime, because a small message costs mostly its hops
+/// between threads (one exchange with 4 parties: 76 us against 126-143 us, `cargo run
+/// --release -p sotto-mpc --example round_trip`); MLPs of 2,410 and 4,810 parameters take
+/// the same time either way; with 19,210 parameters (150 kB updates) one thread is 4 times
+/// slower (33 ms against 7.6 ms), because the encryption and packets of all five endpoints
+/// then wait for it.
+pub const SINGLE_THREAD_MAX_PARAMS: usize = 4096;
+
+/// The tokio runtime [`run_local`] is fastest in for an update of `params` trainable
+/// parameters: a current-thread runtime up to [`SINGLE_THREAD_MAX_PARAMS`] (the parties'
+/// updates still compute on blocking threads), a multi-threaded one above.
+///
+/// # Errors
+/// The I/O error if the runtime cannot be built.
+pub fn runtime_for(params: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if params <= SINGLE_THREAD_MAX_PARAMS {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+}
+
+/// The number of trainable parameters (the length of each party's update) of the model
+/// `config` trains on this data.
+///
+/// # Errors
+/// [`Error::Training`] if the model cannot be built for the data.
+pub fn update_len(config: &FederatedConfig, train: &Dataset, test: &Dataset) -> Result<usize> {
+    let model = local_model(config, train, test, &Device::Cpu)?;
+    Ok(model.trainable_len(config.trainable()))
+}
+
+/// The model every party and the aggregator start from.
+fn local_model(
+    config: &FederatedConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+) -> crate::Result<Model> {
+    let classes = train.num_classes().max(test.num_classes()).max(2);
+    Model::new(
+        &config.model,
+        InputShape::of(train),
+        classes,
+        DType::F32,
+        device,
+        config.seed,
+    )
+}
+
 /// Trains with `config.parties` parties holding a partition of `train` and an aggregator
-/// evaluating on `test`, all in this process over QUIC on loopback. Must be called inside a
-/// multi-threaded tokio runtime.
+/// evaluating on `test`, all in this process over QUIC on loopback. Runs in any tokio runtime
+/// with I/O and time enabled; [`runtime_for`] builds the fastest one for the model's size.
 ///
 /// ```rust
 /// use sotto_training::federated::{run_local, FederatedConfig};
-/// # #[tokio::main]
+/// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sotto_training::federated::Error> {
 /// let (train, test) = sotto_training::data::digits_split(4)?;
 /// let config = FederatedConfig { rounds: 3, audit: false, ..FederatedConfig::default() };
@@ -127,17 +186,7 @@ pub async fn run_local_with(
     };
     let n_total: usize = parts.iter().map(Dataset::len).sum();
     let max_party = parts.iter().map(Dataset::len).max().unwrap_or(0);
-    let classes = train.num_classes().max(test.num_classes()).max(2);
-    let new_model = || {
-        Model::new(
-            &config.model,
-            InputShape::of(train),
-            classes,
-            DType::F32,
-            &options.device,
-            config.seed,
-        )
-    };
+    let new_model = || local_model(config, train, test, &options.device);
     let model = new_model()?;
     model.check_data(test)?;
     let dim = model.trainable_len(config.trainable());
@@ -292,5 +341,29 @@ impl PkiDir {
 impl Drop for PkiDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_models_get_one_thread_and_large_ones_a_pool() {
+        use tokio::runtime::RuntimeFlavor;
+        let (train, test) = crate::data::digits_split(4).unwrap();
+        let logistic = FederatedConfig::default();
+        let params = update_len(&logistic, &train, &test).unwrap();
+        assert_eq!(params, 64 * 10 + 10);
+        let flavor = |p| runtime_for(p).unwrap().handle().runtime_flavor();
+        assert_eq!(flavor(params), RuntimeFlavor::CurrentThread);
+        assert_eq!(
+            flavor(SINGLE_THREAD_MAX_PARAMS),
+            RuntimeFlavor::CurrentThread
+        );
+        assert_eq!(
+            flavor(SINGLE_THREAD_MAX_PARAMS + 1),
+            RuntimeFlavor::MultiThread
+        );
     }
 }

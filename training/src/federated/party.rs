@@ -132,9 +132,9 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
             sent?;
             (compute, encode_s, job_rng)
         } else {
-            // The key rounds (advertise keys, share keys) of a batch of rounds run while the
-            // update is computed; the input is needed only when this round's round-1 shares
-            // arrive.
+            // The key rounds (advertise keys, share keys) of a batch of rounds and this round's
+            // mask expansion run while the update is computed; the update is needed only to
+            // finish the masked input.
             let wait = deadline * 2 + Duration::from_secs(5);
             let mut masking = 0.0;
             if let Some((first, end)) = start.key_rounds {
@@ -161,10 +161,6 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
                     "the aggregator started round {round} without running its key rounds"
                 ))
             })?;
-            // The round-1 shares mask the input: wait for the update now.
-            let (mut encoded, compute, encode_s, job_rng) = await_compute(compute_job).await?;
-            client.provide_input(std::mem::take(&mut *encoded))?;
-            masking += encode_s;
             if let Some((first, end)) = start.key_rounds {
                 // The batch's round-1 shares arrive in one message; keep the later rounds'.
                 let bundle: Vec<ServerMessage> = connection
@@ -185,7 +181,18 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
                     "the aggregator sent no round-1 shares for round {round}"
                 ))
             })?;
+            // The masks do not depend on the update: the client opens its round-1 shares and
+            // expands its mask while the update is computed, and only adds the update to it.
+            // It yields first, so that messages waiting for other endpoints on the same runtime
+            // thread (the other parties' round starts, in `sotto train`) are not held up.
+            tokio::task::yield_now().await;
             masking += respond(&connection, &mut client, rs, shares, &mut key_rng).await?;
+            let (mut encoded, compute, encode_s, job_rng) = await_compute(compute_job).await?;
+            let c0 = Instant::now();
+            client.provide_input(std::mem::take(&mut *encoded))?;
+            let masked = drain(&mut client);
+            masking += encode_s + c0.elapsed().as_secs_f64();
+            send_queued(&connection, rs, masked).await?;
             masking += exchange(&connection, &mut client, rs, 2, wait, &mut key_rng).await?;
             (compute, masking, job_rng)
         };

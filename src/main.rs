@@ -30,8 +30,9 @@ fn main() -> ExitCode {
 /// matrix product, and on Linux that parses `/proc/cpuinfo` each time. Measured with `perf` on
 /// `sotto train` (2026-11-22, 2-core machine): 60% of a party's local compute went to that
 /// parsing (331 of 549 samples in `clipped_gradient_sum`); with the variable set the default
-/// run's rounds take about half the time. The value is the one candle computes, so nothing else
-/// changes.
+/// run's rounds take about half the time. The value is the one candle computes, so its matrix
+/// products keep their parallelism; rayon's global pool, which only they use here, is sized to
+/// it too (rather than to the logical CPU count).
 ///
 /// This is the binary's only `unsafe` code. `std::env::set_var` is unsafe because another
 /// thread could read the environment at the same time; it runs first thing in `main`, before

@@ -468,9 +468,9 @@ pub struct RoundTiming {
     /// Loading the model, Poisson sampling and the clipped gradient sum (slowest party).
     pub local_compute: f64,
     /// Encoding, the noise share and the SecAgg client's key agreement, secret sharing and
-    /// masking (slowest party); encoding and noise only in plain mode. The key agreement and
-    /// secret sharing run while the party computes its update, so `local_compute + masking`
-    /// can exceed the time they add to the round.
+    /// masking (slowest party); encoding and noise only in plain mode. The key agreement,
+    /// secret sharing and mask expansion run while the party computes its update, so
+    /// `local_compute + masking` can exceed the time they add to the round.
     pub masking: f64,
     /// The aggregator's protocol work: checking and routing messages and unmasking the sum
     /// (reconstructing dropped parties' masks); summing in plain mode.

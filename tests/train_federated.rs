@@ -63,3 +63,45 @@ fn train_writes_the_report_folder() {
     assert!(svg.starts_with("<svg") && svg.contains("epsilon") && svg.contains("<polyline"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs `sotto --json train --config <toml> --no-audit` and returns the JSON summary.
+fn train_with_config(name: &str, toml: &str) -> Value {
+    let dir = std::env::temp_dir().join(format!("sotto-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("train.toml");
+    std::fs::write(&config, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["--json", "train", "--no-audit", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(dir.join("report"))
+        .output()
+        .expect("run sotto");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn a_config_with_a_noise_multiplier_and_no_target_runs_every_round() {
+    // sigma = 0.6 for 30 rounds at q = 0.2 spends far more than the default target of 2: the
+    // file chose its noise, so no default target may cut the run short.
+    let alone = train_with_config("noise", "rounds = 30\nnoise_multiplier = 0.6\n");
+    assert_eq!(alone["rounds"], 30);
+    assert!(alone["stopped"].is_null(), "{alone}");
+    assert!(alone["epsilon"].as_f64().unwrap() > 2.0, "{alone}");
+    // With a target next to it, the run stops before the round that would exceed it.
+    let both = train_with_config(
+        "noise-and-target",
+        "rounds = 30\nnoise_multiplier = 0.6\ntarget_epsilon = 2.0\n",
+    );
+    assert!(both["rounds"].as_u64().unwrap() < 30, "{both}");
+    assert!(both["epsilon"].as_f64().unwrap() <= 2.0, "{both}");
+    assert!(both["stopped"].as_str().unwrap().contains("target epsilon"));
+}

@@ -307,6 +307,14 @@ impl TrainArgs {
     }
 }
 
+/// A multi-party training table (`--config` TOML, or a deployment's `[training]`) that gives
+/// `noise_multiplier` and no `target_epsilon` runs all its rounds: the default target (epsilon
+/// 2) applies only when the file chooses no noise itself. (`FederatedConfig` cannot tell an
+/// absent field from the default, so the table is checked before it is deserialized.)
+fn noise_multiplier_alone(table: Option<&toml::Table>) -> bool {
+    table.is_some_and(|t| t.contains_key("noise_multiplier") && !t.contains_key("target_epsilon"))
+}
+
 fn epsilon_text(e: Option<f64>) -> String {
     e.map_or_else(|| "inf (non-private)".to_string(), |x| format!("{x:.4}"))
 }

@@ -90,12 +90,18 @@ impl Deployment {
     fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("cannot read --config {}: {e}", path.display())))?;
-        let d: Deployment = toml::from_str(&text).map_err(|e| {
+        let invalid = |e: toml::de::Error| {
             UsageError(format!(
                 "--config {}: not a valid deployment: {e}",
                 path.display()
             ))
-        })?;
+        };
+        let table: toml::Table = toml::from_str(&text).map_err(invalid)?;
+        let mut d: Deployment = toml::from_str(&text).map_err(invalid)?;
+        let training = table.get("training").and_then(toml::Value::as_table);
+        if super::noise_multiplier_alone(training) {
+            d.training.target_epsilon = None;
+        }
         d.training.validate(d.records)?;
         Ok(d)
     }

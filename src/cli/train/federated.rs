@@ -22,12 +22,18 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| UsageError(format!("cannot read --config {}: {e}", path.display())))?;
-            toml::from_str(&text).map_err(|e| {
+            let invalid = |e: toml::de::Error| {
                 UsageError(format!(
                     "--config {}: not a valid multi-party training configuration: {e}",
                     path.display()
                 ))
-            })?
+            };
+            let table: toml::Table = toml::from_str(&text).map_err(invalid)?;
+            let mut c: FederatedConfig = toml::from_str(&text).map_err(invalid)?;
+            if super::noise_multiplier_alone(Some(&table)) {
+                c.target_epsilon = None;
+            }
+            c
         }
         None => FederatedConfig::default(),
     };

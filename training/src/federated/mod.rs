@@ -43,7 +43,6 @@ pub mod party;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sotto_dp::accounting::rdp::rdp_to_epsilon;
 use sotto_dp::accounting::{AccountantKind, dp_sgd_epsilon, dp_sgd_noise_multiplier};
 use sotto_mpc::encoding::{Clipping as RingClipping, FixedPointEncoder};
 use sotto_mpc::noise::{DistributedNoise, Sensitivity};
@@ -440,10 +439,7 @@ impl PrivacyPlan {
     /// [`crate::Error::Dp`] if the accountant fails.
     pub fn epsilon_after(&self, rounds: u64) -> crate::Result<f64> {
         if let (Some(one), true) = (&self.rdp_one_round, rounds > 0) {
-            // What `dp_sgd_epsilon` computes: `rounds` times each order's RDP, converted.
-            let r = rounds as f64;
-            let rdp: Vec<f64> = one.rdp().iter().map(|x| r * x).collect();
-            return Ok(rdp_to_epsilon(one.orders(), &rdp, self.delta)?.0);
+            return Ok(one.repeated(rounds).epsilon(self.delta)?);
         }
         Ok(dp_sgd_epsilon(
             self.sampling_rate,

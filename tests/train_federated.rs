@@ -9,26 +9,19 @@ use serde_json::Value;
 fn train_writes_the_report_folder() {
     let dir = std::env::temp_dir().join(format!("sotto-train-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(env!("CARGO_BIN_EXE_sotto"))
-        .args([
-            "--json",
-            "train",
-            "--rounds",
-            "5",
-            "--parties",
-            "3",
-            "--out",
-        ])
-        .arg(&dir)
-        .output()
-        .expect("run sotto");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let summary = json_summary(
+        Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .args([
+                "--json",
+                "train",
+                "--rounds",
+                "5",
+                "--parties",
+                "3",
+                "--out",
+            ])
+            .arg(&dir),
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["rounds"], 5);
     assert_eq!(summary["mode"], "secure");
     let epsilon = summary["epsilon"].as_f64().unwrap();
@@ -71,20 +64,27 @@ fn train_with_config(name: &str, toml: &str) -> Value {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("train.toml");
     std::fs::write(&config, toml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sotto"))
-        .args(["--json", "train", "--no-audit", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(dir.join("report"))
-        .output()
-        .expect("run sotto");
+    let summary = json_summary(
+        Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .args(["--json", "train", "--no-audit", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(dir.join("report")),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    summary
+}
+
+/// Runs a `sotto --json ...` command, checks that it succeeded and returns its last stdout
+/// line (the JSON summary).
+fn json_summary(command: &mut Command) -> Value {
+    let out = command.output().expect("run sotto");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 

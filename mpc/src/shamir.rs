@@ -100,32 +100,31 @@ pub fn lagrange_at_zero(xs: &[u32]) -> Result<Vec<Scalar>> {
 /// # Errors
 /// [`Error::InvalidParameter`] for a zero or repeated point in any set.
 pub fn lagrange_at_zero_many(sets: &[&[u32]]) -> Result<Vec<Vec<Scalar>>> {
-    let mut out: Vec<Option<Vec<Scalar>>> = vec![None; sets.len()];
-    if let Ok(cache) = LAGRANGE_CACHE.lock() {
-        for (slot, xs) in out.iter_mut().zip(sets) {
-            *slot = cache.get(xs).cloned();
-        }
-    }
-    let missing: Vec<(usize, &[u32])> = sets
+    let cached: Vec<Option<Vec<Scalar>>> = match LAGRANGE_CACHE.lock() {
+        Ok(cache) => sets.iter().map(|xs| cache.get(xs).cloned()).collect(),
+        Err(_) => vec![None; sets.len()],
+    };
+    let missing: Vec<&[u32]> = sets
         .iter()
-        .enumerate()
-        .filter(|(i, _)| out.get(*i).is_some_and(Option::is_none))
-        .map(|(i, xs)| (i, *xs))
+        .zip(&cached)
+        .filter(|(_, c)| c.is_none())
+        .map(|(xs, _)| *xs)
         .collect();
+    let mut fresh = Vec::new();
     if !missing.is_empty() {
-        let fresh = lagrange_uncached(missing.iter().map(|(_, xs)| *xs))?;
+        fresh = lagrange_uncached(missing.iter().copied())?;
         if let Ok(mut cache) = LAGRANGE_CACHE.lock() {
-            for ((_, xs), coeffs) in missing.iter().zip(&fresh) {
+            for (xs, coeffs) in missing.iter().zip(&fresh) {
                 cache.insert(xs, coeffs);
             }
         }
-        for ((i, _), coeffs) in missing.into_iter().zip(fresh) {
-            if let Some(slot) = out.get_mut(i) {
-                *slot = Some(coeffs);
-            }
-        }
     }
-    Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    // The fresh sets fill the cache misses in order.
+    let mut fresh = fresh.into_iter();
+    Ok(cached
+        .into_iter()
+        .map(|c| c.or_else(|| fresh.next()).unwrap_or_default())
+        .collect())
 }
 
 /// The most coefficients [`lagrange_at_zero_many`] keeps cached (2 MiB).

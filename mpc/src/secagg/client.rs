@@ -245,9 +245,7 @@ impl<W: RingWord> SecAggClient<W> {
             else {
                 return Err(Error::InvalidState("state changed".into()));
             };
-            for (x, m) in input.0.iter_mut().zip(&mask.0) {
-                *x = x.add(*m);
-            }
+            crate::ring::add_assign(&mut input.0, &mask.0);
             self.outbox.push_back(ClientMessage::MaskedInput {
                 header: self.header(Round::MaskedInput),
                 masked: RingVector(std::mem::take(&mut input.0)),

@@ -588,9 +588,7 @@ async fn plain_round(
             tracing::warn!(%party, len = values.len(), "federated: update of the wrong length; dropped");
             continue;
         }
-        for (s, v) in sum.iter_mut().zip(&values) {
-            *s = s.wrapping_add(*v);
-        }
+        sotto_mpc::ring::add_assign(&mut sum, &values);
         if let Some(v) = view.as_deref_mut() {
             v.updates.push(ViewedUpdate {
                 round,

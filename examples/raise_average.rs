@@ -118,8 +118,9 @@ async fn run(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         average + half_width
     );
     println!(
-        "   epsilon = {:.3} at delta = {:e} (for any one raise in [-{MAX_RAISE}, {MAX_RAISE}])",
-        privacy.epsilon, privacy.delta
+        "   epsilon = {:.3} at delta = {:e} (for any one raise in [-{MAX_RAISE}, {MAX_RAISE}], \
+         even if the aggregator colludes with {} of the engineers)",
+        privacy.epsilon, privacy.delta, privacy.colluders
     );
     println!(
         "   (with four people, noise that hides any one raise swamps the average: DP pays off with many contributors)"

@@ -376,5 +376,18 @@ fn train_rejects_bad_settings() {
     );
     assert_invalid(&["train", "--central", "--hidden", "8"], "--hidden");
     assert_invalid(&["train", "--parties", "1"], "parties");
+    assert_invalid(
+        &[
+            "train",
+            "--parties",
+            "4",
+            "--threshold",
+            "3",
+            "--colluders",
+            "3",
+        ],
+        "colluders",
+    );
+    assert_invalid(&["train", "--central", "--colluders", "1"], "--colluders");
     assert_invalid(&["train", "--central", "--rounds", "5"], "--rounds");
 }

@@ -293,7 +293,10 @@ async fn noised_sum_reports_its_privacy() {
             "{privacy:?}"
         );
         assert_eq!(privacy.delta, 1e-6);
-        assert_eq!(privacy.contributors, 4);
+        // 4 survivors, of which threshold - 1 = 2 may collude with the aggregator (the threat
+        // model's default): only 2 honest shares count.
+        assert_eq!(privacy.colluders, 2);
+        assert_eq!(privacy.contributors, 2);
         // The true sum is [2, -1, 0]; the noise is within 6 standard deviations.
         for (got, want) in outcome.sum.iter().zip([2.0, -1.0, 0.0]) {
             assert!(

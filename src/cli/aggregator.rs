@@ -39,6 +39,10 @@ struct AggregatorReport {
     epsilon: Option<f64>,
     delta: Option<f64>,
     noise_std: Option<f64>,
+    /// Parties assumed to collude with the aggregator (their noise not counted).
+    colluders: Option<usize>,
+    /// Honest noise shares the epsilon counts.
+    honest_shares: Option<usize>,
 }
 
 /// Runs `sotto aggregator`: waits for the parties, runs one secure sum, prints the result and
@@ -65,15 +69,25 @@ pub fn run(args: AggregatorArgs, out: &Output) -> anyhow::Result<()> {
         epsilon: outcome.privacy.map(|p| p.epsilon),
         delta: outcome.privacy.map(|p| p.delta),
         noise_std: outcome.privacy.map(|p| p.noise_std),
+        colluders: outcome.privacy.map(|p| p.colluders),
+        honest_shares: outcome.privacy.map(|p| p.contributors),
     };
     out.emit(&report, || {
         let mut text = format!(
             "sum {:?}\nsurvivors {:?}\ndropped {:?}",
             report.sum, report.survivors, report.dropped
         );
-        if let (Some(e), Some(d), Some(s)) = (report.epsilon, report.delta, report.noise_std) {
+        if let (Some(e), Some(d), Some(s), Some(c), Some(h)) = (
+            report.epsilon,
+            report.delta,
+            report.noise_std,
+            report.colluders,
+            report.honest_shares,
+        ) {
             text.push_str(&format!(
-                "\nepsilon = {e:.4} at delta = {d:e} (noise standard deviation {s:.3})"
+                "\nepsilon = {e:.4} at delta = {d:e} for any one party's input (noise standard \
+                 deviation {s:.3}; counting {h} honest noise shares: up to {c} parties may \
+                 collude with the aggregator)"
             ));
         }
         text

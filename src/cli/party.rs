@@ -28,6 +28,9 @@ pub struct SessionFile {
     pub parties: usize,
     /// Minimum survivors (default n / 2 + 1).
     pub threshold: Option<usize>,
+    /// Parties assumed to collude with the aggregator: their noise shares are not counted
+    /// (default: threshold - 1, the worst case the threat model allows).
+    pub colluders: Option<usize>,
     /// Vector length (default 1).
     #[serde(default = "one")]
     pub dim: usize,
@@ -148,6 +151,7 @@ impl SessionFile {
             session,
             parties: self.parties,
             threshold: self.threshold.unwrap_or(self.parties / 2 + 1),
+            colluders: self.colluders,
             dim: self.dim,
             clipping,
             scale: self.scale,
@@ -250,6 +254,10 @@ struct PartyReport {
     survivors: Vec<u32>,
     epsilon: Option<f64>,
     delta: Option<f64>,
+    /// Parties assumed to collude with the aggregator (their noise not counted).
+    colluders: Option<usize>,
+    /// Honest noise shares the epsilon counts.
+    honest_shares: Option<usize>,
     bytes_sent: u64,
 }
 
@@ -328,6 +336,8 @@ pub fn run(args: PartyArgs, out: &Output) -> anyhow::Result<()> {
         survivors: outcome.survivors.iter().map(|p| p.0).collect(),
         epsilon: outcome.privacy.map(|p| p.epsilon),
         delta: outcome.privacy.map(|p| p.delta),
+        colluders: outcome.privacy.map(|p| p.colluders),
+        honest_shares: outcome.privacy.map(|p| p.contributors),
         bytes_sent: outcome.bytes_sent,
     };
     out.emit(&report, || {
@@ -338,8 +348,16 @@ pub fn run(args: PartyArgs, out: &Output) -> anyhow::Result<()> {
             report.survivors.len(),
             report.survivors
         );
-        if let (Some(e), Some(d)) = (report.epsilon, report.delta) {
-            text.push_str(&format!(" (epsilon = {e:.4} at delta = {d:e})"));
+        if let (Some(e), Some(d), Some(c), Some(h)) = (
+            report.epsilon,
+            report.delta,
+            report.colluders,
+            report.honest_shares,
+        ) {
+            text.push_str(&format!(
+                " (epsilon = {e:.4} at delta = {d:e} for any one party's input, \
+                 counting {h} honest noise shares: up to {c} parties may collude with the aggregator)"
+            ));
         }
         text
     })

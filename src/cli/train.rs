@@ -51,6 +51,11 @@ pub struct TrainArgs {
     /// Multi-party: minimum number of survivors (default parties / 2 + 1).
     #[arg(long)]
     pub threshold: Option<usize>,
+    /// Multi-party: parties assumed to collude with the aggregator; their noise shares are
+    /// not counted (default threshold - 1, the worst case of the threat model; 0 trusts every
+    /// party and needs less noise).
+    #[arg(long)]
+    pub colluders: Option<usize>,
     /// Multi-party: number of rounds (DP-SGD steps).
     #[arg(long)]
     pub rounds: Option<u64>,
@@ -337,6 +342,7 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
     for (set, flag) in [
         (args.parties.is_some(), "--parties"),
         (args.threshold.is_some(), "--threshold"),
+        (args.colluders.is_some(), "--colluders"),
         (args.rounds.is_some(), "--rounds"),
         (args.partition.is_some(), "--partition"),
         (args.plain, "--plain"),

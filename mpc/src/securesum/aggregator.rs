@@ -8,7 +8,7 @@ use std::path::Path;
 use tokio::task::JoinSet;
 
 use super::{
-    Error, Plan, PrivacySpent, RELEASE_ROUND, Release, Result, RingBits, SecureSumParams,
+    Error, Plan, PrivacySpent, RELEASE_ROUND, Release, Result, RingBits, SecureSumParams, SumMode,
     SumOutcome, dropped_of,
 };
 use crate::PartyId;
@@ -108,7 +108,8 @@ impl SecureSumAggregator {
     /// parties remain in some round; other protocol errors name the party at fault.
     ///
     /// # Privacy
-    /// With noise, `privacy` is computed for the survivors' noise shares (all assumed honest),
+    /// With noise, `privacy` is computed for the survivors' noise shares minus those of the
+    /// assumed colluders ([`SecureSumParams::colluders_for`]),
     /// rounded up; the calibration guarantees the target with any `threshold` of them.
     pub async fn serve(self) -> Result<SumOutcome> {
         let SecureSumAggregator {
@@ -234,9 +235,12 @@ async fn serve_ring<W: RingWord>(
     let privacy = match &plan.noise {
         None => None,
         Some((noise, delta)) => {
-            let p = noise.privacy_of(&output, plan.sensitivity, 0, *delta)?;
+            let colluders = params.colluders_for(SumMode::Aggregator);
+            let p = noise.privacy_of(&output, plan.sensitivity, colluders, *delta)?;
             Some(PrivacySpent::from_release(
                 p,
+                colluders,
+                output.survivors().len(),
                 noise.sigma_per_party(),
                 plan.encoder.scale(),
             ))

@@ -146,6 +146,16 @@ impl PartyNumbering {
     }
 }
 
+/// How a secure sum is run, which decides who sees the release and what it can know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SumMode {
+    /// Through an aggregator that unmasks only the sum (SecAgg).
+    #[default]
+    Aggregator,
+    /// Peer to peer: every peer learns the total (the article's protocol).
+    PeerToPeer,
+}
+
 /// The ring the sum is computed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum RingBits {
@@ -162,16 +172,17 @@ pub enum NoiseSpec {
     /// No noise: the exact sum is released (input privacy only).
     #[default]
     None,
-    /// Calibrate the noise so that the release is `(epsilon, delta)`-DP when at least
-    /// `threshold` parties' noise is in the sum (add/remove one party).
+    /// Calibrate the noise so that the release is `(epsilon, delta)`-DP when only the honest
+    /// parties' noise counts ([`SecureSumParams::honest_noise_shares`]: `threshold -
+    /// colluders` with an aggregator), for add/remove of one party's input.
     EpsilonDelta {
         /// Target epsilon (> 0).
         epsilon: f64,
         /// Target delta in (0, 1).
         delta: f64,
     },
-    /// Total noise standard deviation = `multiplier` times the L2 sensitivity; epsilon is
-    /// reported at `delta`.
+    /// The honest parties' noise ([`SecureSumParams::honest_noise_shares`]) has standard
+    /// deviation `multiplier` times the L2 sensitivity; epsilon is reported at `delta`.
     Multiplier {
         /// Noise multiplier (> 0).
         multiplier: f64,
@@ -209,6 +220,11 @@ pub struct SecureSumParams {
     pub parties: usize,
     /// Minimum number of survivors t (a majority: more than n / 2).
     pub threshold: usize,
+    /// Parties assumed to collude with whoever sees the release (their noise shares are
+    /// known to it and protect nobody). `None` is the threat model's worst case
+    /// ([`Self::colluders`]): `threshold - 1` in aggregator mode. See
+    /// [`Self::honest_noise_shares`] for how many shares the noise is calibrated for.
+    pub colluders: Option<usize>,
     /// Vector length.
     pub dim: usize,
     /// Clipping of each party's vector.
@@ -250,6 +266,7 @@ impl SecureSumParams {
             session,
             parties,
             threshold: parties / 2 + 1,
+            colluders: None,
             dim,
             clipping,
             scale: 1.0,
@@ -271,7 +288,70 @@ impl SecureSumParams {
         self.plan().map(|_| ())
     }
 
+    /// [`Self::validate`] for the given mode (peer-to-peer mode allows up to `parties - 1`
+    /// colluders).
+    ///
+    /// # Errors
+    /// As [`Self::validate`].
+    pub fn validate_for(&self, mode: SumMode) -> crate::Result<()> {
+        self.plan_for(mode).map(|_| ())
+    }
+
+    /// The number of parties assumed to collude with whoever sees the release: the configured
+    /// [`Self::colluders`](SecureSumParams::colluders), or the threat model's worst case for
+    /// `mode` (`threshold - 1` with an aggregator, `parties - 1` peer to peer).
+    pub fn colluders_for(&self, mode: SumMode) -> usize {
+        self.colluders.unwrap_or(match mode {
+            SumMode::Aggregator => self.threshold.saturating_sub(1),
+            SumMode::PeerToPeer => self.parties.saturating_sub(1),
+        })
+    }
+
+    /// The number of noise shares in a release that nobody who sees it knows, at the least:
+    /// the count the noise is calibrated for.
+    ///
+    /// * Aggregator mode: at least `threshold` parties survive and `colluders` of them may
+    ///   share their noise with the aggregator: `threshold - colluders`.
+    /// * Peer-to-peer mode: every peer sees the total and knows its own share (so at least one
+    ///   share is always known): `parties - max(colluders, 1)`.
+    ///
+    /// Returns 0 when the colluders leave no honest share (rejected by [`Self::validate`]).
+    pub fn honest_noise_shares(&self, mode: SumMode) -> usize {
+        let c = self.colluders_for(mode);
+        match mode {
+            SumMode::Aggregator => self.threshold.saturating_sub(c),
+            SumMode::PeerToPeer => self.parties.saturating_sub(c.max(1)),
+        }
+    }
+
     pub(crate) fn plan(&self) -> crate::Result<Plan> {
+        self.plan_for(SumMode::Aggregator)
+    }
+
+    pub(crate) fn plan_for(&self, mode: SumMode) -> crate::Result<Plan> {
+        let colluders = self.colluders_for(mode);
+        let limit = match mode {
+            SumMode::Aggregator => self.threshold,
+            SumMode::PeerToPeer => self.parties,
+        };
+        if colluders >= limit {
+            let (what, why) = match mode {
+                SumMode::Aggregator => (
+                    "the threshold",
+                    "with threshold or more colluders the aggregator can unmask inputs and no \
+                     honest noise share is guaranteed; raise the threshold or lower `colluders`",
+                ),
+                SumMode::PeerToPeer => {
+                    ("the number of parties", "at least one peer must be honest")
+                }
+            };
+            return Err(crate::Error::invalid(
+                "colluders",
+                colluders,
+                format!("must be below {what} ({limit}): {why}"),
+            ));
+        }
+        let honest = self.honest_noise_shares(mode).max(1);
         if self.deadlines.join.is_zero() || self.deadlines.round.is_zero() {
             return Err(crate::Error::invalid(
                 "deadlines",
@@ -287,13 +367,13 @@ impl SecureSumParams {
             NoiseSpec::Multiplier { multiplier, delta } => {
                 sotto_dp::error::check_positive("noise.multiplier", multiplier)?;
                 sotto_dp::error::check_open_unit("noise.delta", delta)?;
-                let noise = DistributedNoise::new(multiplier * sensitivity.l2, self.threshold)?;
+                let noise = DistributedNoise::new(multiplier * sensitivity.l2, honest)?;
                 Some((noise, delta))
             }
             NoiseSpec::EpsilonDelta { epsilon, delta } => {
                 sotto_dp::error::check_positive("noise.epsilon", epsilon)?;
                 sotto_dp::error::check_open_unit("noise.delta", delta)?;
-                let noise = calibrate(epsilon, delta, sensitivity, self.dim, self.threshold)?;
+                let noise = calibrate(epsilon, delta, sensitivity, self.dim, honest)?;
                 Some((noise, delta))
             }
         };
@@ -475,21 +555,31 @@ pub struct PrivacySpent {
     pub delta: f64,
     /// zCDP rho (rounded up).
     pub rho: f64,
-    /// Honest noise shares counted (the survivors).
+    /// Honest noise shares counted: the shares in the sum minus those of the assumed
+    /// colluders (and, peer to peer, the observer's own).
     pub contributors: usize,
-    /// Standard deviation of the total noise in the released sum, in input units (for error
-    /// bars: about 95% of releases lie within 1.96 of it).
+    /// Parties assumed to collude with the observer (their noise is not counted).
+    pub colluders: usize,
+    /// Standard deviation of the total noise in the released sum (every share in it), in
+    /// input units (for error bars: about 95% of releases lie within 1.96 of it).
     pub noise_std: f64,
 }
 
 impl PrivacySpent {
-    pub(crate) fn from_release(p: ReleasePrivacy, sigma_per_party: f64, scale: f64) -> Self {
+    pub(crate) fn from_release(
+        p: ReleasePrivacy,
+        colluders: usize,
+        shares: usize,
+        sigma_per_party: f64,
+        scale: f64,
+    ) -> Self {
         PrivacySpent {
             epsilon: p.epsilon,
             delta: p.delta,
             rho: p.rho,
             contributors: p.contributors,
-            noise_std: sigma_per_party * (p.contributors as f64).sqrt() / scale,
+            colluders,
+            noise_std: sigma_per_party * (shares as f64).sqrt() / scale,
         }
     }
 }
@@ -653,14 +743,78 @@ mod tests {
         };
         let plan = p.plan().unwrap();
         let (noise, delta) = plan.noise.unwrap();
-        let at_t = noise
-            .release_privacy(plan.sensitivity, 1, p.threshold, delta)
+        // Default colluders: threshold - 1 = 2 of the 3 required survivors; one honest share.
+        assert_eq!(p.honest_noise_shares(SumMode::Aggregator), 1);
+        let honest = noise
+            .release_privacy(plan.sensitivity, 1, 1, delta)
             .unwrap();
-        assert!(at_t.epsilon <= 1.0, "{}", at_t.epsilon);
+        assert!(honest.epsilon <= 1.0, "{}", honest.epsilon);
         assert!(
-            at_t.epsilon > 0.9,
+            honest.epsilon > 0.9,
             "calibration too loose: {}",
-            at_t.epsilon
+            honest.epsilon
         );
+    }
+
+    #[test]
+    fn colluders_default_to_the_threat_model_and_are_checked() {
+        let c = Clipping::L2 { norm: 1.0 };
+        let mut p = SecureSumParams::new(SessionId([1; 16]), 4, 3, c).unwrap();
+        assert_eq!(p.threshold, 3);
+        assert_eq!(p.colluders_for(SumMode::Aggregator), 2);
+        assert_eq!(p.honest_noise_shares(SumMode::Aggregator), 1);
+        // Peer to peer: the worst case is n - 1 colluding peers, and a peer always knows its
+        // own share.
+        assert_eq!(p.colluders_for(SumMode::PeerToPeer), 3);
+        assert_eq!(p.honest_noise_shares(SumMode::PeerToPeer), 1);
+        p.colluders = Some(0);
+        assert_eq!(p.honest_noise_shares(SumMode::Aggregator), 3);
+        assert_eq!(p.honest_noise_shares(SumMode::PeerToPeer), 3);
+        p.colluders = Some(3);
+        let err = p.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("colluders") && err.contains("threshold"),
+            "{err}"
+        );
+        assert!(p.validate_for(SumMode::PeerToPeer).is_ok());
+        p.colluders = Some(4);
+        let err = p.validate_for(SumMode::PeerToPeer).unwrap_err().to_string();
+        assert!(err.contains("colluders"), "{err}");
+    }
+
+    /// 4 parties, t = 3, 2 colluders: the noise multiplier applies to the one honest share
+    /// alone, whose measured variance matches, and the reported privacy is that of one share.
+    #[test]
+    fn with_two_colluders_the_honest_share_alone_carries_the_multiplier() {
+        let c = Clipping::L2 { norm: 1.0 };
+        let mut p = SecureSumParams::new(SessionId([1; 16]), 4, 16, c).unwrap();
+        p.threshold = 3;
+        p.colluders = Some(2);
+        p.scale = 64.0;
+        let multiplier = 3.0;
+        p.noise = NoiseSpec::Multiplier {
+            multiplier,
+            delta: 1e-6,
+        };
+        let plan = p.plan().unwrap();
+        let (noise, _) = plan.noise.unwrap();
+        let target = multiplier * plan.sensitivity.l2;
+        assert!(noise.sigma_per_party() >= target);
+        assert!(noise.sigma_per_party() <= target * 1.01);
+        // Independent check: the sample variance of one party's share (64k coordinates).
+        let mut share = vec![0u64; 65_536];
+        noise.add_share(&mut share, &mut sotto_dp::rng::seeded_rng(9));
+        let v = crate::ring::to_signed(&share);
+        let var = v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / v.len() as f64;
+        // Relative sd of a variance estimate: sqrt(2 / 65536) = 0.55%; 5 sd.
+        assert!(
+            (var.sqrt() / target - 1.0).abs() < 0.014,
+            "{} vs {target}",
+            var.sqrt()
+        );
+        // Without colluders the same multiplier spreads over 3 shares.
+        p.colluders = Some(0);
+        let (spread, _) = p.plan().unwrap().noise.unwrap();
+        assert!((spread.sigma_per_party() * 3f64.sqrt() / target - 1.0).abs() < 0.01);
     }
 }

@@ -7,7 +7,10 @@
 //!
 //! # Security
 //! Semi-honest peers; any `n - 1` colluding peers learn nothing about the remaining peer's
-//! input beyond the sum. There is no dropout tolerance: a silent peer stops the run, and the
+//! input beyond the sum. With noise, every peer sees the total and knows its own share, so the
+//! release's privacy counts `parties - max(colluders, 1)` honest shares
+//! ([`SecureSumParams::honest_noise_shares`]; by default `colluders = parties - 1`, one honest
+//! share, the worst case of this threat model). There is no dropout tolerance: a silent peer stops the run, and the
 //! error names it (use aggregator mode when parties may drop out).
 //!
 //! # Example
@@ -56,7 +59,7 @@ use tokio::task::JoinSet;
 use super::party::{connect_with_retry, local_for};
 use super::{
     Error, PartyOutcome, Plan, PrivacySpent, Result, RingBits, SLACK, SecureSumInput,
-    SecureSumParams,
+    SecureSumParams, SumMode,
 };
 use crate::PartyId;
 use crate::additive::{AdditiveMessage, AdditivePeer, ShareEncoding};
@@ -92,7 +95,7 @@ impl PeerConfig {
         listen: SocketAddr,
         dir: &Path,
     ) -> Result<Self> {
-        let plan = params.plan()?;
+        let plan = params.plan_for(SumMode::PeerToPeer)?;
         core_id(&plan, id)?;
         let others = plan
             .numbering
@@ -135,7 +138,7 @@ impl SecureSumPeer {
     /// [`Error::Protocol`] for invalid parameters; [`Error::Transport`] if the address cannot
     /// be bound.
     pub fn bind(config: PeerConfig) -> Result<Self> {
-        let plan = config.params.plan()?;
+        let plan = config.params.plan_for(SumMode::PeerToPeer)?;
         core_id(&plan, config.id)?;
         let server = Server::bind(config.listen, &config.tls, config.transport.clone())?;
         Ok(SecureSumPeer {
@@ -326,9 +329,13 @@ async fn run_ring<W: RingWord>(
     let privacy = match &plan.noise {
         None => None,
         Some((noise, delta)) => {
-            let p = noise.release_privacy(plan.sensitivity, params.dim, params.parties, *delta)?;
+            let colluders = params.colluders_for(SumMode::PeerToPeer);
+            let honest = params.honest_noise_shares(SumMode::PeerToPeer);
+            let p = noise.release_privacy(plan.sensitivity, params.dim, honest, *delta)?;
             Some(PrivacySpent::from_release(
                 p,
+                colluders,
+                params.parties,
                 noise.sigma_per_party(),
                 plan.encoder.scale(),
             ))

@@ -81,6 +81,9 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
     if let Some(v) = args.threshold {
         c.threshold = Some(v);
     }
+    if let Some(v) = args.colluders {
+        c.colluders = Some(v);
+    }
     if let Some(v) = args.rounds {
         c.rounds = v;
     }
@@ -220,10 +223,12 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
     let json = out.is_json();
     if !json {
         eprintln!(
-            "multi-party training: {} parties (threshold {}) and an aggregator over QUIC on loopback, \
+            "multi-party training: {} parties (threshold {}, up to {} assumed to collude with the \
+             aggregator) and an aggregator over QUIC on loopback, \
              {} records ({} test), {} rounds at q = {}, {}, {} aggregation",
             config.parties,
             config.threshold(),
+            config.colluders(),
             train.len(),
             test.len(),
             config.rounds,
@@ -323,6 +328,7 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
                 secure.noise_multiplier,
                 secure.sampling_rate
             );
+            s.push_str(&format!("\nepsilon covers {}", secure.guarantee));
             if let Some(stop) = &secure.stopped {
                 s.push_str(&format!("\nstopped early: {stop}"));
             }

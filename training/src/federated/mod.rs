@@ -17,18 +17,25 @@
 //! One round is one step of DP-SGD with Poisson sampling over the union of all parties'
 //! records: every party includes each of its records with the same probability `q`, clips
 //! each per-sample gradient to `R`, and the rounds' sum over parties is noised once (the
-//! parties' noise shares). The total noise, counting only the `threshold` survivors that the
-//! protocol requires, has standard deviation `sigma * Δ` in ring units, where
-//! `Δ = scale * R + 2 sqrt(d)` is the L2 sensitivity of the encoded sum: `scale * R` for one
-//! clipped per-sample gradient plus the randomized rounding of the party that holds it (each
-//! coordinate's rounding error is below 1, before and after, for every realization of the
-//! rounding randomness). The update divides by the data-independent `q * n_total`.
-//! Accounting is therefore exactly `dp_sgd_epsilon(q, sigma, rounds, delta)`, the value the
-//! central run reports for the same `q`, `sigma` and number of steps. The noise is a sum of
-//! discrete Gaussians (Kairouz, Liu and Steinke 2021); its zCDP bound at `threshold`
-//! contributors is checked to be at most the Gaussian's `1 / (2 sigma^2)` (the noise is raised
-//! until it is), and, as for the central run's discrete Gaussian, the subsampled-Gaussian
-//! accountant is applied to it. See `docs/federated.md`.
+//! parties' noise shares). **Unit of privacy:** one record of one party (added or removed).
+//! **Threat model:** the aggregator may collude with up to `c` parties (`colluders`, default
+//! `t - 1`, the most docs/threat-model.md allows); their noise shares are known to it. At
+//! least `t` parties survive every round, so at least `t - c` shares in each released sum are
+//! honest, and each party's share is calibrated so that those `t - c` shares alone have
+//! standard deviation `sigma * Δ` in ring units, where `Δ = scale * R + 2 sqrt(d)` is the L2
+//! sensitivity of the encoded sum: `scale * R` for one clipped per-sample gradient plus the
+//! randomized rounding of the party that holds it (each coordinate's rounding error is below
+//! 1, before and after, for every realization of the rounding randomness). The update divides
+//! by the data-independent `q * n_total`. Accounting is therefore
+//! `dp_sgd_epsilon(q, sigma, rounds, delta)`, the value `sotto account dp-sgd` prints for the
+//! same `q`, `sigma` and number of steps (more survivors or fewer colluders only add honest
+//! noise). The noise is a sum of discrete Gaussians (Kairouz, Liu and Steinke 2021); its zCDP
+//! bound at `t - c` contributors is checked to be at most the Gaussian's `1 / (2 sigma^2)`
+//! (the noise is raised until it is), and, as for the central run's discrete Gaussian, the
+//! subsampled-Gaussian accountant is applied to it (docs/privacy/accounting.md says why).
+//! With `plain: true` the aggregator sees each party's update with only its own share: the
+//! reported epsilon is then computed for one share ([`PrivacyPlan::accounted_sigma`]). See
+//! `docs/federated.md`.
 //!
 //! # Security
 //! Semi-honest aggregator colluding with fewer than `threshold` parties: it only receives
@@ -89,9 +96,14 @@ pub struct FederatedConfig {
     pub optimizer: OptimizerKind,
     /// Number of parties `n` (2 or more).
     pub parties: usize,
-    /// Minimum number of survivors `t`; default `n / 2 + 1`. The noise is calibrated so that
-    /// any `t` parties' shares alone reach the target.
+    /// Minimum number of survivors `t`; default `n / 2 + 1`.
     pub threshold: Option<usize>,
+    /// Parties assumed to collude with the aggregator (`c`): their noise shares are known to
+    /// it and protect nobody. Default (`None`): `t - 1`, the most the threat model allows
+    /// (docs/threat-model.md). The noise is calibrated so that the `t - c` honest shares of
+    /// any `t` survivors alone reach the noise multiplier; `0` trusts every party (less
+    /// noise, a weaker guarantee).
+    pub colluders: Option<usize>,
     /// Number of rounds (DP-SGD steps).
     pub rounds: u64,
     /// Poisson sampling rate `q`, the same at every party.
@@ -158,6 +170,7 @@ impl Default for FederatedConfig {
             optimizer: OptimizerKind::default(),
             parties: 4,
             threshold: None,
+            colluders: None,
             rounds: 100,
             sampling_rate: 0.2,
             learning_rate: 0.05,
@@ -184,6 +197,18 @@ impl FederatedConfig {
     /// The threshold `t` (default `n / 2 + 1`).
     pub fn threshold(&self) -> usize {
         self.threshold.unwrap_or(self.parties / 2 + 1)
+    }
+
+    /// The number of parties `c` assumed to collude with the aggregator (default `t - 1`).
+    pub fn colluders(&self) -> usize {
+        self.colluders
+            .unwrap_or_else(|| self.threshold().saturating_sub(1))
+    }
+
+    /// The honest noise shares the calibration counts: `t - c` (at least `t` parties survive
+    /// every round, at most `c` of them collude).
+    pub fn honest_shares(&self) -> usize {
+        self.threshold().saturating_sub(self.colluders())
     }
 
     /// Which parameters are trained.
@@ -246,6 +271,17 @@ impl FederatedConfig {
                     "must be a majority of the parties: between {} and {}",
                     self.parties / 2 + 1,
                     self.parties
+                ),
+            ));
+        }
+        if self.colluders() >= t {
+            return Err(crate::Error::invalid(
+                "colluders",
+                self.colluders(),
+                format!(
+                    "must be below the threshold t = {t}: with t or more colluders the \
+                     aggregator can unmask inputs and no honest noise share is guaranteed \
+                     (raise --threshold or lower --colluders)"
                 ),
             ));
         }
@@ -344,16 +380,35 @@ impl FederatedConfig {
 
 /// The privacy calibration of a run: the encoder, the sensitivity in ring units with the
 /// rounding charged, and the per-party noise.
+///
+/// # Privacy
+/// In secure mode the aggregator sees only the sum, and the shares it cannot know are those
+/// of the honest survivors: at least `honest = t - c`. Each party samples a discrete
+/// Gaussian share of `sigma * Δ / sqrt(honest)` (raised until the zCDP bound of `honest`
+/// shares is at most the Gaussian's `1 / (2 sigma^2)`), so the accountant's noise multiplier
+/// is `sigma`. In plain mode the aggregator sees each party's update with only that party's
+/// own share in it: the accountant's multiplier is then one share's, `sigma_party / Δ`
+/// (rounded down), which is below `sigma` unless `honest = 1`. [`Self::accounted_sigma`]
+/// is the multiplier every printed epsilon is computed with.
 #[derive(Debug, Clone)]
 pub struct PrivacyPlan {
-    /// Noise multiplier `sigma` (total noise std / sensitivity, counting `threshold` shares).
+    /// Noise multiplier `sigma` the run was configured or calibrated for (honest noise std /
+    /// sensitivity in secure mode).
     pub sigma: f64,
+    /// The noise multiplier of what the aggregator sees, used for every reported epsilon:
+    /// `sigma` in secure mode, one party's share in plain mode.
+    pub accounted_sigma: f64,
+    /// Parties assumed to collude with the aggregator (`c`).
+    pub colluders: usize,
+    /// Honest noise shares the calibration counts (`t - c`; 1 in plain mode, where the
+    /// aggregator sees each share on its own).
+    pub honest_shares: usize,
     /// The ring encoder of a party's clipped sum (its L2 bound never clips a party's sum of
     /// `max_party` clipped gradients).
     pub encoder: FixedPointEncoder,
     /// L2 sensitivity of the encoded sum, ring units: `scale * R + 2 sqrt(d)`.
     pub sensitivity_ring: f64,
-    /// The per-party noise (calibrated for `threshold` contributors).
+    /// The per-party noise (calibrated for `t - c` honest contributors).
     pub noise: DistributedNoise,
     /// Threshold `t`.
     pub threshold: usize,
@@ -377,6 +432,7 @@ impl PrivacyPlan {
         dim: usize,
     ) -> crate::Result<Self> {
         let t = config.threshold();
+        let honest = config.honest_shares().max(1);
         let r = config.clip_norm;
         let bound = r * (max_party.max(1) as f64);
         let encoder = FixedPointEncoder::new(RingClipping::L2 { norm: bound }, config.scale, dim)
@@ -391,10 +447,10 @@ impl PrivacyPlan {
         let mut total = sigma * sensitivity_ring;
         let mut noise = None;
         for _ in 0..200 {
-            let candidate = DistributedNoise::new(total, t)
+            let candidate = DistributedNoise::new(total, honest)
                 .map_err(|e| crate::Error::invalid("noise_multiplier", sigma, e.to_string()))?;
             let p = candidate
-                .release_privacy(s, dim, t, config.delta)
+                .release_privacy(s, dim, honest, config.delta)
                 .map_err(|e| crate::Error::invalid("noise_multiplier", sigma, e.to_string()))?;
             if p.rho <= target_rho {
                 noise = Some(candidate);
@@ -412,16 +468,29 @@ impl PrivacyPlan {
         noise
             .check_no_wrap::<u64>(config.parties, &encoder)
             .map_err(|e| crate::Error::invalid("scale", config.scale, e.to_string()))?;
+        // Plain mode: the aggregator sees each party's update with its own share only. One
+        // discrete Gaussian share (no sum, so no KLS slack) of sigma_party has the Gaussian's
+        // zCDP bound at multiplier sigma_party / Δ (sigma_party rounded down, quotient too).
+        let accounted_sigma = if config.plain {
+            (noise.sigma_per_party() / sensitivity_ring)
+                .next_down()
+                .min(sigma)
+        } else {
+            sigma
+        };
         let rdp_one_round = match config.accountant {
             AccountantKind::Rdp => {
                 let mut one = sotto_dp::accounting::RdpAccountant::new();
-                one.compose_poisson_subsampled_gaussian(config.sampling_rate, sigma, 1)?;
+                one.compose_poisson_subsampled_gaussian(config.sampling_rate, accounted_sigma, 1)?;
                 Some(one)
             }
             AccountantKind::Pld => None,
         };
         Ok(PrivacyPlan {
             sigma,
+            accounted_sigma,
+            colluders: config.colluders(),
+            honest_shares: if config.plain { 1 } else { honest },
             encoder,
             sensitivity_ring,
             noise,
@@ -433,7 +502,25 @@ impl PrivacyPlan {
         })
     }
 
-    /// Epsilon after `rounds` rounds: `dp_sgd_epsilon(q, sigma, rounds, delta)`.
+    /// What the epsilon protects and against whom, in words (printed and in the report).
+    pub fn guarantee(&self, plain: bool) -> String {
+        if plain {
+            "any one record of any party (added or removed); plain mode: the aggregator \
+             sees every party's update with only that party's own noise share (no input \
+             privacy)"
+                .to_owned()
+        } else {
+            format!(
+                "any one record of any party (added or removed), against the aggregator \
+                 colluding with up to {} parties; {} honest noise share{} counted per round",
+                self.colluders,
+                self.honest_shares,
+                if self.honest_shares == 1 { "" } else { "s" }
+            )
+        }
+    }
+
+    /// Epsilon after `rounds` rounds: `dp_sgd_epsilon(q, accounted_sigma, rounds, delta)`.
     ///
     /// # Errors
     /// [`crate::Error::Dp`] if the accountant fails.
@@ -443,7 +530,7 @@ impl PrivacyPlan {
         }
         Ok(dp_sgd_epsilon(
             self.sampling_rate,
-            self.sigma,
+            self.accounted_sigma,
             rounds,
             self.delta,
             self.accountant,
@@ -516,8 +603,16 @@ pub struct FederatedReport {
     pub epsilon: f64,
     /// Delta.
     pub delta: f64,
-    /// Noise multiplier `sigma`.
+    /// Noise multiplier of what the aggregator sees ([`PrivacyPlan::accounted_sigma`]): the
+    /// epsilon is `sotto account dp-sgd` at this multiplier, `sampling_rate`, `rounds` and
+    /// `delta`.
     pub noise_multiplier: f64,
+    /// Parties assumed to collude with the aggregator.
+    pub colluders: usize,
+    /// Honest noise shares counted in every round (1 in plain mode).
+    pub honest_shares: usize,
+    /// What the epsilon protects and against whom, in words.
+    pub guarantee: String,
     /// Sampling rate `q`.
     pub sampling_rate: f64,
     /// Rounds run.
@@ -632,6 +727,7 @@ mod tests {
         bad(|c| c.parties = 1, "parties");
         bad(|c| c.threshold = Some(2), "threshold");
         bad(|c| c.threshold = Some(5), "threshold");
+        bad(|c| c.colluders = Some(3), "colluders");
         bad(|c| c.rounds = 0, "rounds");
         bad(|c| c.sampling_rate = f64::NAN, "sampling_rate");
         bad(|c| c.delta = 0.01, "delta");
@@ -654,13 +750,86 @@ mod tests {
         let plan = c.plan(1438, 360, 650).unwrap();
         assert!(plan.sensitivity_ring > 65536.0);
         assert!(plan.sensitivity_ring < 65536.0 * 1.001);
-        // any `t` shares reach sigma * Δ
-        let t = plan.threshold as f64;
-        assert!(plan.noise.sigma_per_party() * t.sqrt() >= plan.sigma * plan.sensitivity_ring);
+        // the t - c honest shares of any t survivors reach sigma * Δ (default c = t - 1 = 2:
+        // one honest share)
+        assert_eq!((plan.colluders, plan.honest_shares), (2, 1));
+        let h = plan.honest_shares as f64;
+        assert!(plan.noise.sigma_per_party() * h.sqrt() >= plan.sigma * plan.sensitivity_ring);
+        assert_eq!(plan.accounted_sigma, plan.sigma);
         let eps = plan.epsilon_after(100).unwrap();
         assert!(eps <= 2.0 && eps > 1.9, "{eps}");
         // with every party surviving there is more noise, never less
         assert!(plan.noise_std(4) > plan.noise_std(3));
+    }
+
+    /// The issue's case: 4 parties, t = 3, 2 colluders. The honest share alone has the
+    /// multiplier's standard deviation (measured), and the epsilon is the accountant's at
+    /// that multiplier. Trusting every party (c = 0) spreads the noise over 3 shares.
+    #[test]
+    fn colluders_calibrate_the_honest_shares() {
+        let c = FederatedConfig {
+            threshold: Some(3),
+            colluders: Some(2),
+            noise_multiplier: Some(1.5),
+            target_epsilon: None,
+            ..FederatedConfig::default()
+        };
+        let plan = c.plan(1438, 360, 650).unwrap();
+        assert_eq!(plan.honest_shares, 1);
+        let mut share = vec![0u64; 1 << 16];
+        plan.noise
+            .add_share(&mut share, &mut sotto_dp::rng::seeded_rng(3));
+        let var = share
+            .iter()
+            .map(|&w| (w as i64 as f64).powi(2))
+            .sum::<f64>()
+            / share.len() as f64;
+        let measured = var.sqrt() / plan.sensitivity_ring;
+        // Relative sd of the estimate: sqrt(2 / 65536) = 0.55%; 5 sd.
+        assert!((measured / 1.5 - 1.0).abs() < 0.028, "{measured}");
+        let direct = dp_sgd_epsilon(c.sampling_rate, 1.5, 100, c.delta, c.accountant).unwrap();
+        assert_eq!(plan.epsilon_after(100).unwrap(), direct);
+        let trusting = FederatedConfig {
+            colluders: Some(0),
+            ..c.clone()
+        }
+        .plan(1438, 360, 650)
+        .unwrap();
+        assert_eq!(trusting.honest_shares, 3);
+        let ratio = plan.noise.sigma_per_party() / trusting.noise.sigma_per_party();
+        assert!((ratio / 3f64.sqrt() - 1.0).abs() < 0.01, "{ratio}");
+        assert_eq!(trusting.epsilon_after(100).unwrap(), direct);
+    }
+
+    /// Plain mode reports the epsilon of one party's share, which is what the aggregator
+    /// sees, not the secure-mode epsilon.
+    #[test]
+    fn plain_mode_accounts_one_share() {
+        let secure = FederatedConfig {
+            colluders: Some(0),
+            noise_multiplier: Some(2.0),
+            target_epsilon: None,
+            ..FederatedConfig::default()
+        };
+        let plain = FederatedConfig {
+            plain: true,
+            ..secure.clone()
+        };
+        let s = secure.plan(1438, 360, 650).unwrap();
+        let p = plain.plan(1438, 360, 650).unwrap();
+        // 3 honest shares in secure mode: one share has about 2 / sqrt(3).
+        let one = 2.0 / 3f64.sqrt();
+        assert!(p.accounted_sigma <= one * 1.001 && p.accounted_sigma >= one * 0.999);
+        assert!(p.accounted_sigma <= p.noise.sigma_per_party() / p.sensitivity_ring);
+        assert!(p.epsilon_after(100).unwrap() > 1.5 * s.epsilon_after(100).unwrap());
+        // With the default (c = t - 1) one share already carries sigma: the same epsilon.
+        let default_plain = FederatedConfig {
+            colluders: None,
+            ..plain
+        }
+        .plan(1438, 360, 650)
+        .unwrap();
+        assert!((default_plain.accounted_sigma / 2.0 - 1.0).abs() < 1e-3);
     }
 
     #[test]
@@ -678,8 +847,14 @@ mod tests {
                 AccountantKind::Pld => &[0, 1, 100],
             };
             for &r in rounds {
-                let direct =
-                    dp_sgd_epsilon(c.sampling_rate, plan.sigma, r, c.delta, accountant).unwrap();
+                let direct = dp_sgd_epsilon(
+                    c.sampling_rate,
+                    plan.accounted_sigma,
+                    r,
+                    c.delta,
+                    accountant,
+                )
+                .unwrap();
                 assert_eq!(
                     plan.epsilon_after(r).unwrap().to_bits(),
                     direct.to_bits(),

@@ -7,7 +7,7 @@ use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use sotto_dp::accounting::{AccountantKind, dp_sgd_epsilon, dp_sgd_noise_multiplier};
 
-use crate::audit::{MiaReport, audit_model};
+use crate::audit::{Canaries, CanaryConfig, MiaReport, audit_model};
 use crate::clipping::{ClipMode, Clipping, NormStrategy, flatten};
 use crate::data::{Dataset, shuffle};
 use crate::model::{InputShape, Model, ModelSpec};
@@ -59,6 +59,17 @@ pub struct CentralConfig {
     pub reproducible_noise: bool,
     /// Run the membership-inference audit after training.
     pub audit: bool,
+    /// With `audit`: the one-run canary audit (Steinke, Nasr and Jagielski 2023). Random
+    /// canaries join the training data (each with probability 1/2) and the report gets an
+    /// empirical epsilon lower bound ([`crate::audit::CanaryAudit`]). The canaries change the
+    /// model: such runs are for measuring privacy, not for release. `None`: no canaries.
+    pub canaries: Option<CanaryConfig>,
+    /// DANGER, a testing aid only: skip the noise while still reporting the accounted
+    /// epsilon, i.e. a deliberately broken DP run that the canary audit must catch. It cannot
+    /// be set from a configuration file or the command line.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub danger_skip_noise: bool,
 }
 
 impl Default for CentralConfig {
@@ -81,6 +92,8 @@ impl Default for CentralConfig {
             seed: 0,
             reproducible_noise: false,
             audit: true,
+            canaries: None,
+            danger_skip_noise: false,
         }
     }
 }
@@ -123,7 +136,8 @@ pub struct CentralReport {
     pub accountant: AccountantKind,
     /// Per-epoch progress.
     pub epochs: Vec<EpochMetrics>,
-    /// Membership-inference audit (members: training data; non-members: test data).
+    /// Membership-inference audit (members: the training data, without canaries; non-members:
+    /// test data), with the canary audit when the run had canaries.
     pub audit: Option<MiaReport>,
 }
 
@@ -143,6 +157,9 @@ impl CentralConfig {
         }
         sotto_dp::error::check_open_unit("sampling_rate", self.sampling_rate)?;
         sotto_dp::error::check_positive("learning_rate", self.learning_rate)?;
+        if let Some(c) = &self.canaries {
+            c.validate()?;
+        }
         if self.non_private {
             return Ok(());
         }
@@ -253,6 +270,18 @@ pub fn train_central_on(
     device: &Device,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<(Model, CentralReport)> {
+    // The canary audit trains on the data plus the included canaries; `members` are the
+    // caller's data only.
+    let members = train;
+    let canaries = match (&config.canaries, config.audit) {
+        (Some(c), true) if !train.is_empty() => Some(Canaries::generate(c, train)?),
+        _ => None,
+    };
+    let with_canaries = match &canaries {
+        Some(c) => Some(c.insert_into(train)?),
+        None => None,
+    };
+    let train = with_canaries.as_ref().unwrap_or(train);
     let n = train.len();
     if n == 0 || test.is_empty() {
         return Err(Error::Data(
@@ -271,6 +300,10 @@ pub fn train_central_on(
         config.seed,
     )?;
     model.check_data(test)?;
+    let canary_losses_before = match &canaries {
+        Some(c) => Some(c.losses(&model)?),
+        None => None,
+    };
     let trainable = if config.bitfit {
         Trainable::BiasOnly
     } else {
@@ -285,10 +318,13 @@ pub fn train_central_on(
     };
     let mut opt = Optimizer::new(config.optimizer, config.learning_rate, trainable, &model)?;
     let noise = match sigma {
-        Some(s) => Some(GradientNoise::new(
+        // Poisson batches hold at most all `n` records: the float error is charged for that.
+        Some(s) => Some(GradientNoise::for_clipped_sums(
             s,
             config.clip_norm,
             model.trainable_len(trainable),
+            n,
+            model.rows_per_sample(),
         )?),
         None => None,
     };
@@ -314,7 +350,9 @@ pub fn train_central_on(
                 seen += idx.len();
                 let mut sum = flatten(&g.grads)?;
                 drop(g);
-                noise.privatize_in_place(&mut sum, &mut rng)?;
+                if !config.danger_skip_noise {
+                    noise.privatize_in_place(&mut sum, &mut rng)?;
+                }
                 opt.apply_sum(&model, &sum, expected_batch)?;
                 steps += 1;
             }
@@ -356,22 +394,29 @@ pub fn train_central_on(
         epochs.push(m);
     }
     let test_losses = model.losses(test)?;
+    let epsilon = epochs.last().and_then(|e| e.epsilon);
+    let audit = if config.audit {
+        let mut a = audit_model(&model, members, test)?;
+        if let (Some(c), Some(before)) = (&canaries, &canary_losses_before) {
+            let after = c.losses(&model)?;
+            a.canary_audit = Some(c.audit(before, &after, config.delta, epsilon)?);
+        }
+        Some(a)
+    } else {
+        None
+    };
     let report = CentralReport {
         accuracy: model.accuracy(test)?,
-        train_accuracy: model.accuracy(train)?,
+        train_accuracy: model.accuracy(members)?,
         test_loss: test_losses.iter().sum::<f64>() / test_losses.len() as f64,
-        epsilon: epochs.last().and_then(|e| e.epsilon),
+        epsilon,
         delta: config.delta,
         noise_multiplier: sigma,
         sampling_rate: q,
         steps,
         accountant: config.accountant,
         epochs,
-        audit: if config.audit {
-            Some(audit_model(&model, train, test)?)
-        } else {
-            None
-        },
+        audit,
     };
     Ok((model, report))
 }

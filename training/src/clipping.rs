@@ -7,9 +7,11 @@
 //! ~ `2 B T^2 (p + d)`), or by materializing `g_i^T a_i` (cost ~ `B T p d`), whichever is
 //! cheaper: ghost when `2 T^2 <= p d`. With `T = 1` the ghost norm is `|a_i|^2 |g_i|^2`. The
 //! clipped sum `sum_i c_i g_i^T a_i` is one matmul per layer: `(c * g)^T a` over all `B T`
-//! rows. Embeddings use the same two routes with the one-hot token matrix in place of `a`
-//! (ghost: `<[id_s = id_t], g_i g_i^T>`; sum: an index-add), and layer norms materialize their
-//! small per-sample scale and shift gradients directly.
+//! rows, accumulated in f64 with the factors computed from certified upper bounds on the
+//! norms, so that its floating-point error has a proved bound ([`clipped_sum_error_bound`]).
+//! Embeddings use the same two routes with the one-hot token matrix in place of `a` (ghost:
+//! `<[id_s = id_t], g_i g_i^T>`; sum: an index-add), and layer norms materialize their small
+//! per-sample scale and shift gradients directly.
 
 use std::collections::HashMap;
 
@@ -106,7 +108,8 @@ impl Clipping {
 /// The clipped gradient sum of one batch, per trained parameter.
 #[derive(Debug, Clone)]
 pub struct ClippedGradients {
-    /// `sum_i c_i g_i` for each trained parameter, in [`crate::nn::ParamStore`] order.
+    /// `sum_i c_i g_i` for each trained parameter, in [`crate::nn::ParamStore`] order
+    /// (accumulated in f64, returned in the model's dtype).
     pub grads: Vec<Tensor>,
     /// `|g_i|` over the trained parameters, per sample, before scaling.
     pub norms: Vec<f64>,
@@ -117,13 +120,176 @@ pub struct ClippedGradients {
 /// A party's clipped gradient sum for one batch, flattened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClippedSum {
-    /// `sum_i c_i g_i`, the trained parameters flattened in order; its L2 norm changes by at
-    /// most `clip_norm` when one sample is added or removed.
+    /// `sum_i c_i g_i`, the trained parameters flattened in order (accumulated in f64, rounded
+    /// to f32); its L2 norm changes by at most [`clipped_sum_sensitivity`] when one sample is
+    /// added or removed.
     pub values: Vec<f32>,
     /// Number of samples in the batch.
     pub batch_size: usize,
     /// Sum of the per-sample losses (for progress display only; not privatized).
     pub loss_sum: f64,
+}
+
+/// Unit roundoff of `f32` (round to nearest): `2^-24`.
+const F32_UNIT: f64 = 1.0 / 16_777_216.0;
+
+/// Unit roundoff of `f64` (round to nearest): `2^-53`.
+const F64_UNIT: f64 = 1.0 / 9_007_199_254_740_992.0;
+
+/// Relative slack on the certified upper bound of a per-sample norm, for the f64 operations
+/// that combine the per-layer bounds (a few dozen roundings of nonnegative numbers, each at most
+/// `2^-53` relative).
+const UPPER_NORM_SLACK: f64 = 1e-10;
+
+/// Relative slack on one record's clipped contribution: its exact L2 norm is at most
+/// `clip_norm * (1 + CONTRIBUTION_SLACK)` (the clip factor is computed in f64 from a certified
+/// upper bound on the norm; two roundings of `2^-53`).
+pub const CONTRIBUTION_SLACK: f64 = 1e-12;
+
+/// `k`: with several rows per record, every record's clip factor is also capped at
+/// `k R / A_i`, where `A_i` bounds the absolute size that its summation error is proportional
+/// to (see [`clipped_sum_error_bound`]). The cap only binds when a record's per-row terms
+/// cancel by a factor above `k`.
+const CANCEL_AMPLIFICATION: f64 = 1024.0;
+
+/// `gamma_n = n u / (1 - n u)` (Higham 2002, Lemma 3.1), rounded up.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] when `n u > 1/4`: no useful bound exists in that precision.
+fn gamma(n: f64, u: f64) -> Result<f64> {
+    let nu = n * u;
+    if !(nu.is_finite() && nu <= 0.25) {
+        return Err(Error::invalid(
+            "terms",
+            n,
+            format!(
+                "too many terms to bound the rounding error of a sum at unit roundoff {u:e}; \
+                 use an f64 model or the ghost-norm strategy"
+            ),
+        ));
+    }
+    Ok(nu / (1.0 - nu) * (1.0 + 1e-12))
+}
+
+/// A data-independent bound on the L2 norm of the floating-point error of the clipped sum
+/// that [`Model::clipped_gradient_sum`] (and [`Model::clipped_gradients`] followed by
+/// [`flatten`]) returns, for batches of at most `max_batch` records, `rows_per_sample` rows
+/// per record in every layer ([`Model::rows_per_sample`]) and `dims` trained scalars.
+///
+/// The error is measured against `sum_i V_i`, where `V_i = c_i W_i` is record `i`'s clipped
+/// contribution in exact arithmetic: `W_i` the per-sample gradient formed exactly from the
+/// activations and output gradients the forward and backward passes computed for record `i`,
+/// `c_i` the clip factor as computed. Each `|V_i| <= R (1 + CONTRIBUTION_SLACK)` (below), so
+/// the L2 sensitivity of the computed sum is at most
+/// `R (1 + CONTRIBUTION_SLACK) + 2 clipped_sum_error_bound(..)`, which
+/// [`clipped_sum_sensitivity`] returns. The full argument, with the numbers for the default
+/// runs, is `docs/privacy/sensitivity.md`.
+///
+/// # Derivation
+/// `u32 = 2^-24`, `u64 = 2^-53`, `gamma_n(u) = n u / (1 - n u)`. Higham (2002, Eq. 3.5 and
+/// Lemma 3.1): a sum of `n` products computed in precision `u` **in any order** (so also by a
+/// blocked or FMA-based GEMM, or an index-add) is off by at most `gamma_n(u) sum_r |x_r y_r|`.
+///
+/// 1. **Per-sample norms** (model dtype, precision `u`) are only used to choose `c_i`. Routes
+///    that sum nonnegative terms (`|a|^2 |g|^2` with one row, a per-sample vector's squares:
+///    bias, layer norm, and every route of a one-row layer) have relative error `gamma_k(u)`,
+///    `k` the number of terms plus the roundings of squares and products. Routes with several
+///    rows per record can cancel; with `A = sum_t |g_t| |a_t|` (`sum_t |g_t|` for embeddings;
+///    computed from nonnegative terms and rounded up), the Gram route `<a a^T, g g^T>` is off by
+///    at most `(2 gd + gd^2 + gamma_{T^2+1} (1 + gd)^2) A^2` (`gd = gamma_max(d,p)`; only in the
+///    squared norm, so the certificate moves a norm by a relative `~ gd (A / |W|)^2`), and a
+///    materialized `g^T a` by at most `gamma_T A` in norm. The layers' upper bounds are added
+///    in f64 and rounded up, giving `U_i >= |W_i|`. The factor is `c_i = min(1, R / U_i)` or
+///    `R / (U_i + gamma)`, so `c_i |W_i| <= R (1 + 2 u64) <= R (1 + CONTRIBUTION_SLACK)`.
+/// 2. **Summation.** The operands (f32 or f64 values) are exact in f64; `c_i g` is rounded
+///    once, and the f64 matmul / index-add sums at most `n = max_batch * rows_per_sample`
+///    products per coordinate. Per coordinate the error is `<= gamma_{n+1}(u64) sum |c_i g a|`,
+///    and by Minkowski's inequality over coordinates the L2 error is
+///    `<= gamma_{n+1}(u64) sum_i c_i A_i`, where `A_i` is the L2 norm over parameters of
+///    `A` (weights and embeddings) and `|P_i|` (per-sample vectors). With one row per record
+///    `A_i = |W_i|`, so `c_i A_i <= R (1 + CONTRIBUTION_SLACK)`. With more, the factor is also
+///    capped at `k R / A_i` with `k = 1024` (it binds only for a record whose row terms cancel
+///    by more than a factor 1024). Hence
+///    `E64 <= gamma_{n+1}(u64) * max_batch * k * R (1 + CONTRIBUTION_SLACK)`, `k = 1` for one
+///    row per record.
+/// 3. **Rounding to f32** (the returned vector): `u32 |S64| + sqrt(dims) 2^-150` (the second
+///    term for subnormals; underflow in f64 adds far less), with
+///    `|S64| <= max_batch R (1 + CONTRIBUTION_SLACK) + E64`.
+///
+/// The bound is `(E64 + u32 (max_batch R (1 + CONTRIBUTION_SLACK) + E64) + sqrt(dims) 2^-149)`
+/// rounded up. Overflow is not covered: it produces a non-finite value, which the noise
+/// ([`crate::noise::GradientNoise::privatize`]) and the ring encoder reject.
+///
+/// # Assumptions
+/// Record `i`'s activations and output gradients (hence `W_i`, `abs_i` and `c_i`) depend on
+/// record `i` and the model only, not on the other records of the batch, so that adding a
+/// record changes the exact sum by that record's contribution only. Every layer acts on each
+/// record separately, but the GEMM kernels may sum in an order that depends on the batch
+/// shape: on CPU (`tests/sensitivity.rs`) the assumption holds bit for bit for logistic
+/// regression and fails in the last bits for models with hidden layers (a record's norm moves
+/// by ~5e-8 relative with the batch size), which this bound does not cover.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] when `clip_norm` is not finite and positive, `rows_per_sample`
+/// or `dims` is zero, or `max_batch * rows_per_sample` is too large for a bound in f64.
+///
+/// ```rust
+/// use sotto_training::clipping::clipped_sum_error_bound;
+/// // Default digits run, central: 1438 records, logistic regression (650 trained scalars).
+/// let e = clipped_sum_error_bound(1.0, 1438, 1, 650)?;
+/// assert!(e < 9e-5);
+/// # Ok::<(), sotto_training::Error>(())
+/// ```
+pub fn clipped_sum_error_bound(
+    clip_norm: f64,
+    max_batch: usize,
+    rows_per_sample: usize,
+    dims: usize,
+) -> Result<f64> {
+    sotto_dp::error::check_positive("clip_norm", clip_norm)?;
+    if rows_per_sample == 0 {
+        return Err(Error::invalid("rows_per_sample", 0, "must be at least 1"));
+    }
+    if dims == 0 {
+        return Err(Error::invalid("dims", 0, "must be at least 1"));
+    }
+    let b = max_batch as f64;
+    let n = b * rows_per_sample as f64;
+    let g64 = gamma(n + 1.0, F64_UNIT)?;
+    let k = if rows_per_sample == 1 {
+        1.0
+    } else {
+        CANCEL_AMPLIFICATION
+    };
+    let r = clip_norm * (1.0 + CONTRIBUTION_SLACK);
+    let e64 = g64 * b * k * r;
+    let bound = e64 + F32_UNIT * (b * r + e64) + (dims as f64).sqrt() * 2f64.powi(-149);
+    Ok(bound * (1.0 + 1e-12))
+}
+
+/// The L2 sensitivity to charge for a clipped sum as computed (see [`clipped_sum_error_bound`]):
+/// `(R (1 + CONTRIBUTION_SLACK) + 2 clipped_sum_error_bound(..)) (1 + 1e-12)`. Under add or
+/// remove one record, `f(D') - f(D) = V_x + e(D') - e(D)` (the other records' contributions
+/// are unchanged), and both errors are bounded for every batch of at most `max_batch` records.
+/// With Poisson sampling `max_batch` must be the number of records the batch is drawn from.
+///
+/// # Errors
+/// As [`clipped_sum_error_bound`].
+///
+/// ```rust
+/// use sotto_training::clipping::clipped_sum_sensitivity;
+/// let s = clipped_sum_sensitivity(1.0, 360, 1, 650)?;
+/// assert!(s > 1.0 && s < 1.0 + 5e-5);
+/// # Ok::<(), sotto_training::Error>(())
+/// ```
+pub fn clipped_sum_sensitivity(
+    clip_norm: f64,
+    max_batch: usize,
+    rows_per_sample: usize,
+    dims: usize,
+) -> Result<f64> {
+    let e = clipped_sum_error_bound(clip_norm, max_batch, rows_per_sample, dims)?;
+    Ok((clip_norm * (1.0 + CONTRIBUTION_SLACK) + 2.0 * e) * (1.0 + 1e-12))
 }
 
 /// Flattens per-parameter tensors into one `f32` vector, in order.
@@ -147,6 +313,15 @@ impl Model {
             .iter()
             .map(|&i| ps[i].numel())
             .sum()
+    }
+
+    /// Rows per record in the widest layer: 1 for feature vectors, the sequence length for
+    /// token sequences (the `rows_per_sample` of [`clipped_sum_error_bound`]).
+    pub fn rows_per_sample(&self) -> usize {
+        match self.input_shape() {
+            crate::model::InputShape::Features(_) => 1,
+            crate::model::InputShape::Tokens { seq_len, .. } => seq_len.max(1),
+        }
     }
 
     /// Per-sample clipped gradient sum of a batch, by book-keeping: one forward pass recording
@@ -178,10 +353,12 @@ impl Model {
         let loss_sum = loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let is_trained = |idx: usize| trained.contains(&idx);
 
-        // Pass 1: per-sample squared norms, keeping what pass 2 needs.
+        // Pass 1: per-sample squared norms (with their error certificates), keeping what
+        // pass 2 needs.
+        let unit = unit_roundoff(self.dtype());
+        let max_rows = self.rows_per_sample();
         let mut seen = vec![false; self.params().params().len()];
         let mut prepared = Vec::with_capacity(tape.entries.len());
-        let mut sq: Option<Tensor> = None;
         for entry in &tape.entries {
             let (probe, owned) = match entry {
                 Entry::Linear {
@@ -213,31 +390,55 @@ impl Model {
                 Some(g) => g.clone(),
                 None => probe.as_tensor().zeros_like()?,
             };
-            let prep = prepare(entry, g, b, &is_trained, clipping.strategy)?;
-            if let Some(s) = &prep.sq_norm {
-                sq = Some(match sq {
-                    Some(acc) => acc.add(s)?,
-                    None => s.clone(),
-                });
-            }
-            prepared.push(prep);
+            prepared.push(prepare(
+                entry,
+                g,
+                b,
+                &is_trained,
+                clipping.strategy,
+                (unit, max_rows),
+            )?);
         }
-        let norms: Vec<f64> = match sq {
-            Some(s) => s
-                .to_dtype(DType::F64)?
-                .to_vec1::<f64>()?
-                .into_iter()
-                .map(|v| v.max(0.0).sqrt())
-                .collect(),
-            None => vec![0.0; b],
+        // Per sample: the computed norm (reported) and a certified upper bound on the exact
+        // norm of the per-sample gradient that pass 2 sums (used for the clip factor).
+        let mut totals = NormTotals {
+            computed: vec![0.0; b],
+            upper: vec![0.0; b],
+            abs: vec![0.0; b],
         };
+        for prep in &prepared {
+            for part in &prep.norms {
+                part.accumulate(&mut totals)?;
+            }
+        }
+        let norms: Vec<f64> = totals.computed.iter().map(|&v| v.max(0.0).sqrt()).collect();
         // Pass 2 needs only `prepared`: free the gradient store, the loss graph and the tape
         // (their tensors would otherwise stay alive through the clipped-sum matmuls).
         drop(grads);
         drop(losses);
         drop(tape);
-        let factors: Vec<f64> = norms.iter().map(|&n| clipping.factor(n)).collect();
-        let c = Tensor::from_vec(factors, b, self.device())?.to_dtype(self.dtype())?;
+        let factors: Vec<f64> = totals
+            .upper
+            .iter()
+            .zip(&totals.abs)
+            .map(|(&upper_sq, &abs_sq)| {
+                let upper = upper_sq.sqrt() * (1.0 + UPPER_NORM_SLACK);
+                // Bound on the L2 norm over parameters of `A_i` (cancellation routes) and the
+                // per-sample norms (the others): what the summation error is proportional to.
+                let abs = (abs_sq + upper_sq).sqrt() * (1.0 + UPPER_NORM_SLACK);
+                if !(upper.is_finite() && abs.is_finite()) {
+                    return 0.0;
+                }
+                let c = clipping.factor(upper);
+                if abs > 0.0 {
+                    c.min(CANCEL_AMPLIFICATION * clipping.clip_norm / abs)
+                } else {
+                    c
+                }
+            })
+            .collect();
+        // The clipped sums are accumulated in f64 (see [`clipped_sum_error_bound`]).
+        let c = Tensor::from_vec(factors, b, self.device())?;
 
         // Pass 2: clipped sums, one matmul (or index-add) per parameter.
         let mut sums: HashMap<usize, Tensor> = HashMap::new();
@@ -247,7 +448,7 @@ impl Model {
         let mut out = Vec::with_capacity(trained.len());
         for &idx in &trained {
             out.push(match sums.remove(&idx) {
-                Some(t) => t,
+                Some(t) => t.to_dtype(self.dtype())?,
                 None => self.params().get(idx)?.value().zeros_like()?,
             });
         }
@@ -262,10 +463,12 @@ impl Model {
     /// aggregation (see [`Model::clipped_gradients`]).
     ///
     /// # Privacy
-    /// The result is NOT private: it is the exact clipped sum of the party's samples. Its L2
-    /// sensitivity to one sample is `clipping.clip_norm`; noise must be added (by
-    /// [`crate::noise::GradientNoise`], or as distributed noise shares inside secure
-    /// aggregation) before anything derived from it leaves the party.
+    /// The result is NOT private: it is the clipped sum of the party's samples. Its L2
+    /// sensitivity to one sample is `clipping.clip_norm` plus twice its floating-point error,
+    /// [`clipped_sum_sensitivity`] for batches of at most the party's record count; noise scaled
+    /// to that must be added (by [`crate::noise::GradientNoise::for_clipped_sums`], or as
+    /// distributed noise shares inside secure aggregation) before anything derived from it
+    /// leaves the party.
     ///
     /// # Errors
     /// As [`Model::clipped_gradients`].
@@ -384,11 +587,92 @@ impl Model {
 
 /// A layer's per-sample quantities after the backward pass.
 struct Prepared {
-    sq_norm: Option<Tensor>,
+    norms: Vec<NormPart>,
     sums: Vec<SumPlan>,
 }
 
-/// How to form one parameter's clipped sum from the scale factors `c` `(B,)`.
+/// One parameter's per-sample squared norm as computed in the model's dtype, with what bounds
+/// its error (see [`clipped_sum_error_bound`], "Derivation", step 1).
+struct NormPart {
+    /// `s`: computed squared norms `(B,)`.
+    sq: Tensor,
+    /// Relative error bound of `s` (routes that sum nonnegative terms; 0 otherwise).
+    rel: f64,
+    /// The error bound of a route with cancellation.
+    cancel: Option<Cancel>,
+}
+
+/// Error bound of a per-sample norm computed with cancellation, in terms of
+/// `A_i = abs_rel * abs_i >= sum_t |g_t| |a_t|` (or `sum_t |g_t|`).
+struct Cancel {
+    /// `abs_i` as computed `(B,)`.
+    abs: Tensor,
+    /// `1 / (1 - gamma)` for the rounding of `abs` (nonnegative terms).
+    abs_rel: f64,
+    /// `coef`: the exact squared norm is at most `s + coef * A^2` (`squared`), or its square
+    /// root at most `sqrt(s') + coef * A` (not `squared`; `s'` after `rel`).
+    coef: f64,
+    squared: bool,
+}
+
+/// Per-sample accumulators for the certified norms (f64, nonnegative terms only).
+struct NormTotals {
+    /// Sum of the computed squared norms (what [`ClippedGradients::norms`] reports).
+    computed: Vec<f64>,
+    /// Upper bound on the exact squared norm of the per-sample gradient pass 2 sums.
+    upper: Vec<f64>,
+    /// Sum of `A_i^2` over the routes with cancellation.
+    abs: Vec<f64>,
+}
+
+impl NormPart {
+    /// Adds this part to the per-sample totals.
+    fn accumulate(&self, totals: &mut NormTotals) -> Result<()> {
+        let s = self.sq.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let abs = match &self.cancel {
+            Some(c) => Some((c.abs.to_dtype(DType::F64)?.to_vec1::<f64>()?, c)),
+            None => None,
+        };
+        let b = totals.computed.len();
+        if s.len() != b || abs.as_ref().is_some_and(|(a, _)| a.len() != b) {
+            return Err(Error::Data(
+                "per-sample norms do not match the batch size".into(),
+            ));
+        }
+        let inv = 1.0 / (1.0 - self.rel);
+        let rows = totals
+            .computed
+            .iter_mut()
+            .zip(totals.upper.iter_mut())
+            .zip(totals.abs.iter_mut());
+        for (i, ((computed, upper), abs_total)) in rows.enumerate() {
+            let v = s.get(i).copied().unwrap_or(f64::NAN);
+            *computed += v;
+            // NaN stays NaN (`max(NaN, 0)` is 0 in Rust, so test it first): the factor is then 0.
+            let base = if v.is_nan() {
+                f64::NAN
+            } else {
+                v.max(0.0) * inv
+            };
+            *upper += match &abs {
+                Some((a, c)) => {
+                    let big_a = a.get(i).copied().unwrap_or(f64::NAN) * c.abs_rel;
+                    *abs_total += big_a * big_a;
+                    if c.squared {
+                        base + c.coef * big_a * big_a
+                    } else {
+                        let root = base.sqrt() + c.coef * big_a;
+                        root * root
+                    }
+                }
+                None => base,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// How to form one parameter's clipped sum from the scale factors `c` `(B,)` (f64).
 enum SumPlan {
     /// `((c * g)^T a)`: `g` `(B, T, p)`, `a` `(B*T, d)`.
     Outer { param: usize, g: Tensor, a: Tensor },
@@ -413,21 +697,42 @@ fn sq_sum_rows(x: &Tensor) -> Result<Tensor> {
     Ok(x.reshape((b, ()))?.sqr()?.sum(1)?)
 }
 
+/// Per-row Euclidean norms of the last axis: `(B, T, k)` -> `(B, T)`.
+fn row_norms(x: &Tensor) -> Result<Tensor> {
+    Ok(x.sqr()?.sum(D::Minus1)?.sqrt()?)
+}
+
+/// Unit roundoff of the per-sample norm computation.
+fn unit_roundoff(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => F64_UNIT,
+        // Models are F32 or F64 (checked by `Model::new`); anything else is bounded by the
+        // f32 analysis only if it is at least as precise, so treat it as half precision.
+        DType::F32 => F32_UNIT,
+        _ => 2f64.powi(-8),
+    }
+}
+
 fn prepare(
     entry: &Entry,
     g: Tensor,
     b: usize,
     is_trained: &dyn Fn(usize) -> bool,
     strategy: NormStrategy,
+    (u, max_rows): (f64, usize),
 ) -> Result<Prepared> {
-    let mut sq: Option<Tensor> = None;
-    let mut add = |t: Tensor| -> Result<()> {
-        sq = Some(match sq.take() {
-            Some(acc) => acc.add(&t)?,
-            None => t,
-        });
-        Ok(())
+    let gam = |n: usize| gamma(n as f64, u);
+    // The error bound of the clipped sum assumes at most `max_rows` rows per record.
+    let check_rows = |t: usize| {
+        if t > max_rows {
+            Err(Error::Data(format!(
+                "a layer sees {t} rows per record, more than the {max_rows} the model declares"
+            )))
+        } else {
+            Ok(())
+        }
     };
+    let mut norms = Vec::new();
     let mut sums = Vec::new();
     match entry {
         Entry::Linear {
@@ -439,6 +744,7 @@ fn prepare(
             let (n, d) = input.dims2()?;
             let t = n / b;
             let p = g.elem_count() / n;
+            check_rows(t)?;
             let g3 = g.reshape((b, t, p))?;
             if is_trained(*weight) {
                 let ghost = match strategy {
@@ -446,22 +752,63 @@ fn prepare(
                     NormStrategy::Ghost => true,
                     NormStrategy::Materialize => false,
                 };
-                let nw = if t == 1 && ghost {
-                    input
+                let part = if t == 1 && ghost {
+                    // |a|^2 |g|^2: nonnegative sums of d and p squares and one product.
+                    let sq = input
                         .sqr()?
                         .sum(1)?
-                        .mul(&g3.reshape((b, p))?.sqr()?.sum(1)?)?
-                } else if ghost {
-                    let a3 = input.reshape((b, t, d))?;
-                    let aa = a3.matmul(&a3.t()?)?;
-                    let gg = g3.matmul(&g3.t()?)?;
-                    aa.mul(&gg)?.sum((1, 2))?
+                        .mul(&g3.reshape((b, p))?.sqr()?.sum(1)?)?;
+                    NormPart {
+                        sq,
+                        rel: gam(d + p + 1)?,
+                        cancel: None,
+                    }
+                } else if t == 1 {
+                    // g^T a with one row: every entry is one rounded product.
+                    let per = g3.t()?.matmul(&input.reshape((b, 1, d))?)?;
+                    NormPart {
+                        sq: sq_sum_rows(&per)?,
+                        rel: gam(p * d + 1)?,
+                        cancel: None,
+                    }
                 } else {
                     let a3 = input.reshape((b, t, d))?;
-                    let per = g3.t()?.matmul(&a3)?; // (B, p, d)
-                    sq_sum_rows(&per)?
+                    // abs_i = sum_t |g_t| |a_t|, computed from nonnegative terms.
+                    let abs = row_norms(&g3)?.mul(&row_norms(&a3)?)?.sum(1)?;
+                    let abs_rel = 1.0 / (1.0 - gam(d + p + t + 4)?);
+                    if ghost {
+                        // <a a^T, g g^T>: |s - E| <= ((1 + gam(max(d, p)))^2 (1 + gam(T^2 + 1))
+                        // - 1) abs^2.
+                        let aa = a3.matmul(&a3.t()?)?;
+                        let gg = g3.matmul(&g3.t()?)?;
+                        let gd = gam(d.max(p))?;
+                        let e2 = 2.0 * gd + gd * gd + gam(t * t + 1)? * (1.0 + gd) * (1.0 + gd);
+                        NormPart {
+                            sq: aa.mul(&gg)?.sum((1, 2))?,
+                            rel: 0.0,
+                            cancel: Some(Cancel {
+                                abs,
+                                abs_rel,
+                                coef: e2,
+                                squared: true,
+                            }),
+                        }
+                    } else {
+                        // fl(g^T a) is off by at most gam(T) abs in Frobenius norm.
+                        let per = g3.t()?.matmul(&a3)?; // (B, p, d)
+                        NormPart {
+                            sq: sq_sum_rows(&per)?,
+                            rel: gam(p * d + 1)?,
+                            cancel: Some(Cancel {
+                                abs,
+                                abs_rel,
+                                coef: gam(t)?,
+                                squared: false,
+                            }),
+                        }
+                    }
                 };
-                add(nw)?;
+                norms.push(part);
                 sums.push(SumPlan::Outer {
                     param: *weight,
                     g: g3.clone(),
@@ -469,13 +816,18 @@ fn prepare(
                 });
             }
             if is_trained(*bias) {
-                // (B, p); with T = 1 a view of the output gradient, no copy
+                // (B, p); with T = 1 a view of the output gradient, no copy. This computed
+                // vector is what pass 2 sums, so its norm has no cancellation error.
                 let per = if t == 1 {
                     g3.reshape((b, p))?
                 } else {
                     g3.sum(1)?
                 };
-                add(sq_sum_rows(&per)?)?;
+                norms.push(NormPart {
+                    sq: sq_sum_rows(&per)?,
+                    rel: gam(p + 1)?,
+                    cancel: None,
+                });
                 sums.push(SumPlan::PerSample {
                     param: *bias,
                     per_sample: per,
@@ -488,30 +840,62 @@ fn prepare(
         } => {
             if is_trained(*table) {
                 let (_, t) = ids.dims2()?;
+                check_rows(t)?;
                 let dim = g.dim(D::Minus1)?;
                 let ghost = match strategy {
                     NormStrategy::Auto => 2 * t * t <= vocab * dim,
                     NormStrategy::Ghost => true,
                     NormStrategy::Materialize => false,
                 };
-                let nw = if ghost {
-                    let same = ids
-                        .unsqueeze(2)?
-                        .broadcast_eq(&ids.unsqueeze(1)?)?
-                        .to_dtype(g.dtype())?; // (B, T, T)
-                    let gg = g.matmul(&g.t()?)?;
-                    same.mul(&gg)?.sum((1, 2))?
+                let part = if t == 1 {
+                    // One token: the per-sample gradient is the single row g_1.
+                    NormPart {
+                        sq: sq_sum_rows(&g)?,
+                        rel: gam(dim + 1)?,
+                        cancel: None,
+                    }
                 } else {
-                    let range =
-                        Tensor::arange(0u32, *vocab as u32, g.device())?.reshape((1, 1, *vocab))?;
-                    let onehot = ids
-                        .unsqueeze(2)?
-                        .broadcast_eq(&range)?
-                        .to_dtype(g.dtype())?; // (B,T,V)
-                    let per = onehot.t()?.matmul(&g)?; // (B, V, dim)
-                    sq_sum_rows(&per)?
+                    let abs = row_norms(&g)?.sum(1)?; // sum_t |g_t|
+                    let abs_rel = 1.0 / (1.0 - gam(dim + t + 2)?);
+                    if ghost {
+                        let same = ids
+                            .unsqueeze(2)?
+                            .broadcast_eq(&ids.unsqueeze(1)?)?
+                            .to_dtype(g.dtype())?; // (B, T, T)
+                        let gg = g.matmul(&g.t()?)?;
+                        let gd = gam(dim)?;
+                        let e2 = gd + gam(t * t + 1)? * (1.0 + gd);
+                        NormPart {
+                            sq: same.mul(&gg)?.sum((1, 2))?,
+                            rel: 0.0,
+                            cancel: Some(Cancel {
+                                abs,
+                                abs_rel,
+                                coef: e2,
+                                squared: true,
+                            }),
+                        }
+                    } else {
+                        let range = Tensor::arange(0u32, *vocab as u32, g.device())?
+                            .reshape((1, 1, *vocab))?;
+                        let onehot = ids
+                            .unsqueeze(2)?
+                            .broadcast_eq(&range)?
+                            .to_dtype(g.dtype())?; // (B,T,V)
+                        let per = onehot.t()?.matmul(&g)?; // (B, V, dim)
+                        NormPart {
+                            sq: sq_sum_rows(&per)?,
+                            rel: gam(vocab * dim + 1)?,
+                            cancel: Some(Cancel {
+                                abs,
+                                abs_rel,
+                                coef: gam(t)?,
+                                squared: false,
+                            }),
+                        }
+                    }
                 };
-                add(nw)?;
+                norms.push(part);
                 sums.push(SumPlan::Scatter {
                     param: *table,
                     g: g.clone(),
@@ -528,9 +912,14 @@ fn prepare(
         } => {
             let g3 = g.reshape(normed.shape())?;
             let d = normed.dim(2)?;
+            // The computed per-sample vectors are what pass 2 sums: no cancellation error.
             if is_trained(*scale) {
                 let per = g3.mul(normed)?.sum(1)?; // (B, d)
-                add(sq_sum_rows(&per)?)?;
+                norms.push(NormPart {
+                    sq: sq_sum_rows(&per)?,
+                    rel: gam(d + 1)?,
+                    cancel: None,
+                });
                 sums.push(SumPlan::PerSample {
                     param: *scale,
                     per_sample: per,
@@ -539,7 +928,11 @@ fn prepare(
             }
             if is_trained(*shift) {
                 let per = g3.sum(1)?;
-                add(sq_sum_rows(&per)?)?;
+                norms.push(NormPart {
+                    sq: sq_sum_rows(&per)?,
+                    rel: gam(d + 1)?,
+                    cancel: None,
+                });
                 sums.push(SumPlan::PerSample {
                     param: *shift,
                     per_sample: per,
@@ -548,20 +941,23 @@ fn prepare(
             }
         }
     }
-    Ok(Prepared { sq_norm: sq, sums })
+    Ok(Prepared { norms, sums })
 }
 
 impl Prepared {
+    /// The clipped sums in f64: the operands (exact in f64) are scaled by the f64 factors and
+    /// summed by an f64 matmul or index-add.
     fn clipped_sums(&self, c: &Tensor, out: &mut HashMap<usize, Tensor>) -> Result<()> {
         let b = c.dim(0)?;
+        let f64_of = |t: &Tensor| t.to_dtype(DType::F64);
         for plan in &self.sums {
             let (param, sum) = match plan {
                 SumPlan::Outer { param, g, a } => {
                     let (_, t, p) = g.dims3()?;
-                    let gc = g
+                    let gc = f64_of(g)?
                         .broadcast_mul(&c.reshape((b, 1, 1))?)?
                         .reshape((b * t, p))?;
-                    (*param, gc.t()?.matmul(a)?)
+                    (*param, gc.t()?.matmul(&f64_of(a)?)?)
                 }
                 SumPlan::PerSample {
                     param,
@@ -570,7 +966,7 @@ impl Prepared {
                 } => (
                     *param,
                     c.reshape((1, b))?
-                        .matmul(per_sample)?
+                        .matmul(&f64_of(per_sample)?)?
                         .reshape(shape.as_slice())?,
                 ),
                 SumPlan::Scatter {
@@ -580,10 +976,10 @@ impl Prepared {
                     vocab,
                 } => {
                     let (_, t, dim) = g.dims3()?;
-                    let gc = g
+                    let gc = f64_of(g)?
                         .broadcast_mul(&c.reshape((b, 1, 1))?)?
                         .reshape((b * t, dim))?;
-                    let zeros = Tensor::zeros((*vocab, dim), g.dtype(), g.device())?;
+                    let zeros = Tensor::zeros((*vocab, dim), DType::F64, g.device())?;
                     (*param, zeros.index_add(ids, &gc, 0)?)
                 }
             };

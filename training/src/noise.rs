@@ -18,10 +18,6 @@ const NOISE_BLOCK: usize = 2_048;
 /// Relative safety margin for float rounding in the noise scale (rounding against the user).
 const ROUND_UP: f64 = 1.0 + 1e-12;
 
-/// Relative margin on the clip norm for the floating-point error of per-sample norms and scaled
-/// sums (computed in f32 or f64; relative error far below 1e-4).
-const CLIP_FLOAT_SLACK: f64 = 1e-4;
-
 /// The Gaussian mechanism for a clipped gradient sum, sampled exactly: the sum is snapped to a
 /// power-of-two grid `2^-k` and integer noise `DiscreteGaussian(sigma * sensitivity / grid)` is
 /// added in grid units, so the released value is `grid * (round(sum / grid) + z)`.
@@ -32,11 +28,16 @@ const CLIP_FLOAT_SLACK: f64 = 1e-4;
 ///   table-driven rejection sampler for the scales used here, see `docs/privacy/sampling.md`),
 ///   driven by a [`CryptoRng`].
 /// * Snapping each coordinate to the grid moves it by at most `grid / 2`, so two neighbouring
-///   snapped sums differ by at most `clip_norm + sqrt(dims) * grid` in L2 norm. That value,
-///   with a further `1e-4 * clip_norm` for the floating-point error of the clipping itself, is
-///   the sensitivity used to scale the noise (the grid is chosen so that the rounding term is at
-///   most `clip_norm / 1024`), and the sampler rounds its variance up. The noise
-///   multiplier relative to the true sensitivity is therefore at least the requested one.
+///   snapped sums differ by at most `Δ + sqrt(dims) * grid` in L2 norm, where `Δ` is the L2
+///   sensitivity of the sum as computed. That value is the sensitivity used to scale the noise
+///   (the grid is chosen so that the rounding term is at most `clip_norm / 1024`), and the
+///   sampler rounds its variance up. The noise multiplier relative to the true sensitivity is
+///   therefore at least the requested one.
+/// * For a clipped gradient sum computed in floating point ([`GradientNoise::for_clipped_sums`]),
+///   `Δ` = [`crate::clipping::clipped_sum_sensitivity`]: the clip norm plus twice a proved
+///   bound on the summation error (`docs/privacy/sensitivity.md`). [`GradientNoise::new`]
+///   takes `Δ = clip_norm`, for a sum that is exact (or whose error the caller has added to
+///   `clip_norm`).
 /// * The accountant treats each release as the (continuous) Gaussian mechanism with that noise
 ///   multiplier. The discrete Gaussian with the same scale satisfies the same concentrated-DP
 ///   bound (CKS 2020, Theorem 14 for one coordinate; Theorem 15 for vectors, where the bound
@@ -57,8 +58,14 @@ pub struct GradientNoise {
 }
 
 impl GradientNoise {
-    /// Noise for a `dims`-dimensional sum with L2 sensitivity `clip_norm` and standard
+    /// Noise for a `dims`-dimensional sum with L2 sensitivity `clip_norm` (exactly; see
+    /// [`Self::for_clipped_sums`] for sums computed in floating point) and standard
     /// deviation `noise_multiplier * clip_norm` (slightly more, see `# Privacy`).
+    ///
+    /// # Privacy
+    /// `clip_norm` must bound the L2 sensitivity of the values passed to
+    /// [`Self::privatize`] **including their floating-point error**. A clipped gradient sum
+    /// from [`crate::model::Model::clipped_gradient_sum`] needs [`Self::for_clipped_sums`].
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] when `noise_multiplier` or `clip_norm` is not a finite
@@ -74,8 +81,53 @@ impl GradientNoise {
     /// # Ok::<(), sotto_training::Error>(())
     /// ```
     pub fn new(noise_multiplier: f64, clip_norm: f64, dims: usize) -> Result<Self> {
+        Self::with_sensitivity(noise_multiplier, clip_norm, clip_norm, dims)
+    }
+
+    /// Noise for the clipped gradient sum of batches of at most `max_batch` records computed
+    /// by [`crate::model::Model::clipped_gradient_sum`] (or `clipped_gradients` and
+    /// [`crate::clipping::flatten`]) of a model with `rows_per_sample` rows per record
+    /// ([`crate::model::Model::rows_per_sample`]) and `dims` trained scalars. With Poisson
+    /// sampling, `max_batch` is the number of records sampled from.
+    ///
+    /// # Privacy
+    /// The sensitivity is [`crate::clipping::clipped_sum_sensitivity`]: `clip_norm` plus twice
+    /// the proved bound on the floating-point error of the sum
+    /// ([`crate::clipping::clipped_sum_error_bound`]), plus the grid rounding as for
+    /// [`Self::new`]. For the default digits run (1438 records, 650 scalars) the float term is
+    /// below `1.8e-4 * clip_norm`.
+    ///
+    /// # Errors
+    /// As [`Self::new`] and [`crate::clipping::clipped_sum_error_bound`].
+    ///
+    /// ```rust
+    /// use sotto_training::noise::GradientNoise;
+    /// let noise = GradientNoise::for_clipped_sums(1.1, 1.0, 650, 1438, 1)?;
+    /// assert!(noise.sensitivity() > 1.0 + 1e-4);
+    /// # Ok::<(), sotto_training::Error>(())
+    /// ```
+    pub fn for_clipped_sums(
+        noise_multiplier: f64,
+        clip_norm: f64,
+        dims: usize,
+        max_batch: usize,
+        rows_per_sample: usize,
+    ) -> Result<Self> {
+        let charged =
+            crate::clipping::clipped_sum_sensitivity(clip_norm, max_batch, rows_per_sample, dims)?;
+        Self::with_sensitivity(noise_multiplier, clip_norm, charged, dims)
+    }
+
+    /// `charged` (at least `clip_norm`) is the L2 sensitivity of the sum before snapping.
+    fn with_sensitivity(
+        noise_multiplier: f64,
+        clip_norm: f64,
+        charged: f64,
+        dims: usize,
+    ) -> Result<Self> {
         sotto_dp::error::check_positive("noise_multiplier", noise_multiplier)?;
         sotto_dp::error::check_positive("clip_norm", clip_norm)?;
+        sotto_dp::error::check_positive("sensitivity", charged)?;
         if dims == 0 {
             return Err(Error::invalid(
                 "dims",
@@ -97,8 +149,7 @@ impl GradientNoise {
         while grid > target {
             grid /= 2.0;
         }
-        let sensitivity =
-            (clip_norm * (1.0 + CLIP_FLOAT_SLACK) + (dims as f64).sqrt() * grid) * ROUND_UP;
+        let sensitivity = (charged.max(clip_norm) + (dims as f64).sqrt() * grid) * ROUND_UP;
         let scale = noise_multiplier * sensitivity / grid * ROUND_UP;
         let sampler = DiscreteGaussian::new(scale)?;
         Ok(GradientNoise {
@@ -130,7 +181,8 @@ impl GradientNoise {
         self.grid
     }
 
-    /// The L2 sensitivity the noise is scaled to: `clip_norm` plus the grid rounding.
+    /// The L2 sensitivity the noise is scaled to: `clip_norm` (plus the floating-point error
+    /// for [`Self::for_clipped_sums`]) plus the grid rounding.
     pub fn sensitivity(&self) -> f64 {
         self.sensitivity
     }
@@ -334,8 +386,22 @@ mod tests {
         assert_eq!(g, 2f64.powi(g.log2().round() as i32));
         assert!(g <= 1.0 / (1024.0 * 100.0));
         assert!(n.sensitivity() >= 1.0 + 100.0 * g);
-        assert!(n.sensitivity() <= 1.0 + 1e-4 + 1.0 / 1024.0 + 1e-9);
+        assert!(n.sensitivity() <= 1.0 + 1.0 / 1024.0 + 1e-9);
         assert!(n.noise_scale() >= n.sensitivity());
+    }
+
+    /// `for_clipped_sums` charges exactly the clipped-sum sensitivity plus the grid rounding.
+    #[test]
+    fn clipped_sums_charge_the_float_error() {
+        let plain = GradientNoise::new(1.0, 1.0, 650).unwrap();
+        let n = GradientNoise::for_clipped_sums(1.0, 1.0, 650, 1438, 1).unwrap();
+        let charged = crate::clipping::clipped_sum_sensitivity(1.0, 1438, 1, 650).unwrap();
+        assert_eq!(n.grid(), plain.grid());
+        let expected = (charged + 650f64.sqrt() * n.grid()) * ROUND_UP;
+        assert_eq!(n.sensitivity(), expected);
+        assert!(n.sensitivity() > plain.sensitivity() * (1.0 + 1e-4));
+        assert!(n.noise_scale() >= n.sensitivity());
+        assert!(GradientNoise::for_clipped_sums(1.0, 1.0, 650, 1438, 0).is_err());
     }
 
     /// Statistical test at significance level ~1e-6: the noise has mean 0 and standard

@@ -201,7 +201,7 @@ async fn aggregator(args: &AggregatorArgs, out: &Output) -> anyhow::Result<()> {
     let model = d.model()?;
     let c = &d.training;
     let dim = model.trainable_len(c.trainable());
-    let plan = c.plan(d.records, d.max_party_records, dim)?;
+    let plan = c.plan(d.records, d.max_party_records, dim, model.rows_per_sample())?;
     let parties: Vec<Identity> = (1..=c.parties as u32).map(Identity::party).collect();
     let tls = TlsConfig::from_dir(&d.certs, Identity::Aggregator, parties.iter().copied())?;
     let server = Server::bind(d.aggregator, &tls, TransportOptions::default())?;
@@ -291,7 +291,7 @@ async fn party(args: &PartyArgs, out: &Output) -> anyhow::Result<()> {
     }
     let model = d.model()?;
     let dim = model.trainable_len(c.trainable());
-    let plan = c.plan(d.records, d.max_party_records, dim)?;
+    let plan = c.plan(d.records, d.max_party_records, dim, model.rows_per_sample())?;
     let tls = TlsConfig::from_dir(&d.certs, Identity::Party(id), [Identity::Aggregator])?;
     let local: SocketAddr = if d.aggregator.is_ipv6() {
         "[::]:0".parse()?

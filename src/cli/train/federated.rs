@@ -333,11 +333,7 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
                 s.push_str(&format!("\nstopped early: {stop}"));
             }
             if let Some(a) = &secure.audit {
-                s.push_str(&format!(
-                    "\nmembership-inference audit (loss threshold, {} members vs {} held out): \
-                     AUC {:.3}, TPR {:.3} at FPR {:.3} (0.5 and 0.01 mean the attack learns nothing)",
-                    a.members, a.non_members, a.auc, a.tpr_at_1pct_fpr, a.fpr
-                ));
+                s.push_str(&format!("\n{a}"));
             }
             let sp = split(&secure.metrics);
             s.push_str(&format!(

@@ -190,7 +190,7 @@ pub async fn run_local_with(
     let model = new_model()?;
     model.check_data(test)?;
     let dim = model.trainable_len(config.trainable());
-    let plan = config.plan(n_total, max_party, dim)?;
+    let plan = config.plan(n_total, max_party, dim, model.rows_per_sample())?;
     let mut rng = if config.reproducible {
         sotto_dp::rng::seeded_rng(config.seed ^ 0xfed0_5eed)
     } else {

@@ -22,8 +22,10 @@
 //! `t - 1`, the most docs/threat-model.md allows); their noise shares are known to it. At
 //! least `t` parties survive every round, so at least `t - c` shares in each released sum are
 //! honest, and each party's share is calibrated so that those `t - c` shares alone have
-//! standard deviation `sigma * Δ` in ring units, where `Δ = scale * R + 2 sqrt(d)` is the L2
-//! sensitivity of the encoded sum: `scale * R` for one clipped per-sample gradient plus the
+//! standard deviation `sigma * Δ` in ring units, where `Δ = scale * R' + 2 sqrt(d)` is the L2
+//! sensitivity of the encoded sum: `scale * R'` for one clipped per-sample gradient (`R'` is
+//! `R` plus twice the proved float-error bound of the party's clipped sum,
+//! docs/privacy/sensitivity.md) plus the
 //! randomized rounding of the party that holds it (each coordinate's rounding error is below
 //! 1, before and after, for every realization of the rounding randomness). The update divides
 //! by the data-independent `q * n_total`. Accounting is therefore
@@ -367,14 +369,23 @@ impl FederatedConfig {
     }
 
     /// The privacy calibration of a run with `n_total` records in all, the largest party
-    /// holding `max_party` of them, and `dim` trained parameters.
+    /// holding `max_party` of them, `dim` trained parameters and `rows_per_sample` rows per
+    /// record in every layer ([`crate::model::Model::rows_per_sample`]: 1 for feature
+    /// inputs, the sequence length for tokens), which the float-error bound of a party's
+    /// clipped sum depends on.
     ///
     /// # Errors
     /// As [`Self::resolve_noise_multiplier`]; [`crate::Error::InvalidParameter`] naming
     /// `scale` if the ring could wrap or the encoding is out of range.
-    pub fn plan(&self, n_total: usize, max_party: usize, dim: usize) -> crate::Result<PrivacyPlan> {
+    pub fn plan(
+        &self,
+        n_total: usize,
+        max_party: usize,
+        dim: usize,
+        rows_per_sample: usize,
+    ) -> crate::Result<PrivacyPlan> {
         let sigma = self.resolve_noise_multiplier(n_total)?;
-        PrivacyPlan::new(self, sigma, max_party, dim)
+        PrivacyPlan::new(self, sigma, max_party, dim, rows_per_sample)
     }
 }
 
@@ -406,7 +417,9 @@ pub struct PrivacyPlan {
     /// The ring encoder of a party's clipped sum (its L2 bound never clips a party's sum of
     /// `max_party` clipped gradients).
     pub encoder: FixedPointEncoder,
-    /// L2 sensitivity of the encoded sum, ring units: `scale * R + 2 sqrt(d)`.
+    /// L2 sensitivity of the encoded sum, ring units: `scale * R' + 2 sqrt(d)`, where `R'`
+    /// is `R` plus twice the proved float-error bound of a party's clipped sum
+    /// ([`crate::clipping::clipped_sum_sensitivity`], docs/privacy/sensitivity.md).
     pub sensitivity_ring: f64,
     /// The per-party noise (calibrated for `t - c` honest contributors).
     pub noise: DistributedNoise,
@@ -430,15 +443,24 @@ impl PrivacyPlan {
         sigma: f64,
         max_party: usize,
         dim: usize,
+        rows_per_sample: usize,
     ) -> crate::Result<Self> {
         let t = config.threshold();
         let honest = config.honest_shares().max(1);
         let r = config.clip_norm;
-        let bound = r * (max_party.max(1) as f64);
+        let m = max_party.max(1);
+        // A party's computed clipped sum differs from the exact sum of its records' clipped
+        // contributions by at most `err` (f64 accumulation, one rounding to the model dtype;
+        // docs/privacy/sensitivity.md), so neighbouring sums differ by at most `charged`.
+        let err = crate::clipping::clipped_sum_error_bound(r, m, rows_per_sample, dim)?;
+        let charged = crate::clipping::clipped_sum_sensitivity(r, m, rows_per_sample, dim)?;
+        // The encoder's bound never clips a party's computed sum (m clipped records plus the
+        // float error).
+        let bound = m as f64 * r * (1.0 + crate::clipping::CONTRIBUTION_SLACK) + err;
         let encoder = FixedPointEncoder::new(RingClipping::L2 { norm: bound }, config.scale, dim)
             .map_err(|e| crate::Error::invalid("scale", config.scale, e.to_string()))?;
         let d = dim as f64;
-        let sensitivity_ring = (config.scale * r + 2.0 * d.sqrt()) * (1.0 + 1e-12);
+        let sensitivity_ring = (config.scale * charged + 2.0 * d.sqrt()) * (1.0 + 1e-12);
         let s = Sensitivity {
             l2: sensitivity_ring,
             l1: sensitivity_ring * d.sqrt(),
@@ -627,7 +649,8 @@ pub struct FederatedReport {
     pub dim: usize,
     /// The accountant.
     pub accountant: AccountantKind,
-    /// Sensitivity of the encoded sum in ring units (`scale * R + 2 sqrt(d)`).
+    /// Sensitivity of the encoded sum in ring units (`scale * R' + 2 sqrt(d)`, `R'` with the
+    /// float error of the clipped sum charged).
     pub sensitivity_ring: f64,
     /// Fixed-point scale.
     pub scale: f64,
@@ -747,7 +770,7 @@ mod tests {
     #[test]
     fn plan_charges_rounding_and_meets_the_gaussian() {
         let c = FederatedConfig::default();
-        let plan = c.plan(1438, 360, 650).unwrap();
+        let plan = c.plan(1438, 360, 650, 1).unwrap();
         assert!(plan.sensitivity_ring > 65536.0);
         assert!(plan.sensitivity_ring < 65536.0 * 1.001);
         // the t - c honest shares of any t survivors reach sigma * Δ (default c = t - 1 = 2:
@@ -774,7 +797,7 @@ mod tests {
             target_epsilon: None,
             ..FederatedConfig::default()
         };
-        let plan = c.plan(1438, 360, 650).unwrap();
+        let plan = c.plan(1438, 360, 650, 1).unwrap();
         assert_eq!(plan.honest_shares, 1);
         let mut share = vec![0u64; 1 << 16];
         plan.noise
@@ -793,7 +816,7 @@ mod tests {
             colluders: Some(0),
             ..c.clone()
         }
-        .plan(1438, 360, 650)
+        .plan(1438, 360, 650, 1)
         .unwrap();
         assert_eq!(trusting.honest_shares, 3);
         let ratio = plan.noise.sigma_per_party() / trusting.noise.sigma_per_party();
@@ -815,8 +838,8 @@ mod tests {
             plain: true,
             ..secure.clone()
         };
-        let s = secure.plan(1438, 360, 650).unwrap();
-        let p = plain.plan(1438, 360, 650).unwrap();
+        let s = secure.plan(1438, 360, 650, 1).unwrap();
+        let p = plain.plan(1438, 360, 650, 1).unwrap();
         // 3 honest shares in secure mode: one share has about 2 / sqrt(3).
         let one = 2.0 / 3f64.sqrt();
         assert!(p.accounted_sigma <= one * 1.001 && p.accounted_sigma >= one * 0.999);
@@ -827,7 +850,7 @@ mod tests {
             colluders: None,
             ..plain
         }
-        .plan(1438, 360, 650)
+        .plan(1438, 360, 650, 1)
         .unwrap();
         assert!((default_plain.accounted_sigma / 2.0 - 1.0).abs() < 1e-3);
     }
@@ -841,7 +864,7 @@ mod tests {
                 accountant,
                 ..FederatedConfig::default()
             };
-            let plan = c.plan(1438, 360, 650).unwrap();
+            let plan = c.plan(1438, 360, 650, 1).unwrap();
             let rounds: &[u64] = match accountant {
                 AccountantKind::Rdp => &[0, 1, 2, 3, 17, 100, 101, 5000],
                 AccountantKind::Pld => &[0, 1, 100],

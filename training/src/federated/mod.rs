@@ -532,10 +532,16 @@ impl PrivacyPlan {
              privacy)"
                 .to_owned()
         } else {
+            let who = match self.colluders {
+                0 => {
+                    "the aggregator, assuming no party colludes with it (--colluders 0)".to_owned()
+                }
+                1 => "the aggregator colluding with up to 1 party".to_owned(),
+                c => format!("the aggregator colluding with up to {c} parties"),
+            };
             format!(
-                "any one record of any party (added or removed), against the aggregator \
-                 colluding with up to {} parties; {} honest noise share{} counted per round",
-                self.colluders,
+                "any one record of any party (added or removed), against {who}; {} honest \
+                 noise share{} counted per round",
                 self.honest_shares,
                 if self.honest_shares == 1 { "" } else { "s" }
             )

@@ -49,19 +49,36 @@ struct AggregatorReport {
 /// exits (the UDP port is released).
 pub fn run(args: AggregatorArgs, out: &Output) -> anyhow::Result<()> {
     let file: AggregatorFile = read_toml(&args.config)?;
-    let params = file.session.params()?;
+    let (params, stats) = file.session.params_and_stats()?;
     let listen = resolve("listen", &file.listen)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome: SumOutcome = runtime.block_on(async {
+    let (outcome, budget): (SumOutcome, Option<String>) = runtime.block_on(async {
         let config = AggregatorConfig::from_dir(params, listen, &file.certs)?;
         let aggregator = SecureSumAggregator::bind(config)?;
+        // Statistics: charge the query to the budget once the set-up has succeeded, before
+        // anything is released.
+        let budget = match (&stats, &file.session.stats) {
+            (Some(plan), Some(table)) => table.charge(plan, &file.session.id)?,
+            _ => None,
+        };
         eprintln!("aggregator listening on {}", aggregator.local_addr());
-        Ok::<_, anyhow::Error>(aggregator.serve().await?)
+        Ok::<_, anyhow::Error>((aggregator.serve().await?, budget))
     })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
+    if let (Some(plan), Some(table)) = (&stats, &file.session.stats) {
+        let report = super::stats::report(
+            plan,
+            &outcome.sum,
+            outcome.privacy,
+            table.confidence,
+            outcome.survivors.iter().map(|p| p.0).collect(),
+            budget,
+        )?;
+        return out.emit(&report, || super::stats::report_text(&report));
+    }
     let report = AggregatorReport {
         sum: outcome.sum.clone(),
         survivors: outcome.survivors.iter().map(|p| p.0).collect(),

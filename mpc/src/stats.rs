@@ -498,7 +498,8 @@ impl StatsPlan {
             let sigma_min = noise.sigma_per_party() * (honest as f64).sqrt();
             attempt += 1;
             if rounding_var <= ROUNDING_SHARE * sigma_min * sigma_min || attempt >= 48 {
-                let coordinate_bound = Self::coordinate_bound_of(&query, &scales, &magnitudes)?;
+                let coordinate_bound =
+                    Self::coordinate_bound_of(&query, &scales, &magnitudes, parties)?;
                 return Ok(StatsPlan {
                     query,
                     scales,
@@ -535,20 +536,28 @@ impl StatsPlan {
         }
     }
 
-    fn coordinate_bound_of(query: &StatsQuery, scales: &[f64], magnitudes: &[f64]) -> Result<u64> {
+    fn coordinate_bound_of(
+        query: &StatsQuery,
+        scales: &[f64],
+        magnitudes: &[f64],
+        parties: usize,
+    ) -> Result<u64> {
         let n = query.max_records as f64;
         let mut bound = n;
         for (s, b) in scales.iter().zip(magnitudes) {
             bound = bound.max((n * b * s * (1.0 + 1e-12)).ceil() + 1.0);
         }
-        if bound >= 2f64.powi(62) {
+        // Totals stay below 2^52 units, so they decode exactly through an f64.
+        if bound * parties as f64 >= 2f64.powi(52) {
             return Err(Error::invalid(
                 "max_records",
                 query.max_records,
                 format!(
-                    "{} records of values up to the bounds need {bound:e} units per party, more \
-                     than any ring holds: lower max_records or narrow the bounds",
-                    query.max_records
+                    "{parties} parties with {} records of values up to the bounds reach \
+                     {:e} units, beyond the 2^52 that decode exactly: lower max_records or \
+                     narrow the bounds",
+                    query.max_records,
+                    bound * parties as f64
                 ),
             ));
         }

@@ -428,7 +428,7 @@ fn choice_report(name: &str, responses: u64, e: &Estimate, true_rate: Option<f64
     ChoiceReport {
         choice: name.to_owned(),
         responses,
-        estimate: e.estimate.clamp(e.ci_low, e.ci_high),
+        estimate: e.projected().estimate,
         unbiased_estimate: e.estimate,
         std_error: e.std_error,
         ci_low: e.ci_low,

@@ -189,54 +189,10 @@ impl StatsFile {
 /// (other columns are ignored; quoting as in RFC 4180).
 pub fn read_csv(path: &Path, plan: &StatsPlan) -> anyhow::Result<Records> {
     let origin = path.display().to_string();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_path(path)
+    let file = std::fs::File::open(path)
         .map_err(|e| UsageError(format!("cannot read --csv {origin}: {e}")))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| UsageError(format!("{origin}: cannot read the header row: {e}")))?
-        .clone();
-    let mut index = Vec::with_capacity(plan.query().columns.len());
-    for c in &plan.query().columns {
-        let i = headers.iter().position(|h| h == c.name).ok_or_else(|| {
-            let found: Vec<&str> = headers.iter().take(20).collect();
-            UsageError(format!(
-                "{origin}: no column named `{}` in the header row (found: {})",
-                c.name,
-                found.join(", ")
-            ))
-        })?;
-        index.push(i);
-    }
-    let mut rows = Vec::new();
-    for (r, record) in reader.records().enumerate() {
-        // Line numbers count the header as line 1.
-        let line = r + 2;
-        let record = record.map_err(|e| UsageError(format!("{origin} line {line}: {e}")))?;
-        let mut row = Vec::with_capacity(index.len());
-        for (c, i) in plan.query().columns.iter().zip(&index) {
-            let field = record.get(*i).unwrap_or("");
-            match field.parse::<f64>() {
-                Ok(v) if v.is_finite() => row.push(v),
-                _ => {
-                    return Err(UsageError(format!(
-                        "{origin} line {line}: column `{}` is not a finite number (found {} \
-                         characters); fix or remove the row",
-                        c.name,
-                        field.chars().count()
-                    ))
-                    .into());
-                }
-            }
-        }
-        rows.push(row);
-    }
-    if rows.is_empty() {
-        return Err(UsageError(format!("{origin}: no records below the header row")).into());
-    }
-    Ok(Records::new(plan.query(), rows)?)
+    sotto::stats::read_csv(std::io::BufReader::new(file), plan.query(), &origin)
+        .map_err(|e| UsageError(e.0).into())
 }
 
 /// The printed result of a statistics query.

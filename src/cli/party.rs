@@ -122,10 +122,17 @@ impl SessionFile {
             round: seconds("round_timeout_secs", self.round_timeout_secs)?,
         };
         if let Some(stats) = &self.stats {
-            if self.noise.is_some() || self.bound.is_some() {
+            // `dim`, `clipping` and `scale` have defaults; anything else was set by hand.
+            if self.noise.is_some()
+                || self.bound.is_some()
+                || self.dim != 1
+                || self.clipping != "linf"
+                || self.scale != 1.0
+            {
                 return Err(UsageError(
-                    "[session.stats] carries its own `epsilon`, `delta` and per-column bounds: \
-                     remove `bound` and [session.noise] from [session]"
+                    "[session.stats] carries its own `epsilon`, `delta` and per-column bounds, \
+                     and sotto picks the layout and fixed-point scale: remove `bound`, `dim`, \
+                     `clipping`, `scale` and [session.noise] from [session]"
                         .to_owned(),
                 )
                 .into());
@@ -515,5 +522,31 @@ mod tests {
         let file: PartyFile = toml::from_str(text).unwrap();
         let params = file.session.params_and_stats().unwrap().0;
         assert_eq!(params.threshold, 2);
+    }
+
+    #[test]
+    fn statistics_sessions_plan_the_sum_and_reject_manual_layout() {
+        let stats = "[session.stats]\nepsilon = 1.0\ndelta = 1e-6\nmax_records = 100\n\
+                     [[session.stats.columns]]\nname = \"age\"\nlower = 0\nupper = 100\nbins = [0, 50, 100]\n";
+        let head = "id = 1\naggregator = \"127.0.0.1:1\"\ncerts = \"d\"\n[session]\nid = \"000102030405060708090a0b0c0d0e0f\"\nparties = 5\nthreshold = 3\n";
+        let file: PartyFile = toml::from_str(&format!("{head}{stats}")).unwrap();
+        let (params, plan) = file.session.params_and_stats().unwrap();
+        let plan = plan.unwrap();
+        // count, one sum, two bins; scale 1 with noise calibrated to one record.
+        assert_eq!(params.dim, 4);
+        assert_eq!(plan.dim(), 4);
+        assert!(matches!(
+            params.noise,
+            sotto_mpc::securesum::NoiseSpec::Record { .. }
+        ));
+        for extra in ["bound = 10.0\n", "dim = 4\n", "scale = 8.0\n"] {
+            let file: PartyFile = toml::from_str(&format!("{head}{extra}{stats}")).unwrap();
+            let err = file.session.params_and_stats().unwrap_err().to_string();
+            assert!(err.contains("[session.stats]"), "{extra}: {err}");
+        }
+        // Without stats, `bound` is required and named.
+        let file: PartyFile = toml::from_str(head).unwrap();
+        let err = file.session.params_and_stats().unwrap_err().to_string();
+        assert!(err.contains("bound"), "{err}");
     }
 }

@@ -47,7 +47,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             yes += 1;
         }
     }
-    let e = two_coin.estimate(yes, RESPONDENTS, CONFIDENCE)?;
+    // Projected into its interval (the unbiased estimate can fall below 0 near 0).
+    let e = two_coin.estimate(yes, RESPONDENTS, CONFIDENCE)?.projected();
     println!("Q1 \"Have you ever cheated on an exam?\" (two-coin randomized response)");
     println!("   {yes} of {RESPONDENTS} randomized answers were yes");
     println!(
@@ -88,7 +89,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         println!(
             "   {name:<7} estimate {:.4}, 95% interval [{:.4}, {:.4}]  (true share {truth})",
-            e.estimate, e.ci_low, e.ci_high
+            e.projected().estimate,
+            e.ci_low,
+            e.ci_high
         );
     }
     println!(

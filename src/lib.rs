@@ -7,8 +7,11 @@
 //!
 //! * [`dp`]: exact samplers, mechanisms, estimators and privacy accountants;
 //! * [`mpc`]: secure aggregation;
-//! * [`training`]: DP training on candle.
+//! * [`training`]: DP training on candle;
+//! * [`stats`]: a party's CSV records for private statistics ([`mpc::stats`]).
 #![forbid(unsafe_code)]
+
+pub mod stats;
 
 pub use sotto_dp as dp;
 pub use sotto_mpc as mpc;

@@ -391,3 +391,144 @@ fn train_rejects_bad_settings() {
     assert_invalid(&["train", "--central", "--colluders", "1"], "--colluders");
     assert_invalid(&["train", "--central", "--rounds", "5"], "--rounds");
 }
+
+#[test]
+fn poll_with_four_choices_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("sotto-cli-kary-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("answers.txt");
+    let f = file.to_str().expect("utf-8 path");
+    let choices = "red,green,blue,other";
+    let sim = json(&[
+        "poll",
+        "simulate",
+        "--respondents",
+        "20000",
+        "--true-rate",
+        "0.4,0.3,0.2,0.1",
+        "--choices",
+        choices,
+        "--epsilon",
+        "2",
+        "--seed",
+        "5",
+        "--write-responses",
+        f,
+    ]);
+    let rows = sim["choices"].as_array().expect("choices");
+    assert_eq!(rows.len(), 4);
+    for (row, truth) in rows.iter().zip([0.4, 0.3, 0.2, 0.1]) {
+        let (e, lo, hi) = (
+            row["estimate"].as_f64().expect("estimate"),
+            row["ci_low"].as_f64().expect("ci_low"),
+            row["ci_high"].as_f64().expect("ci_high"),
+        );
+        assert!(lo <= e && e <= hi, "{row}");
+        assert!((e - truth).abs() < 0.05, "{row}");
+    }
+    // The file records scheme, epsilon and choices: no flags needed, same numbers.
+    let est = json(&["poll", "estimate", "--responses", f]);
+    assert_eq!(est["choices"][0]["estimate"], sim["choices"][0]["estimate"]);
+    assert_eq!(est["scheme"].as_str(), Some("k-ary"));
+    assert_eq!(est["epsilon"].as_f64(), Some(2.0));
+    // Flags that contradict the file are refused.
+    assert_invalid(
+        &[
+            "poll",
+            "estimate",
+            "--responses",
+            f,
+            "--epsilon",
+            "1",
+            "--choices",
+            choices,
+        ],
+        "epsilon = 2",
+    );
+    assert_invalid(
+        &["poll", "estimate", "--responses", f, "--epsilon", "2"],
+        "binary",
+    );
+    // Respondents' JSON lines carry scheme and epsilon.
+    let mut lines = String::new();
+    for answer in ["red", "blue", "blue", "other", "green", "red"] {
+        let v = json(&[
+            "poll",
+            "respond",
+            "--answer",
+            answer,
+            "--choices",
+            choices,
+            "--epsilon",
+            "2",
+        ]);
+        assert_eq!(v["scheme"].as_str(), Some("k-ary"));
+        assert!(
+            choices
+                .split(',')
+                .any(|c| Some(c) == v["response"].as_str()),
+            "{v}"
+        );
+        lines.push_str(&serde_json::to_string(&v).expect("json"));
+        lines.push('\n');
+    }
+    let collected = dir.join("collected.txt");
+    std::fs::write(&collected, &lines).expect("write");
+    let c = collected.to_str().expect("utf-8");
+    let v = json(&["poll", "estimate", "--responses", c, "--choices", choices]);
+    assert_eq!(v["respondents"].as_u64(), Some(6));
+    assert_invalid(
+        &[
+            "poll",
+            "estimate",
+            "--responses",
+            c,
+            "--choices",
+            choices,
+            "--epsilon",
+            "3",
+        ],
+        "epsilon",
+    );
+    // --confidence means nothing to a respondent; an unknown answer is named.
+    let out = sotto(&[
+        "poll",
+        "respond",
+        "--answer",
+        "red",
+        "--epsilon",
+        "1",
+        "--confidence",
+        "0.9",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_invalid(
+        &[
+            "poll",
+            "respond",
+            "--answer",
+            "purple",
+            "--choices",
+            choices,
+            "--epsilon",
+            "1",
+        ],
+        "purple",
+    );
+    assert_invalid(
+        &[
+            "poll",
+            "simulate",
+            "--respondents",
+            "10",
+            "--true-rate",
+            "0.5,0.5",
+            "--choices",
+            choices,
+            "--epsilon",
+            "1",
+        ],
+        "one fraction per choice",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -36,6 +36,38 @@ pub struct Estimate {
     pub confidence: f64,
 }
 
+impl Estimate {
+    /// The same estimate with the point estimate projected into its interval: clamped to
+    /// `[ci_low, ci_high]`. For the randomized-response estimators the interval is already
+    /// intersected with [0, 1] and contains the unbiased estimate before that intersection,
+    /// so this is the projection of the unbiased estimate onto [0, 1]: a value that is
+    /// always consistent with the interval, at the price of a small bias near 0 and 1 (keep
+    /// the unbiased `estimate` when averaging many estimates).
+    ///
+    /// ```
+    /// use sotto_dp::estimators::binary_rr_estimate;
+    /// // 10 yes answers out of 100 at a truth probability of 0.75: unbiased estimate -0.3.
+    /// let e = binary_rr_estimate(10, 100, 0.75, 0.95)?;
+    /// assert!(e.estimate < 0.0 && e.ci_low == 0.0);
+    /// let p = e.projected();
+    /// assert_eq!(p.estimate, 0.0);
+    /// assert!(p.ci_low <= p.estimate && p.estimate <= p.ci_high);
+    /// # Ok::<(), sotto_dp::Error>(())
+    /// ```
+    #[must_use]
+    pub fn projected(&self) -> Estimate {
+        // Comparisons rather than `f64::clamp`, which panics on a NaN bound.
+        let mut estimate = self.estimate;
+        if estimate > self.ci_high {
+            estimate = self.ci_high;
+        }
+        if estimate < self.ci_low {
+            estimate = self.ci_low;
+        }
+        Estimate { estimate, ..*self }
+    }
+}
+
 /// The `p`-quantile of the standard normal distribution, for `p` in (0, 1).
 ///
 /// Acklam's rational approximation (relative error below 1.2e-9), refined by one Halley step
@@ -127,7 +159,8 @@ fn check_counts(count: u64, n: u64) -> Result<()> {
 /// p_yes_if_false)`. The standard error is the plug-in one; the interval is the Wilson score
 /// interval for the report probability at level `confidence`, mapped through the same affine
 /// map and intersected with [0, 1], where the true fraction lies (so the intersection never
-/// lowers coverage). Near 0 or 1 the unbiased estimate itself may fall outside that interval.
+/// lowers coverage). Near 0 or 1 the unbiased estimate itself may fall outside that interval;
+/// [`Estimate::projected`] clamps it into the interval.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] if `n == 0`, `yes > n`, `confidence` is not in (0, 1), or

@@ -11,6 +11,7 @@
 //! - [`additive`]: the peer-to-peer additive sharing of the raise-averaging example;
 //! - [`secagg`]: the aggregator protocol (Bonawitz et al. 2017; SecAgg+ sparse graphs);
 //! - [`noise`]: distributed discrete Gaussian noise and the privacy of the released sum;
+//! - [`stats`]: private statistics (sum, count, mean, histograms) over the parties' records;
 //! - [`wire`]: the strict postcard codec; [`sim`]: the in-memory simulator.
 //!
 //! ## Main entry points
@@ -26,6 +27,7 @@
 //! | messages and codec | [`secagg::ClientMessage`], [`secagg::ServerMessage`], [`wire::encode`], [`wire::decode_from`], [`wire::MAX_FRAME`] |
 //! | peer-to-peer sharing | [`additive::AdditivePeer`] |
 //! | in-memory runs | [`sim::Simulation`] |
+//! | private statistics (sum, count, mean, histograms per column, one record = unit of privacy) | [`stats::StatsPlan`] (`new`, `contribute`, `release`), [`stats::StatsQuery`], [`stats::Records`] |
 //! | secure sum over QUIC (feature `transport`) | [`securesum::SecureSumParty`], [`securesum::SecureSumAggregator`], [`securesum::p2p::SecureSumPeer`] |
 //! | ids shared by core and transport | [`PartyId`], [`SessionId`] |
 //!
@@ -70,6 +72,7 @@ pub mod ring;
 pub mod secagg;
 pub mod shamir;
 pub mod sim;
+pub mod stats;
 pub mod wire;
 
 pub use error::{Error, PartyId, Peer, Result};

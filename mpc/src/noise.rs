@@ -104,6 +104,64 @@ impl DistributedNoise {
         })
     }
 
+    /// The smallest noise (up to a 10^-6 relative bisection step, rounded up: it errs toward
+    /// more noise) whose release with `contributors` honest shares is `(epsilon, delta)`-DP
+    /// for the given `sensitivity` (ring units) of a `dim`-coordinate sum.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming `noise.epsilon` if no noise level reaches
+    /// `epsilon`; [`Error::Dp`] for invalid parameters.
+    ///
+    /// # Example
+    /// ```rust
+    /// use sotto_mpc::noise::{DistributedNoise, Sensitivity};
+    /// let s = Sensitivity { l2: 10.0, l1: 10.0 };
+    /// let noise = DistributedNoise::calibrate(1.0, 1e-6, s, 1, 3)?;
+    /// let p = noise.release_privacy(s, 1, 3, 1e-6)?;
+    /// assert!(p.epsilon <= 1.0 && p.epsilon > 0.9);
+    /// # Ok::<(), sotto_mpc::Error>(())
+    /// ```
+    pub fn calibrate(
+        epsilon: f64,
+        delta: f64,
+        sensitivity: Sensitivity,
+        dim: usize,
+        contributors: usize,
+    ) -> Result<Self> {
+        let eps_at = |sigma: f64| -> Result<f64> {
+            let noise = DistributedNoise::new(sigma, contributors)?;
+            Ok(noise
+                .release_privacy(sensitivity, dim, contributors, delta)?
+                .epsilon)
+        };
+        let mut hi = sensitivity.l2.max(1.0);
+        let mut steps = 0;
+        while eps_at(hi)? > epsilon {
+            hi *= 2.0;
+            steps += 1;
+            if steps > 80 {
+                return Err(Error::invalid(
+                    "noise.epsilon",
+                    epsilon,
+                    "no noise level reaches this epsilon; use a larger epsilon or delta",
+                ));
+            }
+        }
+        let mut lo = hi / 2.0;
+        for _ in 0..60 {
+            if hi - lo <= hi * 1e-6 {
+                break;
+            }
+            let mid = 0.5 * (lo + hi);
+            if eps_at(mid)? > epsilon {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        DistributedNoise::new(hi, contributors)
+    }
+
     /// The sigma each party really samples with (>= sigma / sqrt(min_parties)).
     pub fn sigma_per_party(&self) -> f64 {
         self.ddg.party_sampler().sigma()

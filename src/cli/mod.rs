@@ -6,6 +6,7 @@ mod certs;
 mod output;
 mod party;
 mod poll;
+mod stats;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -43,9 +44,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Write a deployment's dev CA and certificates (aggregator and parties 1..=N).
     Certs(certs::CertsArgs),
-    /// Run the aggregator of one secure sum (TOML configuration).
+    /// Run the aggregator of one secure sum or statistics query (TOML configuration).
     Aggregator(aggregator::AggregatorArgs),
-    /// Contribute a value or vector to a secure sum (TOML configuration).
+    /// Contribute a value or vector to a secure sum, or CSV records to statistics (TOML
+    /// configuration).
     Party(party::PartyArgs),
 }
 

@@ -13,8 +13,10 @@ use sotto_mpc::securesum::{
     Deadlines, NoiseSpec, PartyConfig, PartyOutcome, RingBits, SecureSumInput, SecureSumParams,
     SecureSumParty,
 };
+use sotto_mpc::stats::StatsPlan;
 use sotto_mpc::{PartyId, SessionId};
 
+use super::stats::{StatsFile, read_csv};
 use super::{Output, UsageError};
 
 /// The `[session]` table shared by the aggregator's and the parties' configuration files: the
@@ -37,8 +39,8 @@ pub struct SessionFile {
     /// Clipping norm: `"linf"` (default; a range bound, exact for integers) or `"l2"`.
     #[serde(default = "linf")]
     pub clipping: String,
-    /// The clipping bound.
-    pub bound: f64,
+    /// The clipping bound (not with `[session.stats]`, whose columns carry their bounds).
+    pub bound: Option<f64>,
     /// Fixed-point scale (default 1: exact integer sums).
     #[serde(default = "unit")]
     pub scale: f64,
@@ -53,6 +55,8 @@ pub struct SessionFile {
     pub round_timeout_secs: f64,
     /// Distributed DP noise (omit for none).
     pub noise: Option<NoiseFile>,
+    /// Private statistics over the parties' CSV records instead of a plain sum.
+    pub stats: Option<StatsFile>,
 }
 
 /// `[session.noise]`: either `epsilon` + `delta`, or `noise_multiplier` + `delta`.
@@ -99,19 +103,11 @@ fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
 }
 
 impl SessionFile {
-    /// The checked parameters.
-    pub fn params(&self) -> anyhow::Result<SecureSumParams> {
+    /// The checked parameters, and the statistics plan when `[session.stats]` is given (the
+    /// secure sum then adds up the parties' contributions with noise calibrated to one record).
+    pub fn params_and_stats(&self) -> anyhow::Result<(SecureSumParams, Option<StatsPlan>)> {
         let session = parse_session(&self.id)?;
-        let clipping = match self.clipping.as_str() {
-            "linf" => Clipping::LInf { bound: self.bound },
-            "l2" => Clipping::L2 { norm: self.bound },
-            other => {
-                return Err(UsageError(format!(
-                    "session.clipping = {other:?}: use \"linf\" (a range bound) or \"l2\""
-                ))
-                .into());
-            }
-        };
+        let threshold = self.threshold.unwrap_or(self.parties / 2 + 1);
         let ring = match self.ring_bits {
             32 => RingBits::U32,
             64 => RingBits::U64,
@@ -119,6 +115,62 @@ impl SessionFile {
                 return Err(
                     UsageError(format!("session.ring_bits = {other}: use 32 or 64")).into(),
                 );
+            }
+        };
+        let deadlines = Deadlines {
+            join: seconds("join_timeout_secs", self.join_timeout_secs)?,
+            round: seconds("round_timeout_secs", self.round_timeout_secs)?,
+        };
+        if let Some(stats) = &self.stats {
+            // `dim`, `clipping` and `scale` have defaults; anything else was set by hand.
+            if self.noise.is_some()
+                || self.bound.is_some()
+                || self.dim != 1
+                || self.clipping != "linf"
+                || self.scale != 1.0
+            {
+                return Err(UsageError(
+                    "[session.stats] carries its own `epsilon`, `delta` and per-column bounds, \
+                     and sotto picks the layout and fixed-point scale: remove `bound`, `dim`, \
+                     `clipping`, `scale` and [session.noise] from [session]"
+                        .to_owned(),
+                )
+                .into());
+            }
+            let colluders = self.colluders.unwrap_or(threshold.saturating_sub(1));
+            let plan = stats.plan(self.parties, threshold, colluders, ring)?;
+            let params = SecureSumParams {
+                session,
+                parties: self.parties,
+                threshold,
+                colluders: self.colluders,
+                dim: plan.dim(),
+                clipping: plan.clipping(),
+                scale: 1.0,
+                ring,
+                noise: plan.noise_spec(),
+                deadlines,
+            };
+            params
+                .validate()
+                .map_err(|e| UsageError(format!("invalid [session]: {e}")))?;
+            return Ok((params, Some(plan)));
+        }
+        let bound = self.bound.ok_or_else(|| {
+            UsageError(
+                "[session] needs `bound` (the clipping bound of each party's input), or a \
+                 [session.stats] table for statistics over CSV records"
+                    .to_owned(),
+            )
+        })?;
+        let clipping = match self.clipping.as_str() {
+            "linf" => Clipping::LInf { bound },
+            "l2" => Clipping::L2 { norm: bound },
+            other => {
+                return Err(UsageError(format!(
+                    "session.clipping = {other:?}: use \"linf\" (a range bound) or \"l2\""
+                ))
+                .into());
             }
         };
         let noise = match &self.noise {
@@ -150,22 +202,19 @@ impl SessionFile {
         let params = SecureSumParams {
             session,
             parties: self.parties,
-            threshold: self.threshold.unwrap_or(self.parties / 2 + 1),
+            threshold,
             colluders: self.colluders,
             dim: self.dim,
             clipping,
             scale: self.scale,
             ring,
             noise,
-            deadlines: Deadlines {
-                join: seconds("join_timeout_secs", self.join_timeout_secs)?,
-                round: seconds("round_timeout_secs", self.round_timeout_secs)?,
-            },
+            deadlines,
         };
         params
             .validate()
             .map_err(|e| UsageError(format!("invalid [session]: {e}")))?;
-        Ok(params)
+        Ok((params, None))
     }
 }
 
@@ -235,13 +284,17 @@ pub struct PartyArgs {
     #[arg(
         long,
         allow_hyphen_values = true,
-        conflicts_with = "input",
-        required_unless_present = "input"
+        conflicts_with_all = ["input", "csv"],
+        required_unless_present_any = ["input", "csv"]
     )]
     pub value: Option<String>,
     /// A CSV file with the vector to contribute (commas or newlines between values).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     pub input: Option<PathBuf>,
+    /// With `[session.stats]`: a CSV file with a header row whose named columns hold this
+    /// party's records (one row each).
+    #[arg(long, value_name = "FILE.csv")]
+    pub csv: Option<PathBuf>,
     /// Testing aid: sleep SECS after the key exchange, before sending the masked input.
     #[arg(long, hide = true, value_name = "SECS")]
     pub debug_stall_before_input: Option<f64>,
@@ -297,8 +350,19 @@ fn parse_values(text: &str, origin: &str) -> anyhow::Result<SecureSumInput> {
 /// Runs `sotto party`.
 pub fn run(args: PartyArgs, out: &Output) -> anyhow::Result<()> {
     let file: PartyFile = read_toml(&args.config)?;
-    let params = file.session.params()?;
+    let (params, stats) = file.session.params_and_stats()?;
     let aggregator = resolve("aggregator", &file.aggregator)?;
+    if let Some(plan) = stats {
+        return run_stats(args, &file, params, aggregator, plan, out);
+    }
+    if args.csv.is_some() {
+        return Err(UsageError(
+            "--csv needs a [session.stats] table in the configuration (the columns to compute); \
+             for a plain sum use --value or --input"
+                .to_owned(),
+        )
+        .into());
+    }
     let input = match (&args.value, &args.input) {
         (Some(v), None) => parse_values(v, "--value")?,
         (None, Some(path)) => {
@@ -363,6 +427,62 @@ pub fn run(args: PartyArgs, out: &Output) -> anyhow::Result<()> {
     })
 }
 
+/// `sotto party --csv` with `[session.stats]`: clamp, sum and contribute the records, then
+/// print the released statistics.
+fn run_stats(
+    args: PartyArgs,
+    file: &PartyFile,
+    params: SecureSumParams,
+    aggregator: SocketAddr,
+    plan: StatsPlan,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let Some(stats) = &file.session.stats else {
+        return Err(anyhow::anyhow!(
+            "internal: statistics plan without [session.stats]"
+        ));
+    };
+    let path = args.csv.as_ref().ok_or_else(|| {
+        UsageError(
+            "this session computes statistics ([session.stats]): give --csv FILE.csv with a \
+             header row naming the columns"
+                .to_owned(),
+        )
+    })?;
+    let records = read_csv(path, &plan)?;
+    let mut rng = sotto_dp::rng::os_rng()?;
+    let contribution = plan.contribute(&records, &mut rng)?;
+    drop(records);
+    if let Some(w) = contribution.clamp_warning() {
+        // Local information about this party's own data: printed here, never sent.
+        eprintln!("warning: {w}");
+    }
+    // Certificates first: a set-up error charges nothing to the budget.
+    let config = PartyConfig::from_dir(params, PartyId(file.id), aggregator, &file.certs)?;
+    let budget = stats.charge(&plan, &file.session.id)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome: PartyOutcome = runtime.block_on(async {
+        let input = SecureSumInput::I64(contribution.into_values());
+        Ok::<_, anyhow::Error>(SecureSumParty::run(config, input).await?)
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let sum = outcome
+        .sum
+        .ok_or_else(|| anyhow::anyhow!("the aggregator sent no release"))?;
+    let report = super::stats::report(
+        &plan,
+        &sum,
+        outcome.privacy,
+        stats.confidence,
+        outcome.survivors.iter().map(|p| p.0).collect(),
+        budget,
+    )?;
+    out.emit(&report, || super::stats::report_text(&report))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,7 +520,33 @@ mod tests {
         );
         let text = "id = 1\naggregator = \"127.0.0.1:1\"\ncerts = \"d\"\n[session]\nid = \"000102030405060708090a0b0c0d0e0f\"\nparties = 3\nbound = 10.0\n";
         let file: PartyFile = toml::from_str(text).unwrap();
-        let params = file.session.params().unwrap();
+        let params = file.session.params_and_stats().unwrap().0;
         assert_eq!(params.threshold, 2);
+    }
+
+    #[test]
+    fn statistics_sessions_plan_the_sum_and_reject_manual_layout() {
+        let stats = "[session.stats]\nepsilon = 1.0\ndelta = 1e-6\nmax_records = 100\n\
+                     [[session.stats.columns]]\nname = \"age\"\nlower = 0\nupper = 100\nbins = [0, 50, 100]\n";
+        let head = "id = 1\naggregator = \"127.0.0.1:1\"\ncerts = \"d\"\n[session]\nid = \"000102030405060708090a0b0c0d0e0f\"\nparties = 5\nthreshold = 3\n";
+        let file: PartyFile = toml::from_str(&format!("{head}{stats}")).unwrap();
+        let (params, plan) = file.session.params_and_stats().unwrap();
+        let plan = plan.unwrap();
+        // count, one sum, two bins; scale 1 with noise calibrated to one record.
+        assert_eq!(params.dim, 4);
+        assert_eq!(plan.dim(), 4);
+        assert!(matches!(
+            params.noise,
+            sotto_mpc::securesum::NoiseSpec::Record { .. }
+        ));
+        for extra in ["bound = 10.0\n", "dim = 4\n", "scale = 8.0\n"] {
+            let file: PartyFile = toml::from_str(&format!("{head}{extra}{stats}")).unwrap();
+            let err = file.session.params_and_stats().unwrap_err().to_string();
+            assert!(err.contains("[session.stats]"), "{extra}: {err}");
+        }
+        // Without stats, `bound` is required and named.
+        let file: PartyFile = toml::from_str(head).unwrap();
+        let err = file.session.params_and_stats().unwrap_err().to_string();
+        assert!(err.contains("bound"), "{err}");
     }
 }

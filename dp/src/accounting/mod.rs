@@ -18,9 +18,6 @@
 //!
 //! See `docs/privacy/accounting.md` for the assumptions, rounding policy and golden tests
 //! against Google's `dp_accounting`.
-//!
-//! API CONTRACT (fixed, other crates and the CLI build on it; bodies are filled in on branch
-//! `dp-accounting`, which may add more items).
 
 use serde::{Deserialize, Serialize};
 

@@ -189,6 +189,18 @@ pub enum NoiseSpec {
         /// The delta at which epsilon is reported, in (0, 1).
         delta: f64,
     },
+    /// Like [`NoiseSpec::EpsilonDelta`], but calibrated for the given `sensitivity` (in ring
+    /// units) instead of the clipping bound of a party's whole input: the inputs are sums of
+    /// records bounded one by one (as built by [`crate::stats`]), and the reported privacy
+    /// is for one record added or removed.
+    Record {
+        /// Target epsilon (> 0).
+        epsilon: f64,
+        /// Target delta in (0, 1).
+        delta: f64,
+        /// L2 and L1 sensitivity of the sum to one record, in ring units.
+        sensitivity: Sensitivity,
+    },
 }
 
 /// Time limits of a secure sum.
@@ -361,7 +373,14 @@ impl SecureSumParams {
         }
         let secagg = SecAggConfig::new(self.session, self.parties, self.threshold, self.dim)?;
         let encoder = FixedPointEncoder::new(self.clipping, self.scale, self.dim)?;
-        let sensitivity = Sensitivity::of_encoder(&encoder, Neighbouring::AddRemove);
+        let sensitivity = match self.noise {
+            NoiseSpec::Record { sensitivity, .. } => {
+                sotto_dp::error::check_positive("noise.sensitivity.l2", sensitivity.l2)?;
+                sotto_dp::error::check_positive("noise.sensitivity.l1", sensitivity.l1)?;
+                sensitivity
+            }
+            _ => Sensitivity::of_encoder(&encoder, Neighbouring::AddRemove),
+        };
         let noise = match self.noise {
             NoiseSpec::None => None,
             NoiseSpec::Multiplier { multiplier, delta } => {
@@ -370,10 +389,12 @@ impl SecureSumParams {
                 let noise = DistributedNoise::new(multiplier * sensitivity.l2, honest)?;
                 Some((noise, delta))
             }
-            NoiseSpec::EpsilonDelta { epsilon, delta } => {
+            NoiseSpec::EpsilonDelta { epsilon, delta }
+            | NoiseSpec::Record { epsilon, delta, .. } => {
                 sotto_dp::error::check_positive("noise.epsilon", epsilon)?;
                 sotto_dp::error::check_open_unit("noise.delta", delta)?;
-                let noise = calibrate(epsilon, delta, sensitivity, self.dim, honest)?;
+                let noise =
+                    DistributedNoise::calibrate(epsilon, delta, sensitivity, self.dim, honest)?;
                 Some((noise, delta))
             }
         };
@@ -401,50 +422,6 @@ impl SecureSumParams {
             numbering: PartyNumbering::new(self.parties),
         })
     }
-}
-
-/// The smallest noise (up to a 10^-6 relative bisection step, rounded up) whose release with
-/// `contributors` honest shares is `(epsilon, delta)`-DP.
-fn calibrate(
-    epsilon: f64,
-    delta: f64,
-    sensitivity: Sensitivity,
-    dim: usize,
-    contributors: usize,
-) -> crate::Result<DistributedNoise> {
-    let eps_at = |sigma: f64| -> crate::Result<f64> {
-        let noise = DistributedNoise::new(sigma, contributors)?;
-        Ok(noise
-            .release_privacy(sensitivity, dim, contributors, delta)?
-            .epsilon)
-    };
-    let mut hi = sensitivity.l2.max(1.0);
-    let mut steps = 0;
-    while eps_at(hi)? > epsilon {
-        hi *= 2.0;
-        steps += 1;
-        if steps > 80 {
-            return Err(crate::Error::invalid(
-                "noise.epsilon",
-                epsilon,
-                "no noise level reaches this epsilon; use a larger epsilon or delta",
-            ));
-        }
-    }
-    let mut lo = hi / 2.0;
-    for _ in 0..60 {
-        if hi - lo <= hi * 1e-6 {
-            break;
-        }
-        let mid = 0.5 * (lo + hi);
-        if eps_at(mid)? > epsilon {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    // `hi` always meets the target: it errs toward more noise.
-    DistributedNoise::new(hi, contributors)
 }
 
 /// A party's private contribution: a vector of `f64` (clipped, scaled and randomly rounded)

@@ -3,6 +3,7 @@
 mod account;
 mod aggregator;
 mod certs;
+mod model;
 mod output;
 mod party;
 mod poll;
@@ -41,6 +42,10 @@ pub enum Command {
     Poll(poll::PollCommand),
     /// Differentially private training: multi-party over QUIC (default) or `--central`.
     Train(train::TrainArgs),
+    /// Accuracy and loss of a saved model (`sotto train`'s report folder) on labelled data.
+    Evaluate(model::EvaluateArgs),
+    /// Class predictions of a saved model (`sotto train`'s report folder) for feature rows.
+    Predict(model::PredictArgs),
     /// Write a deployment's dev CA and certificates (aggregator and parties 1..=N).
     Certs(certs::CertsArgs),
     /// Run the aggregator of one secure sum (TOML configuration).
@@ -56,6 +61,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account(cmd) => account::run(cmd, &out),
         Command::Poll(cmd) => poll::run(cmd, &out),
         Command::Train(args) => train::run(args, &out),
+        Command::Evaluate(args) => model::evaluate(args, &out),
+        Command::Predict(args) => model::predict(args, &out),
         Command::Certs(args) => certs::run(args, &out),
         Command::Aggregator(args) => aggregator::run(args, &out),
         Command::Party(args) => party::run(args, &out),

@@ -11,10 +11,15 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use candle_core::Device;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use sotto_dp::accounting::AccountantKind;
-use sotto_training::central::{CentralConfig, CentralReport, EpochMetrics, train_central};
+use sotto_training::artifact::{ModelInfo, PrivacySpent};
+use sotto_training::central::{
+    CentralConfig, CentralReport, EpochMetrics, train_central_checkpointed,
+};
+use sotto_training::checkpoint::CheckpointOptions;
 use sotto_training::clipping::ClipMode;
 use sotto_training::data::{self, CsvOptions, Dataset, LabelColumn, Standardizer};
 use sotto_training::model::ModelSpec;
@@ -26,7 +31,7 @@ mod deploy;
 mod federated;
 
 /// Seed of the fixed 80/20 train/test split of CSV and generated data.
-const SPLIT_SEED: u64 = 1;
+pub(super) const SPLIT_SEED: u64 = 1;
 
 /// Arguments of `sotto train`.
 #[derive(Debug, Args)]
@@ -81,10 +86,13 @@ pub struct TrainArgs {
     /// neighbour and round).
     #[arg(long)]
     pub per_round_keys: bool,
-    /// Multi-party: the report folder (default `reports/train-<UTC timestamp>`).
+    /// The report folder, where the metrics and the trained model (`model.json`,
+    /// `model.safetensors`) are written (default `reports/train-<UTC timestamp>`, or
+    /// `reports/central-<UTC timestamp>` with `--central`).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Where the parties compute: `cpu`, or `cuda` (needs a build with `--features cuda`).
+    /// Where the model computes (multi-party: the parties): `cpu`, or `cuda` (needs a build with
+    /// `--features cuda` and a CUDA GPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 
@@ -151,6 +159,14 @@ pub struct TrainArgs {
     /// Skip the membership-inference audit.
     #[arg(long)]
     pub no_audit: bool,
+    /// Central: write a checkpoint (model, optimizer, accounting) every N epochs into
+    /// `<report folder>/checkpoints/epoch-NNNN`.
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Central: continue the run from a checkpoint folder (`.../checkpoints/epoch-NNNN`) with
+    /// the same settings; the final epsilon equals an unbroken run's.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
 }
 
 /// Models selectable on the command line.
@@ -280,35 +296,116 @@ impl TrainArgs {
         Ok(c)
     }
 
-    /// The train/test split of the chosen data.
-    pub(super) fn data(&self) -> anyhow::Result<(Dataset, Dataset)> {
-        match self.data.as_str() {
-            "digits" => Ok(data::digits_split(
-                sotto_training::central::DIGITS_SPLIT_SEED,
-            )?),
-            "sequence" => {
-                let all = data::sequence_task(6000, 12, 32, 4, SPLIT_SEED)?;
-                Ok(all.split(0.2, SPLIT_SEED)?)
-            }
-            path => {
-                let label_column = match self.label_column.as_str() {
-                    "last" => LabelColumn::Last,
-                    s => match s.parse::<usize>() {
-                        Ok(i) => LabelColumn::Index(i),
-                        Err(_) => LabelColumn::Name(s.to_string()),
-                    },
-                };
-                let options = CsvOptions {
-                    has_header: self.header,
-                    label_column,
-                };
-                let csv = data::load_csv_file(std::path::Path::new(path), &options)
-                    .with_context(|| format!("--data {path}"))?;
-                let (train, test) = csv.dataset.split(0.2, SPLIT_SEED)?;
-                let st = Standardizer::fit(&train)?;
-                Ok((st.apply(&train)?, st.apply(&test)?))
-            }
+    /// The train/test split of the chosen data, with its class names and the standardization
+    /// fitted on the training split.
+    pub(super) fn data(&self) -> anyhow::Result<TrainData> {
+        load_data(&self.data, &self.label_column, self.header)
+    }
+}
+
+/// A data set split for training, with what a saved model needs to read new data the same way.
+pub(super) struct TrainData {
+    pub train: Dataset,
+    pub test: Dataset,
+    /// Class names, label `k` first at `k`.
+    pub labels: Vec<String>,
+    /// Fitted on `train` and already applied to `train` and `test`.
+    pub standardizer: Option<Standardizer>,
+}
+
+impl TrainData {
+    /// What a saved model of `classes` classes records about this data.
+    pub fn model_info(&self, classes: usize, trained_by: &str) -> ModelInfo {
+        let mut labels = self.labels.clone();
+        labels.truncate(classes);
+        while labels.len() < classes {
+            labels.push(labels.len().to_string());
         }
+        ModelInfo {
+            labels,
+            standardizer: self.standardizer.clone(),
+            trained_by: trained_by.to_string(),
+            ..ModelInfo::default()
+        }
+    }
+}
+
+/// `--label-column` as the CSV loader takes it.
+pub(super) fn label_column(s: &str) -> LabelColumn {
+    match s {
+        "last" => LabelColumn::Last,
+        s => match s.parse::<usize>() {
+            Ok(i) => LabelColumn::Index(i),
+            Err(_) => LabelColumn::Name(s.to_string()),
+        },
+    }
+}
+
+/// The data named by `--data` (`digits`, `sequence` or a CSV path), split 80/20 with the fixed
+/// seed; features are standardized with the training split's statistics.
+pub(super) fn load_data(data: &str, label_col: &str, header: bool) -> anyhow::Result<TrainData> {
+    let (all, labels, standardize) = match data {
+        "digits" => (data::digits()?, ModelInfo::numbered_labels(10), true),
+        "sequence" => (
+            data::sequence_task(6000, 12, 32, 4, SPLIT_SEED)?,
+            ModelInfo::numbered_labels(4),
+            false,
+        ),
+        path => {
+            let options = CsvOptions {
+                has_header: header,
+                label_column: label_column(label_col),
+            };
+            let csv = data::load_csv_file(std::path::Path::new(path), &options)
+                .with_context(|| format!("--data {path}"))?;
+            (csv.dataset, csv.class_names, true)
+        }
+    };
+    let seed = if data == "digits" {
+        sotto_training::central::DIGITS_SPLIT_SEED
+    } else {
+        SPLIT_SEED
+    };
+    let (train, test) = all.split(0.2, seed)?;
+    if !standardize {
+        return Ok(TrainData {
+            train,
+            test,
+            labels,
+            standardizer: None,
+        });
+    }
+    let st = Standardizer::fit(&train)?;
+    Ok(TrainData {
+        train: st.apply(&train)?,
+        test: st.apply(&test)?,
+        labels,
+        standardizer: Some(st),
+    })
+}
+
+/// The device named by `--device`: `cpu`, or `cuda` (the first CUDA GPU; needs a build with
+/// the `cuda` feature).
+pub(super) fn device(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if !cfg!(feature = "cuda") => Err(UsageError(
+            "--device cuda: this sotto was built without CUDA support; rebuild with \
+             `cargo build --release --features cuda` on a machine with the CUDA toolkit, or use \
+             --device cpu"
+                .into(),
+        )
+        .into()),
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            UsageError(format!(
+                "--device cuda: no usable CUDA GPU ({e}); use --device cpu"
+            ))
+            .into()
+        }),
+        other => Err(UsageError(format!(
+            "--device `{other}` is not a device: use `cpu` or `cuda`"
+        ))
+        .into()),
     }
 }
 
@@ -327,6 +424,8 @@ fn epsilon_text(e: Option<f64>) -> String {
 /// The last JSON line: the whole report (with `accuracy` and `epsilon` at the top level).
 #[derive(Serialize)]
 struct TrainJson<'a> {
+    /// Where `metrics.json`, `model.json` and `model.safetensors` are.
+    report_folder: &'a str,
     #[serde(flatten)]
     report: &'a CentralReport,
 }
@@ -347,7 +446,6 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
         (args.partition.is_some(), "--partition"),
         (args.plain, "--plain"),
         (args.compare_plain, "--compare-plain"),
-        (args.out.is_some(), "--out"),
     ] {
         if set {
             return Err(UsageError(format!(
@@ -356,9 +454,12 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
             .into());
         }
     }
+    let device = device(&args.device)?;
     let config = args.config()?;
-    let (train, test) = args.data()?;
+    let data = args.data()?;
+    let (train, test) = (&data.train, &data.test);
     config.validate(train.len())?;
+    let folder = report_folder(args.out.as_deref(), "central")?;
     let json = out.is_json();
     if !json {
         println!(
@@ -391,8 +492,39 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
             );
         }
     };
-    let (_, report) = train_central(&config, &train, &test, on_epoch)?;
-    out.emit(&TrainJson { report: &report }, || {
+    let checkpoints = CheckpointOptions {
+        every: args.checkpoint_every,
+        dir: args.checkpoint_every.map(|_| folder.join("checkpoints")),
+        resume: args.resume.clone(),
+    };
+    let (model, report) =
+        train_central_checkpointed(&config, train, test, &device, &checkpoints, on_epoch)?;
+    let path = folder.join("metrics.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut info = data.model_info(model.classes(), "sotto train --central");
+    info.trainable = if config.bitfit {
+        sotto_training::nn::Trainable::BiasOnly
+    } else {
+        sotto_training::nn::Trainable::All
+    };
+    info.privacy = match (report.epsilon, report.noise_multiplier) {
+        (Some(epsilon), Some(noise_multiplier)) => Some(PrivacySpent {
+            epsilon,
+            delta: report.delta,
+            accountant: report.accountant,
+            noise_multiplier,
+            sampling_rate: report.sampling_rate,
+            steps: report.steps,
+            guarantee: None,
+        }),
+        _ => None,
+    };
+    model
+        .save(&folder, &info)
+        .with_context(|| format!("cannot save the model in {}", folder.display()))?;
+    let report_folder = folder.display().to_string();
+    out.emit(&TrainJson { report_folder: &report_folder, report: &report }, || {
         let mut s = format!(
             "test accuracy {:.2}%, epsilon {} at delta {} ({} accountant, noise multiplier {}, {} steps)",
             100.0 * report.accuracy,
@@ -411,8 +543,22 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
                 a.members, a.non_members, a.auc, a.tpr_at_1pct_fpr, a.fpr
             ));
         }
+        s.push_str(&format!(
+            "\nreport and model: {report_folder}/metrics.json, model.json, model.safetensors"
+        ));
         s
     })
+}
+
+/// The report folder: `--out`, or `reports/<kind>-<UTC timestamp>`; created if missing.
+pub(super) fn report_folder(out: Option<&std::path::Path>, kind: &str) -> anyhow::Result<PathBuf> {
+    let folder = match out {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("reports").join(format!("{kind}-{}", federated::utc_stamp())),
+    };
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot create the report folder {}", folder.display()))?;
+    Ok(folder)
 }
 
 fn model_name(m: &ModelSpec) -> String {

@@ -231,3 +231,152 @@ fn sotto_train_central_resumes_from_a_checkpoint_with_the_same_epsilon() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A tiny randomly initialised BERT in the Hugging Face layout (see
+/// `training/tests/bert.rs` for the library-level tests).
+fn tiny_bert_folder(dir: &Path) {
+    use candle_core::{DType, Device};
+    use sotto_training::bert::BertSpec;
+    use sotto_training::model::{InputShape, Model, ModelSpec};
+    std::fs::create_dir_all(dir).unwrap();
+    let words = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "great", "bad", "awful", "film",
+    ];
+    let vocab: serde_json::Map<String, Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "decoder": null,
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let config = serde_json::json!({
+        "model_type": "bert", "vocab_size": words.len(), "hidden_size": 8,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+        "max_position_embeddings": 16, "type_vocab_size": 2, "hidden_act": "gelu"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let spec = BertSpec {
+        hidden: 8,
+        layers: 1,
+        heads: 2,
+        intermediate: 16,
+        max_positions: 16,
+        type_vocab: 2,
+        layer_norm_eps: 1e-12,
+        pad_id: 0,
+    };
+    let input = InputShape::Tokens {
+        seq_len: 8,
+        vocab: words.len(),
+    };
+    let m = Model::new(
+        &ModelSpec::Bert(spec),
+        input,
+        2,
+        DType::F32,
+        &Device::Cpu,
+        1,
+    )
+    .unwrap();
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = m
+        .params()
+        .params()
+        .iter()
+        .filter(|p| !p.name().starts_with("classifier"))
+        .map(|p| {
+            let n = p
+                .name()
+                .replace(".table", ".weight")
+                .replace(".scale", ".weight");
+            (n.replace(".shift", ".bias"), p.value().clone())
+        })
+        .collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let mut csv = String::from("text,label\n");
+    for i in 0..60 {
+        let (w, l) = if i % 2 == 0 {
+            ("good great", "pos")
+        } else {
+            ("bad awful", "neg")
+        };
+        csv.push_str(&format!("\"a {w}, film\",{l}\n"));
+    }
+    std::fs::write(dir.join("reviews.csv"), csv).unwrap();
+}
+
+#[test]
+fn sotto_train_fine_tunes_a_pretrained_encoder_on_a_text_csv() {
+    let dir = temp("bert");
+    let hf = dir.join("hf");
+    tiny_bert_folder(&hf);
+    let csv = hf.join("reviews.csv");
+    let out = dir.join("run");
+    let trained = json(&[
+        "train",
+        "--central",
+        "--pretrained",
+        s(&hf),
+        "--data",
+        s(&csv),
+        "--seq-len",
+        "8",
+        "--bitfit",
+        "--epochs",
+        "2",
+        "--delta",
+        "1e-3",
+        "--no-audit",
+        "--out",
+        s(&out),
+    ]);
+    assert!(trained["epsilon"].as_f64().unwrap() <= 2.0);
+    assert!(out.join("tokenizer.json").is_file());
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    assert_eq!(config["architecture"]["kind"], "bert");
+    assert_eq!(config["trainable"], "bias_only");
+    let eval = json(&[
+        "evaluate",
+        "--model",
+        s(&out),
+        "--data",
+        s(&csv),
+        "--split",
+        "test",
+    ]);
+    assert_eq!(eval["accuracy"], trained["accuracy"]);
+    // BiTFiT without a pretrained model warns.
+    let plain = sotto(&[
+        "train",
+        "--central",
+        "--bitfit",
+        "--epochs",
+        "1",
+        "--no-audit",
+        "--out",
+        s(&dir.join("p")),
+    ]);
+    assert!(plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("BiTFiT needs a pretrained model"));
+    assert_invalid(
+        &[
+            "train",
+            "--central",
+            "--pretrained",
+            s(&dir.join("none")),
+            "--data",
+            s(&csv),
+        ],
+        "config.json",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

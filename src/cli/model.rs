@@ -40,6 +40,9 @@ pub struct EvaluateArgs {
     /// The CSV file's first line holds column names.
     #[arg(long)]
     pub header: bool,
+    /// For a text model (`--pretrained`): the CSV column of the texts (index or header name).
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
     /// Evaluate on all of the data, or on the train or test part of `sotto train`'s split.
     #[arg(long, value_enum, default_value = "all")]
     pub split: SplitArg,
@@ -139,6 +142,51 @@ fn prepare(
     Ok(data)
 }
 
+/// A text CSV tokenized with the tokenizer saved next to a fine-tuned encoder.
+fn text_data(
+    model: &Model,
+    args: &EvaluateArgs,
+    path: &str,
+) -> anyhow::Result<(Dataset, Vec<String>, u64)> {
+    use sotto_training::bert::{TextColumns, tokenize_csv};
+    let file = args.model.join("tokenizer.json");
+    let tokenizer = tokenizers_from(&file)?;
+    let (InputShape::Tokens { seq_len, vocab }, sotto_training::model::ModelSpec::Bert(b)) =
+        (model.input_shape(), model.spec())
+    else {
+        return Err(anyhow::anyhow!("internal: a BERT model takes tokens"));
+    };
+    let label = match args.label_column.as_str() {
+        "last" => "label".to_string(),
+        s => s.to_string(),
+    };
+    let columns = TextColumns {
+        text: args.text_column.clone(),
+        label,
+        has_header: args.header || args.text_column.parse::<usize>().is_err(),
+    };
+    let (data, names) = tokenize_csv(
+        Path::new(path),
+        &columns,
+        &tokenizer,
+        seq_len,
+        vocab,
+        b.pad_id,
+    )
+    .with_context(|| format!("--data {path}"))?;
+    Ok((data, names, SPLIT_SEED))
+}
+
+fn tokenizers_from(file: &Path) -> anyhow::Result<sotto_training::bert::Tokenizer> {
+    sotto_training::bert::Tokenizer::from_file(file).map_err(|e| {
+        UsageError(format!(
+            "{}: {e} (a fine-tuned text model keeps its tokenizer.json beside model.json)",
+            file.display()
+        ))
+        .into()
+    })
+}
+
 /// The result of `sotto evaluate`.
 #[derive(Debug, Serialize)]
 struct Evaluation {
@@ -168,6 +216,9 @@ pub fn evaluate(args: EvaluateArgs, out: &Output) -> anyhow::Result<()> {
             ModelInfo::numbered_labels(4),
             SPLIT_SEED,
         ),
+        path if matches!(model.spec(), sotto_training::model::ModelSpec::Bert(_)) => {
+            text_data(&model, &args, path)?
+        }
         path => {
             let csv = data::load_csv_file(
                 Path::new(path),

@@ -17,12 +17,12 @@ use serde::Serialize;
 use sotto_dp::accounting::AccountantKind;
 use sotto_training::artifact::{ModelInfo, PrivacySpent};
 use sotto_training::central::{
-    CentralConfig, CentralReport, EpochMetrics, train_central_checkpointed,
+    CentralConfig, CentralReport, EpochMetrics, train_central_checkpointed, train_central_model,
 };
 use sotto_training::checkpoint::CheckpointOptions;
 use sotto_training::clipping::ClipMode;
 use sotto_training::data::{self, CsvOptions, Dataset, LabelColumn, Standardizer};
-use sotto_training::model::ModelSpec;
+use sotto_training::model::{InputShape, ModelSpec};
 use sotto_training::optim::OptimizerKind;
 
 use super::{Output, UsageError};
@@ -163,6 +163,17 @@ pub struct TrainArgs {
     /// `<report folder>/checkpoints/epoch-NNNN`.
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Central: fine-tune a pretrained BERT-style encoder from a local Hugging Face folder
+    /// (config.json, model.safetensors, tokenizer.json) on `--data FILE.csv` of texts and
+    /// labels (`--text-column`, `--label-column`).
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// With `--pretrained`: the CSV column of the texts (0-based index or header name).
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// With `--pretrained`: tokens per text (longer texts are cut, shorter ones padded).
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
     /// Central: continue the run from a checkpoint folder (`.../checkpoints/epoch-NNNN`) with
     /// the same settings; the final epsilon equals an unbroken run's.
     #[arg(long)]
@@ -384,6 +395,68 @@ pub(super) fn load_data(data: &str, label_col: &str, header: bool) -> anyhow::Re
     })
 }
 
+/// A text CSV tokenized for a pretrained encoder, and the encoder with a classifier for its
+/// classes.
+fn pretrained_data(
+    args: &TrainArgs,
+    dir: &std::path::Path,
+    device: &Device,
+    seed: u64,
+) -> anyhow::Result<(TrainData, sotto_training::model::Model)> {
+    use sotto_training::bert::{TextColumns, load_pretrained, tokenize_csv};
+    if matches!(args.data.as_str(), "digits" | "sequence") || args.model.is_some() {
+        return Err(UsageError(
+            "--pretrained fine-tunes on a text CSV: give --data FILE.csv (and no --model)".into(),
+        )
+        .into());
+    }
+    // Read the folder once for the tokenizer and sizes, tokenize, then build the classifier
+    // for the number of classes found.
+    let probe = load_pretrained(dir, 2, args.seq_len, device, seed)
+        .with_context(|| format!("--pretrained {}", dir.display()))?;
+    let InputShape::Tokens { vocab, .. } = probe.model.input_shape() else {
+        return Err(anyhow::anyhow!("internal: a BERT model takes tokens"));
+    };
+    let pad = match probe.model.spec() {
+        ModelSpec::Bert(b) => b.pad_id,
+        _ => 0,
+    };
+    let label = match args.label_column.as_str() {
+        "last" => "label".to_string(),
+        s => s.to_string(),
+    };
+    let columns = TextColumns {
+        text: args.text_column.clone(),
+        label,
+        has_header: args.header || args.text_column.parse::<usize>().is_err(),
+    };
+    let (all, labels) = tokenize_csv(
+        std::path::Path::new(&args.data),
+        &columns,
+        &probe.tokenizer,
+        args.seq_len,
+        vocab,
+        pad,
+    )
+    .with_context(|| format!("--data {}", args.data))?;
+    let (train, test) = all.split(0.2, SPLIT_SEED)?;
+    let classes = labels.len().max(2);
+    let model = if classes == 2 {
+        probe.model
+    } else {
+        load_pretrained(dir, classes, args.seq_len, device, seed)?.model
+    };
+    Ok((
+        TrainData {
+            train,
+            test,
+            labels,
+            standardizer: None,
+        },
+        model,
+    ))
+}
+
 /// The device named by `--device`: `cpu`, or `cuda` (the first CUDA GPU; needs a build with
 /// the `cuda` feature).
 pub(super) fn device(name: &str) -> anyhow::Result<Device> {
@@ -456,7 +529,19 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
     }
     let device = device(&args.device)?;
     let config = args.config()?;
-    let data = args.data()?;
+    if config.bitfit && args.pretrained.is_none() {
+        eprintln!(
+            "warning: --bitfit trains only the bias terms of a randomly initialised model, which \
+             learns little; BiTFiT needs a pretrained model (--pretrained DIR)"
+        );
+    }
+    let (data, pretrained) = match &args.pretrained {
+        Some(dir) => {
+            let (data, model) = pretrained_data(&args, dir, &device, config.seed)?;
+            (data, Some(model))
+        }
+        None => (args.data()?, None),
+    };
     let (train, test) = (&data.train, &data.test);
     config.validate(train.len())?;
     let folder = report_folder(args.out.as_deref(), "central")?;
@@ -497,8 +582,15 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
         dir: args.checkpoint_every.map(|_| folder.join("checkpoints")),
         resume: args.resume.clone(),
     };
-    let (model, report) =
-        train_central_checkpointed(&config, train, test, &device, &checkpoints, on_epoch)?;
+    let (model, report) = match pretrained {
+        Some(model) => train_central_model(model, &config, train, test, &checkpoints, on_epoch)?,
+        None => train_central_checkpointed(&config, train, test, &device, &checkpoints, on_epoch)?,
+    };
+    if let Some(dir) = &args.pretrained {
+        // The tokenizer travels with the model, so the folder is complete for reuse.
+        std::fs::copy(dir.join("tokenizer.json"), folder.join("tokenizer.json"))
+            .with_context(|| format!("cannot copy tokenizer.json into {}", folder.display()))?;
+    }
     let path = folder.join("metrics.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -568,5 +660,9 @@ fn model_name(m: &ModelSpec) -> String {
         ModelSpec::Transformer { dim, layers, .. } => {
             format!("a transformer (dim {dim}, {layers} layer(s))")
         }
+        ModelSpec::Bert(b) => format!(
+            "a BERT encoder (hidden {}, {} layer(s), {} heads)",
+            b.hidden, b.layers, b.heads
+        ),
     }
 }

@@ -301,17 +301,47 @@ pub fn train_central_checkpointed(
     test: &Dataset,
     device: &Device,
     checkpoints: &CheckpointOptions,
-    mut on_epoch: impl FnMut(&EpochMetrics),
+    on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<(Model, CentralReport)> {
-    if checkpoints.every == Some(0) {
-        return Err(Error::invalid("checkpoint_every", 0, "must be at least 1"));
-    }
     if checkpoints.every.is_some() != checkpoints.dir.is_some() {
         return Err(Error::invalid(
             "checkpoint_every",
             format!("{:?}", checkpoints.every),
             "needs a checkpoint folder, and a folder needs an interval",
         ));
+    }
+    let classes = train.num_classes().max(test.num_classes()).max(2);
+    let model = Model::new(
+        &config.model,
+        InputShape::of(train),
+        classes,
+        DType::F32,
+        device,
+        config.seed,
+    )?;
+    train_central_model(model, config, train, test, checkpoints, on_epoch)
+}
+
+/// [`train_central_checkpointed`] starting from a given model (e.g. a pretrained encoder from
+/// [`crate::bert::load_pretrained`]) instead of a fresh one; `config.model` is ignored and the
+/// model's own device is used.
+///
+/// # Privacy
+/// As [`train_central`]; the starting model must not depend on `train` (a public pretrained
+/// model, or one trained on other data).
+///
+/// # Errors
+/// As [`train_central_checkpointed`].
+pub fn train_central_model(
+    model: Model,
+    config: &CentralConfig,
+    train: &Dataset,
+    test: &Dataset,
+    checkpoints: &CheckpointOptions,
+    mut on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<(Model, CentralReport)> {
+    if checkpoints.every == Some(0) {
+        return Err(Error::invalid("checkpoint_every", 0, "must be at least 1"));
     }
     let n = train.len();
     if n == 0 || test.is_empty() {
@@ -320,16 +350,8 @@ pub fn train_central_checkpointed(
         ));
     }
     let sigma = config.resolve_noise_multiplier(n)?;
-    let device = device.clone();
-    let classes = train.num_classes().max(test.num_classes()).max(2);
-    let model = Model::new(
-        &config.model,
-        InputShape::of(train),
-        classes,
-        DType::F32,
-        &device,
-        config.seed,
-    )?;
+    let device = model.device().clone();
+    model.check_data(train)?;
     model.check_data(test)?;
     let trainable = if config.bitfit {
         Trainable::BiasOnly

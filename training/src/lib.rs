@@ -7,6 +7,7 @@
 //! * [`data`]: the vendored digits data set, a CSV loader, a generated sequence task, splits
 //!   and partitioning across parties.
 //! * [`model`]: logistic regression, an MLP, a small transformer-encoder classifier.
+//! * [`bert`]: BERT-style encoders loaded from local Hugging Face folders, and text CSVs.
 //! * [`clipping`]: per-sample clipping in one backward pass (book-keeping: probes on layer
 //!   outputs, ghost norms or materialized per-sample gradients, one matmul per layer for the
 //!   clipped sum); standard and automatic clipping; DP-BiTFiT.
@@ -27,6 +28,7 @@
 
 pub mod artifact;
 pub mod audit;
+pub mod bert;
 pub mod central;
 pub mod checkpoint;
 pub mod clipping;

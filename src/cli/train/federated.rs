@@ -46,6 +46,20 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
         )
         .into());
     }
+    if args.pretrained.is_some() {
+        return Err(UsageError(
+            "--pretrained works with --central only for now (the parties cannot start from a \
+             pretrained model yet)"
+                .into(),
+        )
+        .into());
+    }
+    if args.bitfit {
+        eprintln!(
+            "warning: --bitfit trains only the bias terms of a randomly initialised model, which \
+             learns little; BiTFiT needs a pretrained model (see --central --pretrained DIR)"
+        );
+    }
     if args.epochs.is_some() {
         return Err(UsageError("--epochs is for --central; use --rounds".into()).into());
     }

@@ -267,3 +267,38 @@ fn full_dp_fine_tuning_changes_every_parameter_and_learns() {
     assert_eq!(changed.len(), before.len());
     assert!(accuracy > 0.6, "accuracy {accuracy}");
 }
+
+/// The golden vector of `scripts/bert_golden.py`: PyTorch's losses of a tiny random BERT
+/// (`BertForSequenceClassification` architecture) on padded sequences, and its tokenizer.
+#[test]
+fn the_encoder_matches_pytorch_on_the_golden_vector() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bert-tiny");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let seq_len = expected["seq_len"].as_u64().unwrap() as usize;
+    let bert = load_pretrained(&dir, 3, seq_len, &Device::Cpu, 0).unwrap();
+    assert!(bert.initialised.is_empty(), "{:?}", bert.initialised);
+    let ids: Vec<Vec<u32>> = serde_json::from_value(expected["ids"].clone()).unwrap();
+    for (text, want) in expected["texts"].as_array().unwrap().iter().zip(&ids) {
+        let got =
+            sotto_training::bert::encode_text(&bert.tokenizer, text.as_str().unwrap(), seq_len, 0)
+                .unwrap();
+        assert_eq!(&got, want, "tokens of {text}");
+    }
+    let labels: Vec<u32> = serde_json::from_value(expected["labels"].clone()).unwrap();
+    let data = sotto_training::data::Dataset::new(
+        sotto_training::data::Inputs::Tokens {
+            ids: ids.concat(),
+            seq_len,
+            vocab: 11,
+        },
+        labels,
+        3,
+    )
+    .unwrap();
+    let losses = bert.model.losses(&data).unwrap();
+    let want: Vec<f64> = serde_json::from_value(expected["losses"].clone()).unwrap();
+    for (got, want) in losses.iter().zip(&want) {
+        assert!((got - want).abs() < 1e-4, "loss {got} vs PyTorch {want}");
+    }
+}

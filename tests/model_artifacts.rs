@@ -354,6 +354,10 @@ fn sotto_train_fine_tunes_a_pretrained_encoder_on_a_text_csv() {
         "test",
     ]);
     assert_eq!(eval["accuracy"], trained["accuracy"]);
+    let p = json(&["predict", "--model", s(&out), "--data", s(&csv)]);
+    let predictions = p["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 60);
+    assert!(predictions.iter().all(|l| l == "pos" || l == "neg"), "{p}");
     // BiTFiT without a pretrained model warns.
     let plain = sotto(&[
         "train",

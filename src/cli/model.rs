@@ -57,7 +57,8 @@ pub struct PredictArgs {
     /// The model folder (the report folder of `sotto train`).
     #[arg(long)]
     pub model: PathBuf,
-    /// A CSV file of feature rows (a label column, if present, is skipped), or `digits`.
+    /// A CSV file of feature rows (a label column, if present, is skipped), of texts for a text
+    /// model, or `digits`.
     #[arg(long)]
     pub data: String,
     /// The label column to skip when rows have one column more than the model's features:
@@ -67,6 +68,9 @@ pub struct PredictArgs {
     /// The CSV file's first line holds column names.
     #[arg(long)]
     pub header: bool,
+    /// For a text model (`--pretrained`): the CSV column of the texts (index or header name).
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
     /// Where the model computes: `cpu` or `cuda`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -369,11 +373,54 @@ pub fn predict(args: PredictArgs, out: &Output) -> anyhow::Result<()> {
             let n = values.len() / dim.max(1);
             Dataset::new(Inputs::Features { values, dim }, vec![0; n], 1)?
         }
-        (path, InputShape::Tokens { .. }) => {
-            return Err(UsageError(format!(
-                "--data {path}: this model reads token sequences; predicting from a CSV file needs a feature model"
-            ))
-            .into());
+        (path, InputShape::Tokens { seq_len, vocab }) => {
+            let sotto_training::model::ModelSpec::Bert(b) = model.spec() else {
+                return Err(UsageError(format!(
+                    "--data {path}: this model reads generated token sequences, not a CSV file"
+                ))
+                .into());
+            };
+            // A text model: one text per record in `--text-column`.
+            let tokenizer = tokenizers_from(&args.model.join("tokenizer.json"))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| UsageError(format!("cannot read --data {path}: {e}")))?;
+            let mut records = sotto_training::bert::parse_csv_records(&text)
+                .with_context(|| format!("--data {path}"))?
+                .into_iter();
+            let has_header = args.header || args.text_column.parse::<usize>().is_err();
+            let header = if has_header { records.next() } else { None };
+            let col = match args.text_column.parse::<usize>() {
+                Ok(i) => i,
+                Err(_) => header
+                    .as_ref()
+                    .and_then(|h| h.iter().position(|c| c.trim() == args.text_column))
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "--text-column {}: no such column in {path}",
+                            args.text_column
+                        ))
+                    })?,
+            };
+            let mut ids = Vec::new();
+            let mut n = 0;
+            for (i, r) in records.enumerate() {
+                let t = r.get(col).ok_or_else(|| {
+                    UsageError(format!("{path}, record {}: no column {col}", i + 1))
+                })?;
+                ids.extend(sotto_training::bert::encode_text(
+                    &tokenizer, t, seq_len, b.pad_id,
+                )?);
+                n += 1;
+            }
+            Dataset::new(
+                Inputs::Tokens {
+                    ids,
+                    seq_len,
+                    vocab,
+                },
+                vec![0; n],
+                1,
+            )?
         }
     };
     let data = Dataset::new(data.inputs().clone(), vec![0; data.len()], 1)?;

@@ -225,9 +225,43 @@ fn sotto_train_central_resumes_from_a_checkpoint_with_the_same_epsilon() {
     let mut changed = resume_args.clone();
     changed.extend(["--learning-rate", "0.3"]);
     assert_invalid(&changed, "learning_rate");
+    // Multi-party: the aggregator's checkpoints, resumed in a fresh session.
+    let mp = dir.join("mp");
+    let full = json(&[
+        "train",
+        "--rounds",
+        "6",
+        "--no-audit",
+        "--checkpoint-every",
+        "3",
+        "--out",
+        s(&mp),
+    ]);
+    let round3 = mp.join("checkpoints").join("round-0003");
+    let resumed = json(&[
+        "train",
+        "--rounds",
+        "6",
+        "--no-audit",
+        "--resume",
+        s(&round3),
+        "--out",
+        s(&dir.join("mp2")),
+    ]);
+    assert_eq!(resumed["epsilon"], full["epsilon"]);
+    assert_eq!(resumed["rounds"], 6);
     assert_invalid(
-        &["train", "--rounds", "3", "--checkpoint-every", "1"],
-        "--central",
+        &[
+            "train",
+            "--rounds",
+            "7",
+            "--no-audit",
+            "--resume",
+            s(&round3),
+            "--out",
+            s(&dir.join("mp3")),
+        ],
+        "rounds",
     );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -75,14 +75,22 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     let invalid = err.chain().any(|cause| {
         is_invalid_dp(cause.downcast_ref::<sotto_dp::Error>())
             || cause.downcast_ref::<UsageError>().is_some()
-            || match cause.downcast_ref::<sotto_training::Error>() {
-                Some(sotto_training::Error::InvalidParameter { .. })
-                | Some(sotto_training::Error::Data(_)) => true,
-                Some(sotto_training::Error::Dp(e)) => is_invalid_dp(Some(e)),
+            || is_invalid_training(cause.downcast_ref::<sotto_training::Error>())
+            || match cause.downcast_ref::<sotto_training::federated::Error>() {
+                Some(sotto_training::federated::Error::Training(e)) => is_invalid_training(Some(e)),
                 _ => false,
             }
     });
     if invalid { 2 } else { 1 }
+}
+
+fn is_invalid_training(err: Option<&sotto_training::Error>) -> bool {
+    match err {
+        Some(sotto_training::Error::InvalidParameter { .. })
+        | Some(sotto_training::Error::Data(_)) => true,
+        Some(sotto_training::Error::Dp(e)) => is_invalid_dp(Some(e)),
+        _ => false,
+    }
 }
 
 fn is_invalid_dp(err: Option<&sotto_dp::Error>) -> bool {

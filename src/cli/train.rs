@@ -159,8 +159,9 @@ pub struct TrainArgs {
     /// Skip the membership-inference audit.
     #[arg(long)]
     pub no_audit: bool,
-    /// Central: write a checkpoint (model, optimizer, accounting) every N epochs into
-    /// `<report folder>/checkpoints/epoch-NNNN`.
+    /// Write a checkpoint (model, optimizer, accounting) every N epochs (`--central`, into
+    /// `<report folder>/checkpoints/epoch-NNNN`) or N rounds (multi-party, the aggregator's
+    /// state, into `<report folder>/checkpoints/round-NNNN`).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
     /// Central: fine-tune a pretrained BERT-style encoder from a local Hugging Face folder
@@ -174,8 +175,8 @@ pub struct TrainArgs {
     /// With `--pretrained`: tokens per text (longer texts are cut, shorter ones padded).
     #[arg(long, default_value_t = 128)]
     pub seq_len: usize,
-    /// Central: continue the run from a checkpoint folder (`.../checkpoints/epoch-NNNN`) with
-    /// the same settings; the final epsilon equals an unbroken run's.
+    /// Continue a run from a checkpoint folder (`.../checkpoints/epoch-NNNN` or `round-NNNN`)
+    /// with the same settings; the final epsilon equals an unbroken run's.
     #[arg(long)]
     pub resume: Option<PathBuf>,
 }

@@ -194,3 +194,137 @@ pub(crate) fn load(
     opt.restore(state.steps, m, v).map_err(|e| err(dir, e))?;
     Ok(state)
 }
+
+/// The run state of a multi-party checkpoint (`checkpoint.json` in a folder `round-NNNN`),
+/// written by the aggregator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FederatedCheckpoint {
+    /// Always `sotto-federated-checkpoint`.
+    pub format: String,
+    /// Format version (1).
+    pub version: u32,
+    /// The settings of the run (a resumed run must use the same).
+    pub config: crate::federated::FederatedConfig,
+    /// Rounds completed.
+    pub rounds_done: u64,
+    /// Epsilon spent so far.
+    pub epsilon: f64,
+    /// Per-round metrics so far.
+    pub metrics: Vec<crate::federated::RoundMetrics>,
+}
+
+/// The folder of the multi-party checkpoint after `rounds` rounds.
+pub fn round_folder(dir: &Path, rounds: u64) -> PathBuf {
+    dir.join(format!("round-{rounds:04}"))
+}
+
+fn save_model_and_optimizer(dir: &Path, model: &Model, opt: &Optimizer, by: &str) -> Result<()> {
+    let info = ModelInfo {
+        labels: ModelInfo::numbered_labels(model.classes()),
+        trained_by: by.into(),
+        ..ModelInfo::default()
+    };
+    model.save(dir, &info)?;
+    let (_, m, v) = opt.state();
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (i, t) in m.iter().enumerate() {
+        tensors.insert(format!("m.{i}"), t.clone());
+    }
+    for (i, t) in v.iter().enumerate() {
+        tensors.insert(format!("v.{i}"), t.clone());
+    }
+    candle_core::safetensors::save(&tensors, dir.join(OPTIMIZER_FILE))?;
+    Ok(())
+}
+
+/// Writes a multi-party checkpoint into `dir`.
+pub(crate) fn save_federated(
+    dir: &Path,
+    state: &FederatedCheckpoint,
+    model: &Model,
+    opt: &Optimizer,
+) -> Result<()> {
+    save_model_and_optimizer(dir, model, opt, "checkpoint of sotto train (multi-party)")?;
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|e| err(dir, format!("cannot encode {CHECKPOINT_FILE}: {e}")))?;
+    std::fs::write(dir.join(CHECKPOINT_FILE), text)
+        .map_err(|e| err(dir, format!("cannot write {CHECKPOINT_FILE}: {e}")))
+}
+
+/// A loaded multi-party checkpoint: its state, and the optimizer's steps and moments.
+pub(crate) type FederatedResume = (FederatedCheckpoint, (u64, Vec<Tensor>, Vec<Tensor>));
+
+/// Loads a multi-party checkpoint into `model` (built from `config`), after checking that it
+/// was written by a run with the same settings; returns the state and the optimizer state.
+pub(crate) fn load_federated(
+    dir: &Path,
+    config: &crate::federated::FederatedConfig,
+    model: &Model,
+    device: &Device,
+) -> Result<FederatedResume> {
+    let text = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).map_err(|e| {
+        err(
+            dir,
+            format!("cannot read {CHECKPOINT_FILE}: {e} (give a folder `round-NNNN` written by --checkpoint-every)"),
+        )
+    })?;
+    let state: FederatedCheckpoint = serde_json::from_str(&text).map_err(|e| {
+        err(
+            dir,
+            format!("{CHECKPOINT_FILE} is not a multi-party sotto checkpoint: {e}"),
+        )
+    })?;
+    if state.format != "sotto-federated-checkpoint" || state.version != VERSION {
+        return Err(err(dir, "not a multi-party sotto checkpoint of version 1"));
+    }
+    let differs = match (
+        serde_json::to_value(&state.config),
+        serde_json::to_value(config),
+    ) {
+        (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) => a
+            .iter()
+            .find(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, _)| k.clone()),
+        _ => Some("(settings not comparable)".into()),
+    };
+    if let Some(field) = differs {
+        return Err(Error::invalid(
+            "resume",
+            dir.display(),
+            format!(
+                "the checkpoint's setting `{field}` differs from this run's; resume with the settings it was written with"
+            ),
+        ));
+    }
+    if state.rounds_done >= config.rounds {
+        return Err(Error::invalid(
+            "resume",
+            dir.display(),
+            format!(
+                "the checkpoint already completed all {} rounds",
+                config.rounds
+            ),
+        ));
+    }
+    let (saved, _) = Model::load(dir, device)?;
+    if saved.spec() != model.spec() || saved.num_params() != model.num_params() {
+        return Err(err(dir, "its model does not fit this run's data"));
+    }
+    model.load_flat(&saved.to_flat()?)?;
+    let mut tensors = candle_core::safetensors::load(dir.join(OPTIMIZER_FILE), device)
+        .map_err(|e| err(dir, format!("cannot read {OPTIMIZER_FILE}: {e}")))?;
+    let n = model.params().trainable_indices(config.trainable()).len();
+    let mut take = |prefix: &str| -> Result<Vec<Tensor>> {
+        (0..n)
+            .map(|i| {
+                tensors
+                    .remove(&format!("{prefix}.{i}"))
+                    .ok_or_else(|| err(dir, format!("{OPTIMIZER_FILE} lacks `{prefix}.{i}`")))
+            })
+            .collect()
+    };
+    let m = take("m")?;
+    let v = take("v")?;
+    let steps = state.rounds_done;
+    Ok((state, (steps, m, v)))
+}

@@ -71,3 +71,55 @@ fn a_resumed_run_matches_an_unbroken_one() {
     assert!(e.contains("checkpoint.json"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_resumed_multi_party_run_ends_with_the_unbroken_epsilon() {
+    use sotto_training::checkpoint::round_folder;
+    use sotto_training::federated::{FederatedConfig, LocalOptions, run_local_with};
+    let dir = std::env::temp_dir().join(format!("sotto-ckpt-fed-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let (train, test) = digits_split(3).unwrap();
+    let config = FederatedConfig {
+        rounds: 6,
+        audit: false,
+        reproducible: true,
+        ..FederatedConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = |checkpoints: CheckpointOptions| {
+        let options = LocalOptions {
+            checkpoints,
+            ..LocalOptions::default()
+        };
+        rt.block_on(run_local_with(&config, &train, &test, options, &mut |_| {}))
+    };
+    let full = run(CheckpointOptions {
+        every: Some(3),
+        dir: Some(dir.clone()),
+        resume: None,
+    })
+    .unwrap();
+    assert!(round_folder(&dir, 3).join("checkpoint.json").is_file());
+    assert!(round_folder(&dir, 6).join("checkpoint.json").is_file());
+    let resumed = run(CheckpointOptions {
+        resume: Some(round_folder(&dir, 3)),
+        ..CheckpointOptions::default()
+    })
+    .unwrap();
+    assert_eq!(resumed.report.epsilon, full.report.epsilon);
+    assert_eq!(resumed.report.rounds, 6);
+    let rounds: Vec<u64> = resumed.report.metrics.iter().map(|m| m.round).collect();
+    assert_eq!(rounds, [1, 2, 3, 4, 5, 6]);
+    for (a, b) in resumed.report.metrics.iter().zip(&full.report.metrics) {
+        assert_eq!(a.epsilon, b.epsilon, "round {}", a.round);
+    }
+    let done = run(CheckpointOptions {
+        resume: Some(round_folder(&dir, 6)),
+        ..CheckpointOptions::default()
+    });
+    assert!(done.unwrap_err().to_string().contains("already completed"));
+    std::fs::remove_dir_all(&dir).ok();
+}

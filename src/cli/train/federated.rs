@@ -38,14 +38,6 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
         }
         None => FederatedConfig::default(),
     };
-    if args.checkpoint_every.is_some() || args.resume.is_some() {
-        return Err(UsageError(
-            "--checkpoint-every and --resume work with --central only for now (multi-party \
-             training cannot be resumed yet)"
-                .into(),
-        )
-        .into());
-    }
     if args.pretrained.is_some() {
         return Err(UsageError(
             "--pretrained works with --central only for now (the parties cannot start from a \
@@ -256,7 +248,21 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
     let params = sotto_training::federated::update_len(&config, &train, &test)?;
     let runtime =
         sotto_training::federated::runtime_for(params).context("cannot start the async runtime")?;
-    let (secure, weights) = run_one(&runtime, &config, &train, &test, &device, json, "secure")?;
+    let checkpoints = sotto_training::checkpoint::CheckpointOptions {
+        every: args.checkpoint_every,
+        dir: args.checkpoint_every.map(|_| folder.join("checkpoints")),
+        resume: args.resume.clone(),
+    };
+    let (secure, weights) = run_one(
+        &runtime,
+        &config,
+        &train,
+        &test,
+        &device,
+        json,
+        "secure",
+        checkpoints,
+    )?;
     write_report(&folder, &secure)?;
     save_model(&folder, &config, &data, &secure, &weights, &device)?;
     let overhead = if args.compare_plain {
@@ -266,7 +272,16 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
             ..config.clone()
         };
         let run = |config: &FederatedConfig, label: &str| {
-            run_one(&runtime, config, &train, &test, &device, json, label)
+            run_one(
+                &runtime,
+                config,
+                &train,
+                &test,
+                &device,
+                json,
+                label,
+                Default::default(),
+            )
         };
         let (plain, _) = run(&plain_config, "plain")?;
         let path = folder.join("plain-metrics.json");
@@ -375,6 +390,7 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     runtime: &tokio::runtime::Runtime,
     config: &FederatedConfig,
@@ -383,6 +399,7 @@ fn run_one(
     device: &Device,
     json: bool,
     label: &str,
+    checkpoints: sotto_training::checkpoint::CheckpointOptions,
 ) -> anyhow::Result<(FederatedReport, Vec<f32>)> {
     let bar = ProgressBar::new(config.rounds);
     if json {
@@ -408,6 +425,7 @@ fn run_one(
     };
     let options = LocalOptions {
         device: device.clone(),
+        checkpoints,
         ..LocalOptions::default()
     };
     let outcome = runtime.block_on(run_local_with(config, train, test, options, &mut on_round));

@@ -10,7 +10,8 @@
 //! done; done
 //! ```
 //! Arguments: `full|bitfit`, `non_dp|dp|dp_noise`, batch size, sequence length, measured
-//! steps (after one warm-up step). `non_dp` is an ordinary backward pass and an SGD step; `dp`
+//! steps (after one warm-up step), and `cpu` (default) or `cuda` (a build with
+//! `--features cuda`; the step is timed up to `Device::synchronize`, peak RSS is host memory). `non_dp` is an ordinary backward pass and an SGD step; `dp`
 //! is book-keeping per-sample clipping (one backward pass) and the step on the clipped sum;
 //! `dp_noise` adds the exact discrete Gaussian noise on one thread (the whole DP-SGD step).
 //! Prints one JSON line: median and every step's seconds, parameters, peak RSS.
@@ -53,7 +54,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bitfit" => Trainable::BiasOnly,
         other => return Err(format!("unknown tuning {other}: full or bitfit").into()),
     };
-    let dev = Device::Cpu;
+    let dev = match arg(6, "cpu").as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0)?,
+        other => return Err(format!("unknown device {other}: cpu or cuda").into()),
+    };
     let vocab = 30_522;
     let spec = ModelSpec::Bert(BertSpec::base());
     let input = InputShape::Tokens { seq_len, vocab };
@@ -105,6 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             other => return Err(format!("unknown mode {other}: non_dp, dp or dp_noise").into()),
         }
+        dev.synchronize()?;
         if step > 0 {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -114,9 +120,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
     let (peak, _) = memory_mib();
     println!(
-        "{{\"impl\":\"sotto\",\"tuning\":\"{tuning}\",\"mode\":\"{mode}\",\"batch\":{batch},\"seq_len\":{seq_len},\
+        "{{\"impl\":\"sotto\",\"device\":\"{}\",\"tuning\":\"{tuning}\",\"mode\":\"{mode}\",\"batch\":{batch},\"seq_len\":{seq_len},\
          \"params\":{},\"trained\":{dims},\"median_s\":{median:.3},\"steps_s\":{times:?},\
          \"rss_after_init_mib\":{rss_model:.0},\"peak_rss_mib\":{peak:.0}}}",
+        arg(6, "cpu"),
         model.num_params()
     );
     Ok(())

@@ -319,6 +319,18 @@ fn hf_names(name: &str) -> Vec<String> {
 /// [`Error::Data`] naming the file and the problem when a file is missing or unreadable, the
 /// configuration is not a BERT one, or an encoder tensor is missing or has the wrong shape;
 /// [`Error::InvalidParameter`] when `seq_len` exceeds the encoder's positions.
+///
+/// ```rust
+/// use candle_core::Device;
+/// use sotto_training::bert::{encode_text, load_pretrained};
+/// // The tiny golden model of the tests (written by scripts/bert_golden.py).
+/// let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bert-tiny");
+/// let bert = load_pretrained(&dir, 3, 10, &Device::Cpu, 0)?;
+/// assert!(bert.initialised.is_empty()); // encoder, pooler and classifier all came from the folder
+/// let ids = encode_text(&bert.tokenizer, "the film was good", 10, 0)?;
+/// assert_eq!(ids, [2, 9, 8, 10, 4, 3, 0, 0, 0, 0]); // [CLS] ... [SEP] and padding
+/// # Ok::<(), sotto_training::Error>(())
+/// ```
 pub fn load_pretrained(
     dir: &Path,
     classes: usize,

@@ -330,9 +330,12 @@ fn poll_rejects_invalid_parameters() {
 
 #[test]
 fn train_central_reports_accuracy_and_the_accountants_epsilon() {
+    let dir = std::env::temp_dir().join(format!("sotto-cli-central-{}", std::process::id()));
     let v = json(&[
         "train",
         "--central",
+        "--out",
+        dir.to_str().expect("utf-8 path"),
         "--epochs",
         "3",
         "--target-epsilon",
@@ -361,6 +364,8 @@ fn train_central_reports_accuracy_and_the_accountants_epsilon() {
     )
     .expect("epsilon");
     assert_eq!(epsilon, expected);
+    assert!(dir.join("model.safetensors").is_file());
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

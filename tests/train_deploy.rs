@@ -58,6 +58,8 @@ fn separate_processes_train_and_survive_a_killed_party() {
         .arg(dir.join("test.csv"))
         .arg("--out")
         .arg(&out)
+        .arg("--model-out")
+        .arg(dir.join("model"))
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -111,5 +113,21 @@ fn separate_processes_train_and_survive_a_killed_party() {
         .clone();
     assert_eq!(last["survivors"], serde_json::json!([1, 3]));
     assert!(summary["accuracy"].as_f64().unwrap() > 0.8);
+    // The aggregator's final model, reloaded, scores the same on the same test data.
+    let eval = Command::new(bin)
+        .args(["--json", "evaluate", "--model"])
+        .arg(dir.join("model"))
+        .arg("--data")
+        .arg(dir.join("test.csv"))
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let eval: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(eval["accuracy"], summary["accuracy"]);
+    assert_eq!(eval["epsilon"], summary["epsilon"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

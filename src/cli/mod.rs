@@ -3,6 +3,7 @@
 mod account;
 mod aggregator;
 mod certs;
+mod model;
 mod output;
 mod party;
 mod poll;
@@ -42,6 +43,10 @@ pub enum Command {
     Poll(poll::PollCommand),
     /// Differentially private training: multi-party over QUIC (default) or `--central`.
     Train(train::TrainArgs),
+    /// Accuracy and loss of a saved model (`sotto train`'s report folder) on labelled data.
+    Evaluate(model::EvaluateArgs),
+    /// Class predictions of a saved model (`sotto train`'s report folder) for feature rows.
+    Predict(model::PredictArgs),
     /// Write a deployment's dev CA and certificates (aggregator and parties 1..=N).
     Certs(certs::CertsArgs),
     /// Run the aggregator of one secure sum or statistics query (TOML configuration).
@@ -58,6 +63,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account(cmd) => account::run(cmd, &out),
         Command::Poll(cmd) => poll::run(cmd, &out),
         Command::Train(args) => train::run(args, &out),
+        Command::Evaluate(args) => model::evaluate(args, &out),
+        Command::Predict(args) => model::predict(args, &out),
         Command::Certs(args) => certs::run(args, &out),
         Command::Aggregator(args) => aggregator::run(args, &out),
         Command::Party(args) => party::run(args, &out),
@@ -70,14 +77,22 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     let invalid = err.chain().any(|cause| {
         is_invalid_dp(cause.downcast_ref::<sotto_dp::Error>())
             || cause.downcast_ref::<UsageError>().is_some()
-            || match cause.downcast_ref::<sotto_training::Error>() {
-                Some(sotto_training::Error::InvalidParameter { .. })
-                | Some(sotto_training::Error::Data(_)) => true,
-                Some(sotto_training::Error::Dp(e)) => is_invalid_dp(Some(e)),
+            || is_invalid_training(cause.downcast_ref::<sotto_training::Error>())
+            || match cause.downcast_ref::<sotto_training::federated::Error>() {
+                Some(sotto_training::federated::Error::Training(e)) => is_invalid_training(Some(e)),
                 _ => false,
             }
     });
     if invalid { 2 } else { 1 }
+}
+
+fn is_invalid_training(err: Option<&sotto_training::Error>) -> bool {
+    match err {
+        Some(sotto_training::Error::InvalidParameter { .. })
+        | Some(sotto_training::Error::Data(_)) => true,
+        Some(sotto_training::Error::Dp(e)) => is_invalid_dp(Some(e)),
+        _ => false,
+    }
 }
 
 fn is_invalid_dp(err: Option<&sotto_dp::Error>) -> bool {

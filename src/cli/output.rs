@@ -25,11 +25,16 @@ impl Output {
         value: &T,
         text: impl FnOnce() -> String,
     ) -> anyhow::Result<()> {
-        if self.json {
-            println!("{}", serde_json::to_string(value)?);
+        use std::io::Write;
+        let line = if self.json {
+            serde_json::to_string(value)?
         } else {
-            println!("{}", text());
+            text()
+        };
+        match writeln!(std::io::stdout().lock(), "{line}") {
+            // A closed pipe (`sotto predict ... | head`) is the reader's choice, not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => Ok(r?),
         }
-        Ok(())
     }
 }

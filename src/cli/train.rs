@@ -11,14 +11,19 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use candle_core::Device;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use sotto_dp::accounting::AccountantKind;
 use sotto_training::audit::CanaryConfig;
-use sotto_training::central::{CentralConfig, CentralReport, EpochMetrics, train_central};
+use sotto_training::artifact::{ModelInfo, PrivacySpent};
+use sotto_training::central::{
+    CentralConfig, CentralReport, EpochMetrics, train_central_checkpointed, train_central_model,
+};
+use sotto_training::checkpoint::CheckpointOptions;
 use sotto_training::clipping::ClipMode;
 use sotto_training::data::{self, CsvOptions, Dataset, LabelColumn, Standardizer};
-use sotto_training::model::ModelSpec;
+use sotto_training::model::{InputShape, ModelSpec};
 use sotto_training::optim::OptimizerKind;
 
 use super::{Output, UsageError};
@@ -27,7 +32,7 @@ mod deploy;
 mod federated;
 
 /// Seed of the fixed 80/20 train/test split of CSV and generated data.
-const SPLIT_SEED: u64 = 1;
+pub(super) const SPLIT_SEED: u64 = 1;
 
 /// Arguments of `sotto train`.
 #[derive(Debug, Args)]
@@ -82,10 +87,13 @@ pub struct TrainArgs {
     /// neighbour and round).
     #[arg(long)]
     pub per_round_keys: bool,
-    /// Multi-party: the report folder (default `reports/train-<UTC timestamp>`).
+    /// The report folder, where the metrics and the trained model (`model.json`,
+    /// `model.safetensors`) are written (default `reports/train-<UTC timestamp>`, or
+    /// `reports/central-<UTC timestamp>` with `--central`).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Where the parties compute: `cpu`, or `cuda` (needs a build with `--features cuda`).
+    /// Where the model computes (multi-party: the parties): `cpu`, or `cuda` (needs a build with
+    /// `--features cuda` and a CUDA GPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 
@@ -158,6 +166,26 @@ pub struct TrainArgs {
     /// model: for measuring privacy, not for a model to release.
     #[arg(long, conflicts_with = "no_audit")]
     pub canaries: Option<usize>,
+    /// Write a checkpoint (model, optimizer, accounting) every N epochs (`--central`, into
+    /// `<report folder>/checkpoints/epoch-NNNN`) or N rounds (multi-party, the aggregator's
+    /// state, into `<report folder>/checkpoints/round-NNNN`).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Central: fine-tune a pretrained BERT-style encoder from a local Hugging Face folder
+    /// (config.json, model.safetensors, tokenizer.json) on `--data FILE.csv` of texts and
+    /// labels (`--text-column`, `--label-column`).
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// With `--pretrained`: the CSV column of the texts (0-based index or header name).
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// With `--pretrained`: tokens per text (longer texts are cut, shorter ones padded).
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Continue a run from a checkpoint folder (`.../checkpoints/epoch-NNNN` or `round-NNNN`)
+    /// with the same settings; the final epsilon equals an unbroken run's.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
 }
 
 /// Models selectable on the command line.
@@ -294,35 +322,178 @@ impl TrainArgs {
         Ok(c)
     }
 
-    /// The train/test split of the chosen data.
-    pub(super) fn data(&self) -> anyhow::Result<(Dataset, Dataset)> {
-        match self.data.as_str() {
-            "digits" => Ok(data::digits_split(
-                sotto_training::central::DIGITS_SPLIT_SEED,
-            )?),
-            "sequence" => {
-                let all = data::sequence_task(6000, 12, 32, 4, SPLIT_SEED)?;
-                Ok(all.split(0.2, SPLIT_SEED)?)
-            }
-            path => {
-                let label_column = match self.label_column.as_str() {
-                    "last" => LabelColumn::Last,
-                    s => match s.parse::<usize>() {
-                        Ok(i) => LabelColumn::Index(i),
-                        Err(_) => LabelColumn::Name(s.to_string()),
-                    },
-                };
-                let options = CsvOptions {
-                    has_header: self.header,
-                    label_column,
-                };
-                let csv = data::load_csv_file(std::path::Path::new(path), &options)
-                    .with_context(|| format!("--data {path}"))?;
-                let (train, test) = csv.dataset.split(0.2, SPLIT_SEED)?;
-                let st = Standardizer::fit(&train)?;
-                Ok((st.apply(&train)?, st.apply(&test)?))
-            }
+    /// The train/test split of the chosen data, with its class names and the standardization
+    /// fitted on the training split.
+    pub(super) fn data(&self) -> anyhow::Result<TrainData> {
+        load_data(&self.data, &self.label_column, self.header)
+    }
+}
+
+/// A data set split for training, with what a saved model needs to read new data the same way.
+pub(super) struct TrainData {
+    pub train: Dataset,
+    pub test: Dataset,
+    /// Class names, label `k` first at `k`.
+    pub labels: Vec<String>,
+    /// Fitted on `train` and already applied to `train` and `test`.
+    pub standardizer: Option<Standardizer>,
+}
+
+impl TrainData {
+    /// What a saved model of `classes` classes records about this data.
+    pub fn model_info(&self, classes: usize, trained_by: &str) -> ModelInfo {
+        let mut labels = self.labels.clone();
+        labels.truncate(classes);
+        while labels.len() < classes {
+            labels.push(labels.len().to_string());
         }
+        ModelInfo {
+            labels,
+            standardizer: self.standardizer.clone(),
+            trained_by: trained_by.to_string(),
+            ..ModelInfo::default()
+        }
+    }
+}
+
+/// `--label-column` as the CSV loader takes it.
+pub(super) fn label_column(s: &str) -> LabelColumn {
+    match s {
+        "last" => LabelColumn::Last,
+        s => match s.parse::<usize>() {
+            Ok(i) => LabelColumn::Index(i),
+            Err(_) => LabelColumn::Name(s.to_string()),
+        },
+    }
+}
+
+/// The data named by `--data` (`digits`, `sequence` or a CSV path), split 80/20 with the fixed
+/// seed; features are standardized with the training split's statistics.
+pub(super) fn load_data(data: &str, label_col: &str, header: bool) -> anyhow::Result<TrainData> {
+    let (all, labels, standardize) = match data {
+        "digits" => (data::digits()?, ModelInfo::numbered_labels(10), true),
+        "sequence" => (
+            data::sequence_task(6000, 12, 32, 4, SPLIT_SEED)?,
+            ModelInfo::numbered_labels(4),
+            false,
+        ),
+        path => {
+            let options = CsvOptions {
+                has_header: header,
+                label_column: label_column(label_col),
+            };
+            let csv = data::load_csv_file(std::path::Path::new(path), &options)
+                .with_context(|| format!("--data {path}"))?;
+            (csv.dataset, csv.class_names, true)
+        }
+    };
+    let seed = if data == "digits" {
+        sotto_training::central::DIGITS_SPLIT_SEED
+    } else {
+        SPLIT_SEED
+    };
+    let (train, test) = all.split(0.2, seed)?;
+    if !standardize {
+        return Ok(TrainData {
+            train,
+            test,
+            labels,
+            standardizer: None,
+        });
+    }
+    let st = Standardizer::fit(&train)?;
+    Ok(TrainData {
+        train: st.apply(&train)?,
+        test: st.apply(&test)?,
+        labels,
+        standardizer: Some(st),
+    })
+}
+
+/// A text CSV tokenized for a pretrained encoder, and the encoder with a classifier for its
+/// classes.
+fn pretrained_data(
+    args: &TrainArgs,
+    dir: &std::path::Path,
+    device: &Device,
+    seed: u64,
+) -> anyhow::Result<(TrainData, sotto_training::model::Model)> {
+    use sotto_training::bert::{TextColumns, load_pretrained, tokenize_csv};
+    if matches!(args.data.as_str(), "digits" | "sequence") || args.model.is_some() {
+        return Err(UsageError(
+            "--pretrained fine-tunes on a text CSV: give --data FILE.csv (and no --model)".into(),
+        )
+        .into());
+    }
+    // Read the folder once for the tokenizer and sizes, tokenize, then build the classifier
+    // for the number of classes found.
+    let probe = load_pretrained(dir, 2, args.seq_len, device, seed)
+        .with_context(|| format!("--pretrained {}", dir.display()))?;
+    let InputShape::Tokens { vocab, .. } = probe.model.input_shape() else {
+        return Err(anyhow::anyhow!("internal: a BERT model takes tokens"));
+    };
+    let pad = match probe.model.spec() {
+        ModelSpec::Bert(b) => b.pad_id,
+        _ => 0,
+    };
+    let label = match args.label_column.as_str() {
+        "last" => "label".to_string(),
+        s => s.to_string(),
+    };
+    let columns = TextColumns {
+        text: args.text_column.clone(),
+        label,
+        has_header: args.header || args.text_column.parse::<usize>().is_err(),
+    };
+    let (all, labels) = tokenize_csv(
+        std::path::Path::new(&args.data),
+        &columns,
+        &probe.tokenizer,
+        args.seq_len,
+        vocab,
+        pad,
+    )
+    .with_context(|| format!("--data {}", args.data))?;
+    let (train, test) = all.split(0.2, SPLIT_SEED)?;
+    let classes = labels.len().max(2);
+    let model = if classes == 2 {
+        probe.model
+    } else {
+        load_pretrained(dir, classes, args.seq_len, device, seed)?.model
+    };
+    Ok((
+        TrainData {
+            train,
+            test,
+            labels,
+            standardizer: None,
+        },
+        model,
+    ))
+}
+
+/// The device named by `--device`: `cpu`, or `cuda` (the first CUDA GPU; needs a build with
+/// the `cuda` feature).
+pub(super) fn device(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if !cfg!(feature = "cuda") => Err(UsageError(
+            "--device cuda: this sotto was built without CUDA support; rebuild with \
+             `cargo build --release --features cuda` on a machine with the CUDA toolkit, or use \
+             --device cpu"
+                .into(),
+        )
+        .into()),
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            UsageError(format!(
+                "--device cuda: no usable CUDA GPU ({e}); use --device cpu"
+            ))
+            .into()
+        }),
+        other => Err(UsageError(format!(
+            "--device `{other}` is not a device: use `cpu` or `cuda`"
+        ))
+        .into()),
     }
 }
 
@@ -341,6 +512,8 @@ fn epsilon_text(e: Option<f64>) -> String {
 /// The last JSON line: the whole report (with `accuracy` and `epsilon` at the top level).
 #[derive(Serialize)]
 struct TrainJson<'a> {
+    /// Where `metrics.json`, `model.json` and `model.safetensors` are.
+    report_folder: &'a str,
     #[serde(flatten)]
     report: &'a CentralReport,
 }
@@ -364,7 +537,6 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
         (args.partition.is_some(), "--partition"),
         (args.plain, "--plain"),
         (args.compare_plain, "--compare-plain"),
-        (args.out.is_some(), "--out"),
     ] {
         if set {
             return Err(UsageError(format!(
@@ -373,9 +545,24 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
             .into());
         }
     }
+    let device = device(&args.device)?;
     let config = args.config()?;
-    let (train, test) = args.data()?;
+    if config.bitfit && args.pretrained.is_none() {
+        eprintln!(
+            "warning: --bitfit trains only the bias terms of a randomly initialised model, which \
+             learns little; BiTFiT needs a pretrained model (--pretrained DIR)"
+        );
+    }
+    let (data, pretrained) = match &args.pretrained {
+        Some(dir) => {
+            let (data, model) = pretrained_data(&args, dir, &device, config.seed)?;
+            (data, Some(model))
+        }
+        None => (args.data()?, None),
+    };
+    let (train, test) = (&data.train, &data.test);
     config.validate(train.len())?;
+    let folder = report_folder(args.out.as_deref(), "central")?;
     let json = out.is_json();
     if !json {
         println!(
@@ -408,8 +595,46 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
             );
         }
     };
-    let (_, report) = train_central(&config, &train, &test, on_epoch)?;
-    out.emit(&TrainJson { report: &report }, || {
+    let checkpoints = CheckpointOptions {
+        every: args.checkpoint_every,
+        dir: args.checkpoint_every.map(|_| folder.join("checkpoints")),
+        resume: args.resume.clone(),
+    };
+    let (model, report) = match pretrained {
+        Some(model) => train_central_model(model, &config, train, test, &checkpoints, on_epoch)?,
+        None => train_central_checkpointed(&config, train, test, &device, &checkpoints, on_epoch)?,
+    };
+    if let Some(dir) = &args.pretrained {
+        // The tokenizer travels with the model, so the folder is complete for reuse.
+        std::fs::copy(dir.join("tokenizer.json"), folder.join("tokenizer.json"))
+            .with_context(|| format!("cannot copy tokenizer.json into {}", folder.display()))?;
+    }
+    let path = folder.join("metrics.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut info = data.model_info(model.classes(), "sotto train --central");
+    info.trainable = if config.bitfit {
+        sotto_training::nn::Trainable::BiasOnly
+    } else {
+        sotto_training::nn::Trainable::All
+    };
+    info.privacy = match (report.epsilon, report.noise_multiplier) {
+        (Some(epsilon), Some(noise_multiplier)) => Some(PrivacySpent {
+            epsilon,
+            delta: report.delta,
+            accountant: report.accountant,
+            noise_multiplier,
+            sampling_rate: report.sampling_rate,
+            steps: report.steps,
+            guarantee: None,
+        }),
+        _ => None,
+    };
+    model
+        .save(&folder, &info)
+        .with_context(|| format!("cannot save the model in {}", folder.display()))?;
+    let report_folder = folder.display().to_string();
+    out.emit(&TrainJson { report_folder: &report_folder, report: &report }, || {
         let mut s = format!(
             "test accuracy {:.2}%, epsilon {} at delta {} ({} accountant, noise multiplier {}, {} steps)",
             100.0 * report.accuracy,
@@ -424,8 +649,22 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
         if let Some(a) = &report.audit {
             s.push_str(&format!("\n{a}"));
         }
+        s.push_str(&format!(
+            "\nreport and model: {report_folder}/metrics.json, model.json, model.safetensors"
+        ));
         s
     })
+}
+
+/// The report folder: `--out`, or `reports/<kind>-<UTC timestamp>`; created if missing.
+pub(super) fn report_folder(out: Option<&std::path::Path>, kind: &str) -> anyhow::Result<PathBuf> {
+    let folder = match out {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("reports").join(format!("{kind}-{}", federated::utc_stamp())),
+    };
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot create the report folder {}", folder.display()))?;
+    Ok(folder)
 }
 
 fn model_name(m: &ModelSpec) -> String {
@@ -435,5 +674,9 @@ fn model_name(m: &ModelSpec) -> String {
         ModelSpec::Transformer { dim, layers, .. } => {
             format!("a transformer (dim {dim}, {layers} layer(s))")
         }
+        ModelSpec::Bert(b) => format!(
+            "a BERT encoder (hidden {}, {} layer(s), {} heads)",
+            b.hidden, b.layers, b.heads
+        ),
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sotto_dp::accounting::{AccountantKind, dp_sgd_epsilon, dp_sgd_noise_multiplier};
 
 use crate::audit::{Canaries, CanaryConfig, MiaReport, audit_model};
+use crate::checkpoint::{CentralCheckpoint, CheckpointOptions, epoch_folder};
 use crate::clipping::{ClipMode, Clipping, NormStrategy, flatten};
 use crate::data::{Dataset, shuffle};
 use crate::model::{InputShape, Model, ModelSpec};
@@ -268,6 +269,92 @@ pub fn train_central_on(
     train: &Dataset,
     test: &Dataset,
     device: &Device,
+    on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<(Model, CentralReport)> {
+    train_central_checkpointed(
+        config,
+        train,
+        test,
+        device,
+        &CheckpointOptions::default(),
+        on_epoch,
+    )
+}
+
+/// [`train_central_on`] writing a checkpoint every `checkpoints.every` epochs into
+/// `checkpoints.dir` (a folder `epoch-NNNN` each, see [`crate::checkpoint`]), or continuing
+/// from the checkpoint folder `checkpoints.resume`. A resumed run ends with the same epsilon
+/// as an unbroken one and, with `reproducible_noise`, with the same model.
+///
+/// # Privacy
+/// As [`train_central`]: the accounting covers every step, before and after the resume.
+///
+/// # Security
+/// See [`crate::checkpoint`]: the noise generator is saved only with `reproducible_noise`.
+///
+/// # Errors
+/// As [`train_central`]; [`Error::InvalidParameter`] when the checkpoint was written with
+/// other settings (naming the first), [`Error::Data`] when it is missing or corrupt or a
+/// checkpoint cannot be written.
+///
+/// ```rust
+/// use candle_core::Device;
+/// use sotto_training::central::{train_central_checkpointed, CentralConfig};
+/// use sotto_training::checkpoint::{CheckpointOptions, epoch_folder};
+/// let dir = std::env::temp_dir().join(format!("sotto-doc-ckpt-{}", std::process::id()));
+/// let (train, test) = sotto_training::data::digits_split(1)?;
+/// let config = CentralConfig { epochs: 2, audit: false, ..CentralConfig::default() };
+/// let every = CheckpointOptions { every: Some(1), dir: Some(dir.clone()), resume: None };
+/// let (_, full) = train_central_checkpointed(&config, &train, &test, &Device::Cpu, &every, |_| {})?;
+/// let resume = CheckpointOptions { resume: Some(epoch_folder(&dir, 1)), ..CheckpointOptions::default() };
+/// let (_, resumed) = train_central_checkpointed(&config, &train, &test, &Device::Cpu, &resume, |_| {})?;
+/// assert_eq!(resumed.epsilon, full.epsilon);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), sotto_training::Error>(())
+/// ```
+pub fn train_central_checkpointed(
+    config: &CentralConfig,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    checkpoints: &CheckpointOptions,
+    on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<(Model, CentralReport)> {
+    if checkpoints.every.is_some() != checkpoints.dir.is_some() {
+        return Err(Error::invalid(
+            "checkpoint_every",
+            format!("{:?}", checkpoints.every),
+            "needs a checkpoint folder, and a folder needs an interval",
+        ));
+    }
+    let classes = train.num_classes().max(test.num_classes()).max(2);
+    let model = Model::new(
+        &config.model,
+        InputShape::of(train),
+        classes,
+        DType::F32,
+        device,
+        config.seed,
+    )?;
+    train_central_model(model, config, train, test, checkpoints, on_epoch)
+}
+
+/// [`train_central_checkpointed`] starting from a given model (e.g. a pretrained encoder from
+/// [`crate::bert::load_pretrained`]) instead of a fresh one; `config.model` is ignored and the
+/// model's own device is used.
+///
+/// # Privacy
+/// As [`train_central`]; the starting model must not depend on `train` (a public pretrained
+/// model, or one trained on other data).
+///
+/// # Errors
+/// As [`train_central_checkpointed`].
+pub fn train_central_model(
+    model: Model,
+    config: &CentralConfig,
+    train: &Dataset,
+    test: &Dataset,
+    checkpoints: &CheckpointOptions,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<(Model, CentralReport)> {
     // The canary audit trains on the data plus the included canaries; `members` are the
@@ -282,6 +369,9 @@ pub fn train_central_on(
         None => None,
     };
     let train = with_canaries.as_ref().unwrap_or(train);
+    if checkpoints.every == Some(0) {
+        return Err(Error::invalid("checkpoint_every", 0, "must be at least 1"));
+    }
     let n = train.len();
     if n == 0 || test.is_empty() {
         return Err(Error::Data(
@@ -289,16 +379,8 @@ pub fn train_central_on(
         ));
     }
     let sigma = config.resolve_noise_multiplier(n)?;
-    let device = device.clone();
-    let classes = train.num_classes().max(test.num_classes()).max(2);
-    let model = Model::new(
-        &config.model,
-        InputShape::of(train),
-        classes,
-        DType::F32,
-        &device,
-        config.seed,
-    )?;
+    let device = model.device().clone();
+    model.check_data(train)?;
     model.check_data(test)?;
     let canary_losses_before = match &canaries {
         Some(c) => Some(c.losses(&model)?),
@@ -338,7 +420,40 @@ pub fn train_central_on(
     let expected_batch = q * n as f64;
     let mut steps = 0u64;
     let mut epochs = Vec::with_capacity(config.epochs);
-    for epoch in 1..=config.epochs {
+    let mut first = 1;
+    if let Some(dir) = &checkpoints.resume {
+        let state = crate::checkpoint::load(dir, config, &model, &mut opt, &device)?;
+        if state.noise_multiplier != sigma {
+            return Err(Error::Data(format!(
+                "checkpoint {}: noise multiplier {:?}, this run resolves {sigma:?}",
+                dir.display(),
+                state.noise_multiplier
+            )));
+        }
+        if state.epoch >= config.epochs {
+            return Err(Error::invalid(
+                "resume",
+                dir.display(),
+                format!(
+                    "the checkpoint already completed all {} epochs",
+                    config.epochs
+                ),
+            ));
+        }
+        if let Some(pos) = &state.rng_word_pos {
+            let pos: u128 = pos.parse().map_err(|_| {
+                Error::Data(format!(
+                    "checkpoint {}: bad generator position",
+                    dir.display()
+                ))
+            })?;
+            rng.set_word_pos(pos);
+        }
+        steps = state.steps;
+        first = state.epoch + 1;
+        epochs = state.epochs;
+    }
+    for epoch in first..=config.epochs {
         let mut loss_sum = 0.0;
         let mut seen = 0usize;
         if let Some(noise) = &noise {
@@ -391,7 +506,26 @@ pub fn train_central_on(
             epsilon,
         };
         on_epoch(&m);
+        let epsilon = m.epsilon;
         epochs.push(m);
+        if let (Some(every), Some(dir)) = (checkpoints.every, &checkpoints.dir)
+            && (epoch % every == 0 || epoch == config.epochs)
+        {
+            let state = CentralCheckpoint {
+                format: "sotto-checkpoint".into(),
+                version: 1,
+                config: config.clone(),
+                epoch,
+                steps,
+                noise_multiplier: sigma,
+                epsilon,
+                epochs: epochs.clone(),
+                rng_word_pos: config
+                    .reproducible_noise
+                    .then(|| rng.get_word_pos().to_string()),
+            };
+            crate::checkpoint::save(&epoch_folder(dir, epoch), &state, &model, &opt)?;
+        }
     }
     let test_losses = model.losses(test)?;
     let epsilon = epochs.last().and_then(|e| e.epsilon);

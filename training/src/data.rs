@@ -258,13 +258,23 @@ impl Batch {
 /// The fitted means and standard deviations are computed from the data without noise: fit on
 /// the party's own data (which it may see), and do not release them. For the digits demo the
 /// statistics are fitted on the training split only.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Standardizer {
     mean: Vec<f32>,
     std: Vec<f32>,
 }
 
 impl Standardizer {
+    /// The fitted per-feature means.
+    pub fn mean(&self) -> &[f32] {
+        &self.mean
+    }
+
+    /// The fitted per-feature standard deviations (1 for a constant feature).
+    pub fn std(&self) -> &[f32] {
+        &self.std
+    }
+
     /// Fits means and standard deviations of each feature (a constant feature gets std 1).
     ///
     /// # Errors

@@ -33,6 +33,10 @@ pub enum ModelSpec {
         /// Number of blocks.
         layers: usize,
     },
+    /// A BERT-style encoder classifier (Hugging Face `BertForSequenceClassification`
+    /// architecture; see [`crate::bert`]), usually loaded pretrained with
+    /// [`crate::bert::load_pretrained`].
+    Bert(crate::bert::BertSpec),
 }
 
 /// The shape of a model's inputs.
@@ -81,6 +85,7 @@ enum Arch {
         ln_final: LayerNorm,
         head: Linear,
     },
+    Bert(Box<crate::bert::Bert>),
 }
 
 /// A classifier whose parameters live in a [`ParamStore`].
@@ -257,12 +262,17 @@ impl Model {
                     head,
                 }
             }
+            (ModelSpec::Bert(bert), InputShape::Tokens { seq_len, vocab }) => {
+                Arch::Bert(Box::new(crate::bert::Bert::new(
+                    &mut store, bert, seq_len, vocab, classes, &mut rng, dtype, device,
+                )?))
+            }
             (spec, input) => {
                 return Err(Error::invalid(
                     "model",
                     format!("{spec:?}"),
                     format!(
-                        "does not accept inputs of shape {input:?}: logistic and mlp take features, transformer takes tokens"
+                        "does not accept inputs of shape {input:?}: logistic and mlp take features, transformer and bert take tokens"
                     ),
                 ));
             }
@@ -408,6 +418,7 @@ impl Model {
                 let pooled = ln_final.forward(s, tape, &x)?.mean(1)?;
                 head.forward(s, tape, &pooled)
             }
+            Arch::Bert(bert) => bert.forward(s, tape, &inputs.to_dtype(DType::U32)?),
         }
     }
 

@@ -487,6 +487,7 @@ impl Embedding {
 pub(crate) struct LayerNorm {
     scale: usize,
     shift: usize,
+    eps: f64,
 }
 
 /// Added to the variance in layer normalization.
@@ -500,7 +501,20 @@ impl LayerNorm {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::with_eps(store, name, dim, LAYER_NORM_EPS, dtype, device)
+    }
+
+    /// A layer norm adding `eps` to the variance (BERT: 1e-12).
+    pub(crate) fn with_eps(
+        store: &mut ParamStore,
+        name: &str,
+        dim: usize,
+        eps: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         Ok(LayerNorm {
+            eps,
             scale: store.add(
                 format!("{name}.scale"),
                 ParamKind::NormScale,
@@ -523,7 +537,7 @@ impl LayerNorm {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xhat = xc.broadcast_div(&var.affine(1.0, LAYER_NORM_EPS)?.sqrt()?)?;
+        let xhat = xc.broadcast_div(&var.affine(1.0, self.eps)?.sqrt()?)?;
         let gamma = tape.param(store, self.scale)?;
         let beta = tape.param(store, self.shift)?;
         let (y, probe) = if tape.recording && xhat.track_op() {
@@ -584,22 +598,34 @@ impl SelfAttention {
                 format!("must be at least 1 and divide the model dimension {dim}"),
             ));
         }
-        let mut lin = |part: &str| {
-            Linear::new(
-                store,
-                &format!("{name}.{part}"),
-                dim,
-                dim,
-                rng,
-                dtype,
-                device,
-            )
-        };
+        let names = ["q", "k", "v", "o"].map(|part| format!("{name}.{part}"));
+        Self::with_names(store, &names, dim, heads, rng, dtype, device)
+    }
+
+    /// Self-attention whose query, key, value and output projections are named `names`.
+    pub(crate) fn with_names<R: RngCore + ?Sized>(
+        store: &mut ParamStore,
+        names: &[String; 4],
+        dim: usize,
+        heads: usize,
+        rng: &mut R,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        if heads == 0 || !dim.is_multiple_of(heads) {
+            return Err(Error::invalid(
+                "heads",
+                heads,
+                format!("must be at least 1 and divide the model dimension {dim}"),
+            ));
+        }
+        let [q, k, v, o] = names;
+        let mut lin = |name: &str| Linear::new(store, name, dim, dim, rng, dtype, device);
         Ok(SelfAttention {
-            q: lin("q")?,
-            k: lin("k")?,
-            v: lin("v")?,
-            o: lin("o")?,
+            q: lin(q)?,
+            k: lin(k)?,
+            v: lin(v)?,
+            o: lin(o)?,
             heads,
         })
     }
@@ -609,6 +635,18 @@ impl SelfAttention {
         store: &ParamStore,
         tape: &mut Tape,
         x: &Tensor,
+    ) -> Result<Tensor> {
+        self.forward_masked(store, tape, x, None)
+    }
+
+    /// Attention with an additive mask `(B, 1, 1, T)` on the scores (0 to attend, a large
+    /// negative number to ignore a key, e.g. padding).
+    pub(crate) fn forward_masked(
+        &self,
+        store: &ParamStore,
+        tape: &mut Tape,
+        x: &Tensor,
+        mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, t, dim) = x.dims3()?;
         let h = self.heads;
@@ -622,6 +660,10 @@ impl SelfAttention {
         let scores = q
             .matmul(&k.t()?.contiguous()?)?
             .affine(1.0 / (dh as f64).sqrt(), 0.0)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
         let attn = softmax_last(&scores)?;
         let ctx = attn
             .matmul(&v)?

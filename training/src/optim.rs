@@ -109,6 +109,39 @@ impl Optimizer {
         self.steps
     }
 
+    /// The state a checkpoint keeps: steps taken, first and second moments (one tensor per
+    /// trained parameter).
+    pub(crate) fn state(&self) -> (u64, &[Tensor], &[Tensor]) {
+        (self.steps, &self.m, &self.v)
+    }
+
+    /// Restores a state saved by [`Optimizer::state`] of an optimizer of the same model.
+    pub(crate) fn restore(&mut self, steps: u64, m: Vec<Tensor>, v: Vec<Tensor>) -> Result<()> {
+        let fits = |new: &[Tensor], old: &[Tensor]| {
+            new.len() == old.len() && new.iter().zip(old).all(|(a, b)| a.dims() == b.dims())
+        };
+        if !fits(&m, &self.m) || !fits(&v, &self.v) {
+            return Err(Error::Data(
+                "the optimizer state does not fit the model's trained parameters".into(),
+            ));
+        }
+        let dtype = self.m.first().map(|t| t.dtype());
+        let cast = |ts: Vec<Tensor>| -> Result<Vec<Tensor>> {
+            ts.into_iter()
+                .map(|t| {
+                    Ok(match dtype {
+                        Some(d) => t.to_dtype(d)?,
+                        None => t,
+                    })
+                })
+                .collect()
+        };
+        self.m = cast(m)?;
+        self.v = cast(v)?;
+        self.steps = steps;
+        Ok(())
+    }
+
     /// One step along `grads` (one tensor per trained parameter, in order, already averaged).
     ///
     /// # Errors

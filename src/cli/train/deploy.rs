@@ -40,6 +40,10 @@ pub struct AggregatorArgs {
     /// Where to write `metrics.json`.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A folder for the final model (`model.json`, `model.safetensors`; for `sotto evaluate`
+    /// and `sotto predict`).
+    #[arg(long)]
+    pub model_out: Option<PathBuf>,
 }
 
 /// Arguments of `sotto train party`.
@@ -257,6 +261,26 @@ async fn aggregator(args: &AggregatorArgs, out: &Output) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let (Some(dir), Some(last)) = (&args.model_out, last) {
+        let info = sotto_training::artifact::ModelInfo {
+            labels: sotto_training::artifact::ModelInfo::numbered_labels(model.classes()),
+            standardizer: None,
+            privacy: Some(sotto_training::artifact::PrivacySpent {
+                epsilon: last.epsilon,
+                delta: c.delta,
+                accountant: c.accountant,
+                noise_multiplier: plan.accounted_sigma,
+                sampling_rate: c.sampling_rate,
+                steps: outcome.metrics.len() as u64,
+                guarantee: Some(plan.guarantee(c.plain)),
+            }),
+            trainable: c.trainable(),
+            trained_by: "sotto train aggregator".into(),
+        };
+        model
+            .save(dir, &info)
+            .with_context(|| format!("cannot save the model in {}", dir.display()))?;
     }
     out.emit(&summary, || {
         format!(

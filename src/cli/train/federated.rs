@@ -1,17 +1,18 @@
 //! `sotto train` without `--central`: multi-party training over QUIC on loopback, with
 //! progress bars and a report folder.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, anyhow};
-use candle_core::Device;
+use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use sotto_training::artifact::PrivacySpent;
 use sotto_training::clipping::ClipMode;
 use sotto_training::federated::{
     FederatedConfig, FederatedReport, LocalOptions, Partition, RoundMetrics, run_local_with,
 };
-use sotto_training::model::ModelSpec;
+use sotto_training::model::{InputShape, Model, ModelSpec};
 use sotto_training::optim::OptimizerKind;
 
 use super::{ClipArg, ModelArg, OptimizerArg, Output, PartitionArg, TrainArgs, UsageError};
@@ -37,6 +38,20 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
         }
         None => FederatedConfig::default(),
     };
+    if args.pretrained.is_some() {
+        return Err(UsageError(
+            "--pretrained works with --central only for now (the parties cannot start from a \
+             pretrained model yet)"
+                .into(),
+        )
+        .into());
+    }
+    if args.bitfit {
+        eprintln!(
+            "warning: --bitfit trains only the bias terms of a randomly initialised model, which \
+             learns little; BiTFiT needs a pretrained model (see --central --pretrained DIR)"
+        );
+    }
     if args.epochs.is_some() {
         return Err(UsageError("--epochs is for --central; use --rounds".into()).into());
     }
@@ -136,19 +151,6 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
     Ok(c)
 }
 
-fn device(name: &str) -> anyhow::Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).map_err(|e| {
-            UsageError(format!(
-                "--device cuda: {e} (build with `cargo build --release --features cuda` on a machine with a CUDA GPU)"
-            ))
-            .into()
-        }),
-        other => Err(UsageError(format!("--device {other}: use `cpu` or `cuda`")).into()),
-    }
-}
-
 /// The overhead of secure aggregation measured in one invocation.
 #[derive(Debug, Serialize)]
 struct Overhead {
@@ -210,16 +212,12 @@ fn split(rounds: &[RoundMetrics]) -> Split {
 
 /// Runs the multi-party training and writes the report folder.
 pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
+    let device = super::device(&args.device)?;
     let config = config(args)?;
-    let (train, test) = args.data()?;
+    let data = args.data()?;
+    let (train, test) = (data.train.clone(), data.test.clone());
     config.validate(train.len())?;
-    let device = device(&args.device)?;
-    let folder = match &args.out {
-        Some(dir) => dir.clone(),
-        None => PathBuf::from("reports").join(format!("train-{}", utc_stamp())),
-    };
-    std::fs::create_dir_all(&folder)
-        .with_context(|| format!("cannot create the report folder {}", folder.display()))?;
+    let folder = super::report_folder(args.out.as_deref(), "train")?;
     let json = out.is_json();
     if !json {
         eprintln!(
@@ -250,8 +248,23 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
     let params = sotto_training::federated::update_len(&config, &train, &test)?;
     let runtime =
         sotto_training::federated::runtime_for(params).context("cannot start the async runtime")?;
-    let secure = run_one(&runtime, &config, &train, &test, &device, json, "secure")?;
+    let checkpoints = sotto_training::checkpoint::CheckpointOptions {
+        every: args.checkpoint_every,
+        dir: args.checkpoint_every.map(|_| folder.join("checkpoints")),
+        resume: args.resume.clone(),
+    };
+    let (secure, weights) = run_one(
+        &runtime,
+        &config,
+        &train,
+        &test,
+        &device,
+        json,
+        "secure",
+        checkpoints,
+    )?;
     write_report(&folder, &secure)?;
+    save_model(&folder, &config, &data, &secure, &weights, &device)?;
     let overhead = if args.compare_plain {
         let plain_config = FederatedConfig {
             plain: true,
@@ -259,9 +272,18 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
             ..config.clone()
         };
         let run = |config: &FederatedConfig, label: &str| {
-            run_one(&runtime, config, &train, &test, &device, json, label)
+            run_one(
+                &runtime,
+                config,
+                &train,
+                &test,
+                &device,
+                json,
+                label,
+                Default::default(),
+            )
         };
-        let plain = run(&plain_config, "plain")?;
+        let (plain, _) = run(&plain_config, "plain")?;
         let path = folder.join("plain-metrics.json");
         std::fs::write(&path, serde_json::to_string_pretty(&plain)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -272,8 +294,8 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
             ..config.clone()
         };
         for _ in 1..args.compare_repeat {
-            secure_rounds.extend(run(&extra_secure, "secure")?.metrics);
-            plain_rounds.extend(run(&plain_config, "plain")?.metrics);
+            secure_rounds.extend(run(&extra_secure, "secure")?.0.metrics);
+            plain_rounds.extend(run(&plain_config, "plain")?.0.metrics);
         }
         let s = median(secure_rounds.iter().map(protocol_seconds).collect());
         let p = median(plain_rounds.iter().map(protocol_seconds).collect());
@@ -356,7 +378,7 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
                 ));
             }
             s.push_str(&format!(
-                "\nreport: {}/metrics.json, plot.svg, audit.json",
+                "\nreport: {}/metrics.json, plot.svg, audit.json, model.json, model.safetensors",
                 folder.display()
             ));
             s
@@ -364,6 +386,7 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     runtime: &tokio::runtime::Runtime,
     config: &FederatedConfig,
@@ -372,7 +395,8 @@ fn run_one(
     device: &Device,
     json: bool,
     label: &str,
-) -> anyhow::Result<FederatedReport> {
+    checkpoints: sotto_training::checkpoint::CheckpointOptions,
+) -> anyhow::Result<(FederatedReport, Vec<f32>)> {
     let bar = ProgressBar::new(config.rounds);
     if json {
         bar.set_draw_target(ProgressDrawTarget::hidden());
@@ -397,11 +421,50 @@ fn run_one(
     };
     let options = LocalOptions {
         device: device.clone(),
+        checkpoints,
         ..LocalOptions::default()
     };
     let outcome = runtime.block_on(run_local_with(config, train, test, options, &mut on_round));
     bar.finish();
-    Ok(outcome?.report)
+    let outcome = outcome?;
+    Ok((outcome.report, outcome.model))
+}
+
+/// Writes the aggregator's final model (`model.json`, `model.safetensors`) into the report
+/// folder.
+fn save_model(
+    folder: &Path,
+    config: &FederatedConfig,
+    data: &super::TrainData,
+    report: &FederatedReport,
+    weights: &[f32],
+    device: &Device,
+) -> anyhow::Result<()> {
+    // The same model the parties and the aggregator start from (`federated::local_model`).
+    let classes = data.train.num_classes().max(data.test.num_classes()).max(2);
+    let model = Model::new(
+        &config.model,
+        InputShape::of(&data.train),
+        classes,
+        DType::F32,
+        device,
+        config.seed,
+    )?;
+    model.load_flat(weights)?;
+    let mut info = data.model_info(classes, "sotto train (multi-party)");
+    info.trainable = config.trainable();
+    info.privacy = Some(PrivacySpent {
+        epsilon: report.epsilon,
+        delta: report.delta,
+        accountant: report.accountant,
+        noise_multiplier: report.noise_multiplier,
+        sampling_rate: report.sampling_rate,
+        steps: report.rounds,
+        guarantee: Some(report.guarantee.clone()),
+    });
+    model
+        .save(folder, &info)
+        .with_context(|| format!("cannot save the model in {}", folder.display()))
 }
 
 fn write_report(folder: &Path, report: &FederatedReport) -> anyhow::Result<()> {
@@ -484,7 +547,7 @@ fn plot(path: &Path, report: &FederatedReport) -> anyhow::Result<()> {
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC.
-fn utc_stamp() -> String {
+pub(super) fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

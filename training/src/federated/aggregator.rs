@@ -95,6 +95,48 @@ pub async fn run_aggregator(
     run: AggregatorRun<'_>,
     connections: BTreeMap<Identity, Connection>,
     after_step: &mut (dyn FnMut(u64, u64) + Send),
+    view: Option<&mut AggregatorView>,
+    on_round: &mut (dyn FnMut(&RoundMetrics) + Send),
+) -> Result<AggregatorOutcome> {
+    run_aggregator_from(
+        run,
+        AggregatorStart::default(),
+        &mut |_, _, _| Ok(()),
+        connections,
+        after_step,
+        view,
+        on_round,
+    )
+    .await
+}
+
+/// Where a resumed run continues (see [`run_aggregator_from`]).
+#[derive(Debug, Default)]
+pub struct AggregatorStart {
+    /// Rounds the run already took (the model passed in is the model after them).
+    pub rounds_done: u64,
+    /// The optimizer's steps and moments after them (`None`: a fresh optimizer).
+    pub optimizer: Option<(u64, Vec<candle_core::Tensor>, Vec<candle_core::Tensor>)>,
+}
+
+/// [`run_aggregator`] continuing a run after `start.rounds_done` rounds (a fresh SecAgg
+/// session; the parties only need the model, which every round start carries), calling
+/// `after_round(rounds_done, model, optimizer)` after every round (e.g. to write a
+/// checkpoint). Round numbers in the metrics and the accounting count the earlier rounds, so
+/// epsilon after `r` rounds is the unbroken run's.
+///
+/// # Errors
+/// As [`run_aggregator`], and whatever `after_round` returns.
+///
+/// # Privacy
+/// As [`run_aggregator`], counting the rounds before the resume.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_aggregator_from(
+    run: AggregatorRun<'_>,
+    start: AggregatorStart,
+    after_round: &mut (dyn FnMut(u64, &Model, &Optimizer) -> crate::Result<()> + Send),
+    connections: BTreeMap<Identity, Connection>,
+    after_step: &mut (dyn FnMut(u64, u64) + Send),
     mut view: Option<&mut AggregatorView>,
     on_round: &mut (dyn FnMut(&RoundMetrics) + Send),
 ) -> Result<AggregatorOutcome> {
@@ -116,6 +158,10 @@ pub async fn run_aggregator(
     }
     let trainable = config.trainable();
     let mut opt = Optimizer::new(config.optimizer, config.learning_rate, trainable, model)?;
+    if let Some((steps, m, v)) = start.optimizer {
+        opt.restore(steps, m, v)?;
+    }
+    let offset = start.rounds_done;
     let dim = model.trainable_len(trainable);
     let denominator = config.sampling_rate * n_total as f64;
     let deadline = config.round_deadline();
@@ -124,14 +170,14 @@ pub async fn run_aggregator(
     let mut round = 0u64;
     // SecAgg sessions of later rounds whose key rounds already ran (see `key_batch`).
     let mut ahead: BTreeMap<u64, Keyed> = BTreeMap::new();
-    while round < config.rounds {
-        let epsilon = plan.epsilon_after(round + 1)?;
+    while offset + round < config.rounds {
+        let epsilon = plan.epsilon_after(offset + round + 1)?;
         if let (Some(target), Some(_)) = (config.target_epsilon, config.noise_multiplier)
             && epsilon > target
         {
             stopped = Some(format!(
                 "target epsilon {target} reached: round {} would spend {epsilon:.4}",
-                round + 1
+                offset + round + 1
             ));
             break;
         }
@@ -237,7 +283,7 @@ pub async fn run_aggregator(
         let accuracy = model.accuracy(test)?;
         let eval = t_eval.elapsed().as_secs_f64();
         let m = RoundMetrics {
-            round: round + 1,
+            round: offset + round + 1,
             loss,
             accuracy,
             epsilon,
@@ -256,6 +302,7 @@ pub async fn run_aggregator(
         on_round(&m);
         metrics.push(m);
         round += 1;
+        after_round(offset + round, model, &opt)?;
     }
     let done = RoundStart {
         round,

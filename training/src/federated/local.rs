@@ -11,7 +11,7 @@ use sotto_mpc::transport::certs::generate_dev_pki;
 use sotto_mpc::transport::{Client, Identity, Server, TlsConfig, TransportOptions};
 use sotto_mpc::{PartyId, SessionId};
 
-use super::aggregator::{AggregatorRun, AggregatorView, run_aggregator};
+use super::aggregator::{AggregatorRun, AggregatorStart, AggregatorView, run_aggregator_from};
 use super::party::{PartyOutcome, PartySetup, run_party};
 use super::{Error, FederatedConfig, FederatedReport, Partition, Result, RoundMetrics};
 use crate::audit::audit_model;
@@ -40,6 +40,9 @@ pub struct LocalOptions {
     pub kill: Option<KillAt>,
     /// Record every update vector the aggregator receives ([`LocalOutcome::view`]).
     pub record_view: bool,
+    /// Checkpoints of the aggregator's state every `every` rounds into `dir` (a folder
+    /// `round-NNNN` each), or a checkpoint folder to resume from (see [`crate::checkpoint`]).
+    pub checkpoints: crate::checkpoint::CheckpointOptions,
 }
 
 impl Default for LocalOptions {
@@ -48,6 +51,7 @@ impl Default for LocalOptions {
             device: Device::Cpu,
             kill: None,
             record_view: false,
+            checkpoints: crate::checkpoint::CheckpointOptions::default(),
         }
     }
 }
@@ -191,6 +195,29 @@ pub async fn run_local_with(
     model.check_data(test)?;
     let dim = model.trainable_len(config.trainable());
     let plan = config.plan(n_total, max_party, dim, model.rows_per_sample())?;
+    let ck = &options.checkpoints;
+    if ck.every == Some(0) || ck.every.is_some() != ck.dir.is_some() {
+        return Err(crate::Error::invalid(
+            "checkpoint_every",
+            format!("{:?}", ck.every),
+            "must be at least 1, with a checkpoint folder",
+        )
+        .into());
+    }
+    let (start, earlier) = match &ck.resume {
+        Some(dir) => {
+            let (state, optimizer) =
+                crate::checkpoint::load_federated(dir, config, &model, &options.device)?;
+            (
+                AggregatorStart {
+                    rounds_done: state.rounds_done,
+                    optimizer: Some(optimizer),
+                },
+                state.metrics,
+            )
+        }
+        None => (AggregatorStart::default(), Vec::new()),
+    };
     let mut rng = if config.reproducible {
         sotto_dp::rng::seeded_rng(config.seed ^ 0xfed0_5eed)
     } else {
@@ -263,7 +290,38 @@ pub async fn run_local_with(
         }
     };
     let mut view = options.record_view.then(AggregatorView::default);
-    let outcome = run_aggregator(
+    let so_far = std::sync::Mutex::new(earlier.clone());
+    let mut record = |m: &RoundMetrics| {
+        if let Ok(mut v) = so_far.lock() {
+            v.push(m.clone());
+        }
+        on_round(m);
+    };
+    let every = ck.every.map(|e| e as u64);
+    let ck_dir = ck.dir.clone();
+    let mut after_round = |done: u64, model: &Model, opt: &crate::optim::Optimizer| {
+        let (Some(every), Some(dir)) = (every, &ck_dir) else {
+            return Ok(());
+        };
+        if !done.is_multiple_of(every) && done != config.rounds {
+            return Ok(());
+        }
+        let state = crate::checkpoint::FederatedCheckpoint {
+            format: "sotto-federated-checkpoint".into(),
+            version: 1,
+            config: config.clone(),
+            rounds_done: done,
+            epsilon: plan.epsilon_after(done)?,
+            metrics: so_far.lock().map(|v| v.clone()).unwrap_or_default(),
+        };
+        crate::checkpoint::save_federated(
+            &crate::checkpoint::round_folder(dir, done),
+            &state,
+            model,
+            opt,
+        )
+    };
+    let outcome = run_aggregator_from(
         AggregatorRun {
             config,
             plan: &plan,
@@ -272,10 +330,12 @@ pub async fn run_local_with(
             n_total,
             session,
         },
+        start,
+        &mut after_round,
         accepted.connections,
         &mut after_step,
         view.as_mut(),
-        on_round,
+        &mut record,
     )
     .await;
     let mut finished = Vec::new();
@@ -288,7 +348,12 @@ pub async fn run_local_with(
     }
     server.shutdown().await;
     drop(pki);
-    let outcome = outcome?;
+    let mut outcome = outcome?;
+    if !earlier.is_empty() {
+        let mut all = earlier;
+        all.append(&mut outcome.metrics);
+        outcome.metrics = all;
+    }
     let test_losses = model.losses(test)?;
     let last = outcome.metrics.last();
     let report = FederatedReport {

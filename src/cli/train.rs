@@ -15,8 +15,8 @@ use candle_core::Device;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use sotto_dp::accounting::AccountantKind;
-use sotto_training::audit::CanaryConfig;
 use sotto_training::artifact::{ModelInfo, PrivacySpent};
+use sotto_training::audit::CanaryConfig;
 use sotto_training::central::{
     CentralConfig, CentralReport, EpochMetrics, train_central_checkpointed, train_central_model,
 };

@@ -45,12 +45,12 @@ pub struct SessionFile {
     /// Ring size in bits: 32 or 64 (default).
     #[serde(default = "sixty_four")]
     pub ring_bits: u32,
-    /// Seconds the aggregator waits for parties to connect (default 30).
-    #[serde(default = "thirty")]
-    pub join_timeout_secs: f64,
-    /// Seconds each round lasts at most; silent parties are dropped (default 10).
-    #[serde(default = "ten")]
-    pub round_timeout_secs: f64,
+    /// Seconds the aggregator waits for parties to connect, and a party keeps trying to reach
+    /// it (default: 30 s plus 20 ms per party, `Deadlines::for_size`).
+    pub join_timeout_secs: Option<f64>,
+    /// Seconds each round lasts at most; silent parties are dropped (default: 10 s, longer
+    /// for many parties and long vectors, `Deadlines::for_size`).
+    pub round_timeout_secs: Option<f64>,
     /// Distributed DP noise (omit for none).
     pub noise: Option<NoiseFile>,
 }
@@ -78,12 +78,6 @@ fn unit() -> f64 {
 }
 fn sixty_four() -> u32 {
     64
-}
-fn thirty() -> f64 {
-    30.0
-}
-fn ten() -> f64 {
-    10.0
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
@@ -157,9 +151,18 @@ impl SessionFile {
             scale: self.scale,
             ring,
             noise,
-            deadlines: Deadlines {
-                join: seconds("join_timeout_secs", self.join_timeout_secs)?,
-                round: seconds("round_timeout_secs", self.round_timeout_secs)?,
+            deadlines: {
+                let derived = Deadlines::for_size(self.parties, self.dim);
+                Deadlines {
+                    join: match self.join_timeout_secs {
+                        Some(s) => seconds("join_timeout_secs", s)?,
+                        None => derived.join,
+                    },
+                    round: match self.round_timeout_secs {
+                        Some(s) => seconds("round_timeout_secs", s)?,
+                        None => derived.round,
+                    },
+                }
             },
         };
         params

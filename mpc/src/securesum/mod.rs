@@ -80,10 +80,12 @@ use crate::secagg::{SecAggConfig, SessionId};
 use crate::transport::{self, Identity};
 
 pub mod aggregator;
+pub mod agreement;
 pub mod p2p;
 pub mod party;
 
 pub use aggregator::{AggregatorConfig, SecureSumAggregator};
+pub use agreement::{Mismatch, SessionDigest};
 pub use party::{PartyConfig, SecureSumParty};
 
 /// The envelope round in which the aggregator sends the released sum to the parties (after
@@ -211,6 +213,31 @@ impl Default for Deadlines {
     }
 }
 
+impl Deadlines {
+    /// Deadlines sized for `parties` parties summing vectors of length `dim`, for the worst
+    /// case where every party shares one small machine with the aggregator (a local run):
+    ///
+    /// * join: 30 s plus 20 ms per party (TLS handshakes and certificate checks are serial
+    ///   work at the aggregator);
+    /// * round: 10 s plus 10 ns per mask coordinate the parties expand in a round
+    ///   (`parties * min(parties, 256) * dim`; about 4 times the ChaCha rate of one core,
+    ///   spread over all parties), so that the masked-input round of a large sum is not cut
+    ///   short. A party silent past it is dropped, so a longer deadline only delays noticing
+    ///   a crashed party.
+    ///
+    /// Equal to [`Deadlines::default`] up to small sizes (e.g. 100 parties of 100 values).
+    pub fn for_size(parties: usize, dim: usize) -> Self {
+        let n = parties as f64;
+        let masks = n * n.min(256.0) * dim as f64;
+        let join = 30.0 + 0.02 * n;
+        let round = 10.0 + 1e-8 * masks;
+        Deadlines {
+            join: Duration::from_secs_f64(join.min(3600.0)),
+            round: Duration::from_secs_f64(round.min(3600.0)),
+        }
+    }
+}
+
 /// The public parameters of one secure sum, identical at every party and the aggregator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecureSumParams {
@@ -251,7 +278,7 @@ pub(crate) struct Plan {
 
 impl SecureSumParams {
     /// Parameters with the defaults: threshold `n / 2 + 1`, scale 1, ring Z_2^64, no noise,
-    /// default [`Deadlines`].
+    /// deadlines [`Deadlines::for_size`].
     ///
     /// # Errors
     /// [`crate::Error::InvalidParameter`] if the parameters are inconsistent (see
@@ -272,7 +299,7 @@ impl SecureSumParams {
             scale: 1.0,
             ring: RingBits::U64,
             noise: NoiseSpec::None,
-            deadlines: Deadlines::default(),
+            deadlines: Deadlines::for_size(parties, dim),
         };
         params.validate()?;
         Ok(params)
@@ -360,6 +387,11 @@ impl SecureSumParams {
             ));
         }
         let secagg = SecAggConfig::new(self.session, self.parties, self.threshold, self.dim)?;
+        // Above a size, the SecAgg+ sparse graph (the same choice at every role).
+        let secagg = match mode {
+            SumMode::Aggregator => secagg.with_auto_graph(colluders)?,
+            SumMode::PeerToPeer => secagg,
+        };
         let encoder = FixedPointEncoder::new(self.clipping, self.scale, self.dim)?;
         let sensitivity = Sensitivity::of_encoder(&encoder, Neighbouring::AddRemove);
         let noise = match self.noise {
@@ -644,6 +676,22 @@ pub enum Error {
     /// The local randomness source failed.
     #[error("randomness: {0}")]
     Rng(String),
+    /// The session parameters here and at `peer` differ (checked through
+    /// [`SessionDigest`] before any input is used).
+    #[error(
+        "the session parameters disagree with {peer}'s: {field} = {ours} here but {theirs} at \
+         {peer}; every party and the aggregator must use the same [session] table"
+    )]
+    SessionMismatch {
+        /// The other end (a party by its certificate name, or the aggregator).
+        peer: transport::Identity,
+        /// The differing field.
+        field: String,
+        /// Its value here.
+        ours: String,
+        /// Its value at `peer`.
+        theirs: String,
+    },
 }
 
 /// `Result` with the secure-sum [`Error`].

@@ -87,6 +87,9 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
     if let Some(v) = args.rounds {
         c.rounds = v;
     }
+    if let Some(v) = args.round_deadline {
+        c.round_deadline_secs = Some(v);
+    }
     match (args.partition, args.shards_per_party) {
         (Some(PartitionArg::Iid), None) => c.partition = Partition::Iid,
         (Some(PartitionArg::LabelSkew), s) => {

@@ -118,7 +118,7 @@ pub async fn run_aggregator(
     let mut opt = Optimizer::new(config.optimizer, config.learning_rate, trainable, model)?;
     let dim = model.trainable_len(trainable);
     let denominator = config.sampling_rate * n_total as f64;
-    let deadline = config.round_deadline();
+    let deadline = config.round_deadline(dim);
     let mut metrics = Vec::with_capacity(config.rounds as usize);
     let mut stopped = None;
     let mut round = 0u64;
@@ -287,7 +287,10 @@ fn drop_party(
     peer: Identity,
 ) {
     if let Some(c) = active.remove(&peer) {
-        c.close("dropped from the training run");
+        c.close_dropped(&format!(
+            "{peer} was dropped from the training run (silent past a deadline, a rejected \
+             message, or not in the round's sum)"
+        ));
     }
     if let Some(p) = peer.party_id() {
         dropped.insert(p);

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use candle_core::{DType, Device};
 use sotto_mpc::transport::certs::generate_dev_pki;
@@ -209,6 +208,8 @@ pub async fn run_local_with(
     )?;
     let addr = server.local_addr();
 
+    // Handshakes are serial work at the aggregator: 30 s plus 20 ms per party.
+    let join = sotto_mpc::securesum::Deadlines::for_size(n, 1).join;
     let mut tasks = BTreeMap::new();
     for (i, data) in parts.into_iter().enumerate() {
         let id = PartyId(i as u32 + 1);
@@ -231,7 +232,10 @@ pub async fn run_local_with(
         let topts = options_t.clone();
         let handle = tokio::spawn(async move {
             let client = Client::bind(SocketAddr::from(([127, 0, 0, 1], 0)), &tls, topts)?;
-            let result = match client.connect(addr, Identity::Aggregator).await {
+            let result = match client
+                .connect_with_retry(addr, Identity::Aggregator, join)
+                .await
+            {
                 Ok(connection) => run_party(setup, connection).await,
                 Err(e) => Err(Error::from(e)),
             };
@@ -240,9 +244,7 @@ pub async fn run_local_with(
         });
         tasks.insert(id, handle);
     }
-    let accepted = server
-        .accept_peers(parties.iter().copied(), Duration::from_secs(30))
-        .await;
+    let accepted = server.accept_peers(parties.iter().copied(), join).await;
     for refused in &accepted.refused {
         tracing::warn!(error = %refused, "federated: refused a connection");
     }

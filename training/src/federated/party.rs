@@ -72,7 +72,7 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
         rng,
     } = setup;
     let core = PartyId(id.0.saturating_sub(1));
-    let deadline = config.round_deadline();
+    let deadline = config.round_deadline(model.trainable_len(config.trainable()));
     // The aggregator waits at most 5 deadlines per round (4 protocol steps and timings),
     // plus its own step and evaluation.
     let wait_start = deadline * 6 + Duration::from_secs(60);

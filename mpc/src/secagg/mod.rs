@@ -100,6 +100,14 @@ impl Round {
     }
 }
 
+/// How a core party id appears inside an error message: as its certificate number (`party
+/// k + 1` for core id `k`), the numbering every log and error uses
+/// (`crate::securesum::PartyNumbering`). Structured `party` fields are renumbered by the
+/// drivers; ids inside a reason string must be written with this.
+pub(crate) fn shown(p: PartyId) -> String {
+    format!("party {}", u64::from(p.0) + 1)
+}
+
 /// Above this many parties [`SecAggConfig::with_auto_graph`] considers the SecAgg+ sparse graph.
 pub const SPARSE_ABOVE: usize = 100;
 

@@ -251,8 +251,8 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
     // One thread for the endpoints of a small model, where a message costs mostly its hops
     // between threads; a multi-threaded runtime for a large one (`runtime_for`).
     let params = sotto_training::federated::update_len(&config, &train, &test)?;
-    let runtime =
-        sotto_training::federated::runtime_for(params).context("cannot start the async runtime")?;
+    let runtime = sotto_training::federated::runtime_for_run(params, config.parties)
+        .context("cannot start the async runtime")?;
     let secure = run_one(&runtime, &config, &train, &test, &device, json, "secure")?;
     write_report(&folder, &secure)?;
     let overhead = if args.compare_plain {

@@ -15,6 +15,7 @@ use sotto_mpc::PartyId;
 use sotto_mpc::SessionId;
 use sotto_mpc::ring::RingVector;
 use sotto_mpc::secagg::{ClientMessage, SecAggAggregator, ServerMessage};
+use sotto_mpc::securesum::PartyNumbering;
 use sotto_mpc::transport::{Collected, Connection, Identity, collect, send_all, send_each};
 use tokio::task::JoinSet;
 
@@ -406,6 +407,7 @@ async fn protocol_step(
             });
         }
         if let Err(error) = agg.handle_message(Instant::now(), core, message) {
+            let error = PartyNumbering::new(agg.config().parties()).renumber(error);
             tracing::warn!(%error, round, step, "federated: message rejected");
         }
     }
@@ -474,6 +476,7 @@ async fn run_key_rounds(
                     continue;
                 };
                 if let Err(error) = agg.handle_message(Instant::now(), core, message) {
+                    let error = PartyNumbering::new(agg.config().parties()).renumber(error);
                     tracing::warn!(%error, round = *round, step, "federated: message rejected");
                 }
             }
@@ -539,7 +542,11 @@ async fn secure_round(
     let c0 = Instant::now();
     let output = match agg.take_result() {
         Some(Ok(output)) => output,
-        Some(Err(error)) => return Err(Error::Protocol(error)),
+        Some(Err(error)) => {
+            return Err(Error::Protocol(
+                PartyNumbering::new(agg.config().parties()).renumber(error),
+            ));
+        }
         None => {
             return Err(Error::Run(format!(
                 "round {}: the aggregation did not finish",

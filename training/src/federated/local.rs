@@ -95,6 +95,25 @@ pub fn runtime_for(params: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// [`runtime_for`] for a run of `parties` parties: above [`SINGLE_THREAD_MAX_PARTIES`] parties
+/// always a multi-threaded runtime, whose threads keep the QUIC connections of many parties
+/// served while others compute.
+///
+/// # Errors
+/// The I/O error if the runtime cannot be built.
+pub fn runtime_for_run(params: usize, parties: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if parties > SINGLE_THREAD_MAX_PARTIES {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        runtime_for(params)
+    }
+}
+
+/// Most parties [`runtime_for_run`] runs on one thread.
+pub const SINGLE_THREAD_MAX_PARTIES: usize = 32;
+
 /// The number of trainable parameters (the length of each party's update) of the model
 /// `config` trains on this data.
 ///
@@ -199,7 +218,12 @@ pub async fn run_local_with(
 
     let pki = PkiDir::new(n)?;
     let parties: Vec<Identity> = (1..=n as u32).map(Identity::party).collect();
-    let options_t = TransportOptions::default();
+    // Every party of a local run dials from 127.0.0.1: the per-address handshake limit (a
+    // flood protection) would only make them queue.
+    let options_t = TransportOptions {
+        max_pending_per_address: n.max(sotto_mpc::transport::endpoint::MAX_PENDING_PER_ADDRESS),
+        ..TransportOptions::default()
+    };
     let tls = TlsConfig::from_dir(&pki.0, Identity::Aggregator, parties.iter().copied())?;
     let server = Server::bind(
         SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -63,8 +63,8 @@ use crate::nn::Trainable;
 use crate::optim::OptimizerKind;
 
 pub use local::{
-    KillAt, LocalOptions, LocalOutcome, SINGLE_THREAD_MAX_PARAMS, run_local, run_local_with,
-    runtime_for, update_len,
+    KillAt, LocalOptions, LocalOutcome, SINGLE_THREAD_MAX_PARAMS, SINGLE_THREAD_MAX_PARTIES,
+    run_local, run_local_with, runtime_for, runtime_for_run, update_len,
 };
 
 /// How the training data is split across the parties of a local run.
@@ -250,8 +250,8 @@ impl FederatedConfig {
 
     /// The deadline of each protocol step for a model of `dim` trained parameters:
     /// `round_deadline_secs` if set, else derived for the worst case of a local run (every
-    /// party on one small machine): 10 s, plus 50 µs per neighbour share a batch of key rounds
-    /// costs all parties (`parties * neighbours * key_batch`: Shamir shares, their
+    /// party on one small machine): 10 s, plus 200 µs per neighbour share a batch of key rounds
+    /// costs all parties (`parties * neighbours * min(key_batch, rounds)`: Shamir shares, their
     /// encryption, and the aggregator's routing), plus 10 ns per mask coordinate the parties
     /// expand in a round (`parties * min(parties, 256) * dim`), at most an hour.
     pub fn round_deadline(&self, dim: usize) -> Duration {
@@ -264,9 +264,9 @@ impl FederatedConfig {
         let batch = if self.plain {
             0.0
         } else {
-            self.key_batch as f64
+            self.key_batch.min(self.rounds) as f64
         };
-        let secs = 10.0 + 5e-5 * n * neighbours * batch + 1e-8 * n * n.min(256.0) * dim as f64;
+        let secs = 10.0 + 2e-4 * n * neighbours * batch + 1e-8 * n * n.min(256.0) * dim as f64;
         Duration::from_secs_f64(secs.min(3600.0))
     }
 

@@ -49,11 +49,12 @@ impl AggregatorConfig {
         let plan = params.plan()?;
         let parties = plan.numbering.all().map(Identity::Party);
         let tls = TlsConfig::from_dir(dir, Identity::Aggregator, parties)?;
+        let transport = super::transport_for(&params);
         Ok(AggregatorConfig {
             params,
             listen,
             tls,
-            transport: TransportOptions::default(),
+            transport,
             publish: true,
         })
     }
@@ -303,10 +304,12 @@ async fn serve_ring<W: RingWord>(
             Err(error) => tracing::warn!(%error, "secure sum: release not sent"),
         }
     }
+    // Many parties' acknowledgements of a long release take longer than a few.
+    let grace = CLOSE_GRACE.max(params.deadlines.round / 4);
     let mut closing = JoinSet::new();
     for connection in connections.values() {
         let connection = connection.clone();
-        closing.spawn(async move { connection.close_gracefully(CLOSE_GRACE).await });
+        closing.spawn(async move { connection.close_gracefully(grace).await });
     }
     while closing.join_next().await.is_some() {}
     Ok(SumOutcome {

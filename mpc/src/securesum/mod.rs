@@ -219,18 +219,20 @@ impl Deadlines {
     ///
     /// * join: 30 s plus 20 ms per party (TLS handshakes and certificate checks are serial
     ///   work at the aggregator);
-    /// * round: 10 s plus 10 ns per mask coordinate the parties expand in a round
-    ///   (`parties * min(parties, 256) * dim`; about 4 times the ChaCha rate of one core,
-    ///   spread over all parties), so that the masked-input round of a large sum is not cut
-    ///   short. A party silent past it is dropped, so a longer deadline only delays noticing
-    ///   a crashed party.
+    /// * round: 10 s, plus 200 µs per neighbour of every party (`parties * min(parties - 1,
+    ///   256)`: two X25519 agreements, a Shamir share and its encryption each), plus 10 ns per
+    ///   mask coordinate the parties expand in a round (`parties * (neighbours + 1) * dim`;
+    ///   about 4 times the ChaCha rate of one core), so that a large sum is not cut short. A
+    ///   party silent past it is dropped, so a longer deadline only delays noticing a crashed
+    ///   party.
     ///
-    /// Equal to [`Deadlines::default`] up to small sizes (e.g. 100 parties of 100 values).
+    /// About [`Deadlines::default`] for small sizes (10 parties: 10.02 s).
     pub fn for_size(parties: usize, dim: usize) -> Self {
         let n = parties as f64;
-        let masks = n * n.min(256.0) * dim as f64;
+        let neighbours = (n - 1.0).clamp(0.0, 256.0);
+        let masks = n * (neighbours + 1.0) * dim as f64;
         let join = 30.0 + 0.02 * n;
-        let round = 10.0 + 1e-8 * masks;
+        let round = 10.0 + 2e-4 * n * neighbours + 1e-8 * masks;
         Deadlines {
             join: Duration::from_secs_f64(join.min(3600.0)),
             round: Duration::from_secs_f64(round.min(3600.0)),
@@ -701,6 +703,43 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn dropped_of(numbering: PartyNumbering, survivors: &[PartyId]) -> Vec<PartyId> {
     let s: BTreeSet<PartyId> = survivors.iter().copied().collect();
     numbering.all().filter(|p| !s.contains(p)).collect()
+}
+
+/// The transport options for `params`: the defaults, with an idle timeout of at least one
+/// round deadline (an overloaded machine running many parties may not answer keep-alives for
+/// a while; a connection is only declared dead once a whole round could have passed).
+pub fn transport_for(params: &SecureSumParams) -> transport::TransportOptions {
+    let defaults = transport::TransportOptions::default();
+    transport::TransportOptions {
+        idle_timeout: defaults.idle_timeout.max(params.deadlines.round),
+        ..defaults
+    }
+}
+
+/// Runs CPU-heavy protocol work on tokio's blocking pool, at most one job per CPU at a time in
+/// this process: hundreds of parties computing at once would otherwise crowd the runtime's
+/// threads off the CPU, and their QUIC connections would miss keep-alives and time out.
+pub(crate) async fn cpu_bound<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    let failed = |e: String| Error::Protocol(crate::Error::InvalidState(e));
+    let slots = SLOTS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        std::sync::Arc::new(tokio::sync::Semaphore::new(cpus))
+    });
+    let permit = std::sync::Arc::clone(slots)
+        .acquire_owned()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    tokio::task::spawn_blocking(move || {
+        let out = work();
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(|e| failed(format!("protocol work failed: {e}")))?
 }
 
 pub(crate) fn os_rng() -> Result<rand_chacha::ChaCha20Rng> {

@@ -51,12 +51,13 @@ impl PartyConfig {
         let plan = params.plan()?;
         check_id(&plan, id)?;
         let tls = TlsConfig::from_dir(dir, Identity::Party(id), [Identity::Aggregator])?;
+        let transport = super::transport_for(&params);
         Ok(PartyConfig {
             params,
             id,
             aggregator,
             tls,
-            transport: TransportOptions::default(),
+            transport,
             stall_before_masked_input: None,
         })
     }
@@ -179,11 +180,19 @@ async fn run_ring<W: RingWord>(
     }
     party.start(&mut rng)?;
     send_queued(&mut party, &connection, session).await?;
+    let numbering = plan.numbering;
     for round in 0u64..=2 {
         let message: ServerMessage = connection.recv(session, round, wait).await?;
-        party
-            .handle_message(message, &mut rng)
-            .map_err(|e| plan.numbering.renumber(e))?;
+        // Key agreement, Shamir shares and mask expansion run on a blocking thread (at most
+        // one per CPU), so that many parties in one process do not starve the QUIC drivers.
+        (party, rng) = super::cpu_bound(move || {
+            let (mut party, mut rng) = (party, rng);
+            party
+                .handle_message(message, &mut rng)
+                .map_err(|e| numbering.renumber(e))?;
+            Ok((party, rng))
+        })
+        .await?;
         tracing::info!(party = %config.id, round, "secure sum: round done");
         if round == 1
             && let Some(stall) = config.stall_before_masked_input

@@ -220,9 +220,13 @@ pub async fn run_local_with(
     let parties: Vec<Identity> = (1..=n as u32).map(Identity::party).collect();
     // Every party of a local run dials from 127.0.0.1: the per-address handshake limit (a
     // flood protection) would only make them queue.
+    // The idle timeout is at least a step deadline: an overloaded machine running many parties
+    // may not answer keep-alives for a while.
+    let defaults = TransportOptions::default();
     let options_t = TransportOptions {
         max_pending_per_address: n.max(sotto_mpc::transport::endpoint::MAX_PENDING_PER_ADDRESS),
-        ..TransportOptions::default()
+        idle_timeout: defaults.idle_timeout.max(config.round_deadline(dim)),
+        ..defaults
     };
     let tls = TlsConfig::from_dir(&pki.0, Identity::Aggregator, parties.iter().copied())?;
     let server = Server::bind(

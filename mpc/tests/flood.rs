@@ -187,21 +187,23 @@ fn params(session: u8, parties: usize) -> SecureSumParams {
     )
     .unwrap();
     p.deadlines = Deadlines {
-        join: Duration::from_secs(20),
+        join: Duration::from_secs(40),
         round: Duration::from_secs(10),
     };
     p
 }
 
 /// Runs a secure sum of `values` while `probe` floods: `bursts` bursts of `per_burst`
-/// handshakes, `every` apart (the first before the parties start). Returns the sum and the
-/// dropped parties.
+/// handshakes, `every` apart (the first before the parties start); party `i` starts `(i - 1) *
+/// stagger` after the first burst, so that joins fall between and into later bursts. Returns
+/// the sum and the dropped parties.
 async fn sum_under_flood(
     session: u8,
     values: &[i64],
     per_burst: usize,
     bursts: usize,
     every: Duration,
+    stagger: Duration,
 ) -> (Vec<f64>, Vec<PartyId>) {
     let n = values.len();
     let dir = TempDir::new("flood");
@@ -233,7 +235,12 @@ async fn sum_under_flood(
             let mut config =
                 PartyConfig::from_dir(params.clone(), PartyId(id), addr, dir.path()).unwrap();
             config.transport = options();
-            tokio::spawn(SecureSumParty::run(config, SecureSumInput::scalar_i64(*v)))
+            let start = stagger * (id - 1);
+            let input = SecureSumInput::scalar_i64(*v);
+            tokio::spawn(async move {
+                tokio::time::sleep(start).await;
+                SecureSumParty::run(config, input).await
+            })
         })
         .collect();
     let outcome = aggregator.serve().await.unwrap();
@@ -265,6 +272,7 @@ async fn honest_parties_finish_the_exact_sum_during_a_handshake_flood() {
             2000,
             1,
             Duration::from_secs(2),
+            Duration::ZERO,
         )
         .await;
         assert_eq!(sum, vec![12686.0]);
@@ -273,13 +281,23 @@ async fn honest_parties_finish_the_exact_sum_during_a_handshake_flood() {
     .await;
 }
 
-/// The attack: 2000 handshakes every 8 s (three bursts) while 20 parties sum.
+/// The attack: 2000 handshakes every 8 s (three bursts) while 20 parties join one
+/// per second and sum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "long flood (about 25 s): cargo test --release -p sotto-mpc --test flood -- --ignored"]
 async fn twenty_parties_finish_during_bursts_of_2000_handshakes_every_8_s() {
     bounded(async {
-        let values: Vec<i64> = (1..=20).map(|i| 1000 * i).collect();
-        let (sum, dropped) = sum_under_flood(22, &values, 2000, 3, Duration::from_secs(8)).await;
+        let values: Vec<i64> = (1..=20).map(|i| 100 * i).collect();
+        // Parties join one per second over 19 s: across the bursts at 0, 8 and 16 s.
+        let (sum, dropped) = sum_under_flood(
+            22,
+            &values,
+            2000,
+            3,
+            Duration::from_secs(8),
+            Duration::from_secs(1),
+        )
+        .await;
         assert_eq!(sum, vec![values.iter().sum::<i64>() as f64]);
         assert!(dropped.is_empty());
     })

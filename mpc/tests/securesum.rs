@@ -500,7 +500,8 @@ async fn many_parties(n: usize, d: usize) {
     );
 }
 
-/// `cargo test --release -p sotto-mpc --test securesum -- --ignored --nocapture many_parties`
+/// `cargo test --release -p sotto-mpc --test securesum -- --ignored --nocapture --test-threads=1 many_parties`
+/// (one at a time: the parties of concurrent tests would share the CPU slots of the process)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "100 parties in one process; see docs/benchmarks-mpc.md"]
 async fn many_parties_100() {

@@ -291,4 +291,21 @@ fn bad_configurations_exit_with_status_2() {
     );
     let out = run(&["party", "--config", &good, "--value", "nan"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // Values the protocol refuses (a party id outside 1..=n) and missing certificate files
+    // are invalid configuration too: status 2, naming what is wrong.
+    let outsider = write(
+        tmp.path(),
+        "outsider.toml",
+        &format!("id = 9\naggregator = \"127.0.0.1:1\"\ncerts = \"x\"\n{session}"),
+    );
+    let out = run(&["party", "--config", &outsider, "--value", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`id`"), "{}", text(&out.stderr));
+    let out = run(&["party", "--config", &good, "--value", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ca.pem"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -110,7 +110,7 @@ async fn a_party_silent_past_the_deadline_is_dropped_and_the_sum_stays_exact() {
             let mut config = party_config(&params, id, addr, dir.path());
             if id == 2 {
                 // Party 2 shares its keys, then stalls past the round deadline.
-                config.stall_before_masked_input = Some(Duration::from_secs(30));
+                config.stall_before_masked_input = Some(Duration::from_secs(4));
             }
             tasks.push(tokio::spawn(SecureSumParty::run(
                 config,
@@ -122,10 +122,80 @@ async fn a_party_silent_past_the_deadline_is_dropped_and_the_sum_stays_exact() {
         assert_eq!(outcome.survivors, vec![PartyId(1), PartyId(3), PartyId(4)]);
         assert_eq!(outcome.dropped, vec![PartyId(2)]);
         let stalled = tasks.remove(1);
-        stalled.abort();
         for task in tasks {
             assert_eq!(task.await.unwrap().unwrap().sum, Some(vec![10172.0]));
         }
+        // The stalled party wakes up to learn that it was dropped, and why (not "the
+        // aggregator misbehaved: malformed message").
+        let err = stalled.await.unwrap().unwrap_err().to_string();
+        assert!(
+            err.contains("dropped") && err.contains("party 2") && err.contains("masked"),
+            "{err}"
+        );
+        assert!(!err.contains("malformed"), "{err}");
+    })
+    .await;
+}
+
+/// A party whose `[session]` disagrees (scale 2 instead of 1) is refused before any input is
+/// used: it is told the field, and the others' sum stays exact without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_party_with_other_session_parameters_is_refused_naming_the_field() {
+    bounded(async {
+        let dir = TempDir::new("agree");
+        generate_dev_pki(dir.path(), 4, &[]).unwrap();
+        let params = params(7, 4, 3);
+        let aggregator = start_aggregator(&params, dir.path());
+        let addr = aggregator.local_addr();
+        let mut tasks = Vec::new();
+        for (raise, id) in RAISES.iter().zip(1..) {
+            let mut p = params.clone();
+            if id == 2 {
+                p.scale = 2.0;
+            }
+            let config = party_config(&p, id, addr, dir.path());
+            tasks.push(tokio::spawn(SecureSumParty::run(
+                config,
+                SecureSumInput::scalar_i64(*raise),
+            )));
+        }
+        let outcome = aggregator.serve().await.unwrap();
+        assert_eq!(outcome.sum, vec![(3800 + 2982 + 3390) as f64]);
+        assert_eq!(outcome.dropped, vec![PartyId(2)]);
+        let odd = tasks.remove(1).await.unwrap().unwrap_err().to_string();
+        assert!(
+            odd.contains("scale") && odd.contains("aggregator") && odd.contains("2.0"),
+            "{odd}"
+        );
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap().sum, Some(vec![10172.0]));
+        }
+    })
+    .await;
+}
+
+/// A party honours its join deadline: with nobody answering, 2 s means about 2 s (not the
+/// join deadline plus a whole handshake timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_gives_up_at_its_join_deadline() {
+    bounded(async {
+        let dir = TempDir::new("join");
+        generate_dev_pki(dir.path(), 4, &[]).unwrap();
+        let mut params = params(8, 4, 3);
+        params.deadlines.join = Duration::from_secs(2);
+        // A bound socket that never answers.
+        let silent = std::net::UdpSocket::bind(localhost()).unwrap();
+        let config = party_config(&params, 1, silent.local_addr().unwrap(), dir.path());
+        let started = std::time::Instant::now();
+        let err = SecureSumParty::run(config, SecureSumInput::scalar_i64(1))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_millis(4500),
+            "{took:?}: {err}"
+        );
+        assert!(err.to_string().contains("timed out"), "{err}");
     })
     .await;
 }
@@ -384,4 +454,76 @@ fn missing_certificates_and_bad_ids_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("1 to 4"), "{err}");
+}
+
+/// Runs `n` parties and the aggregator in this process (each party with its own QUIC
+/// endpoint on loopback) summing vectors of length `d`; every party must receive the exact sum
+/// and none may be dropped. Above 100 parties the SecAgg+ sparse graph is chosen.
+async fn many_parties(n: usize, d: usize) {
+    let dir = TempDir::new(&format!("many{n}"));
+    generate_dev_pki(dir.path(), n, &[]).unwrap();
+    let params = SecureSumParams::new(
+        SessionId([0x40 + (n % 64) as u8; 16]),
+        n,
+        d,
+        Clipping::LInf { bound: 1000.0 },
+    )
+    .unwrap();
+    let mut config = AggregatorConfig::from_dir(params.clone(), localhost(), dir.path()).unwrap();
+    config.transport = sotto_mpc::transport::TransportOptions::default();
+    let aggregator = SecureSumAggregator::bind(config).unwrap();
+    let addr = aggregator.local_addr();
+    let started = std::time::Instant::now();
+    let parties: Vec<_> = (1..=n as u32)
+        .map(|id| {
+            let config =
+                PartyConfig::from_dir(params.clone(), PartyId(id), addr, dir.path()).unwrap();
+            tokio::spawn(SecureSumParty::run(
+                config,
+                SecureSumInput::vec_i64(vec![i64::from(id % 1000); d]),
+            ))
+        })
+        .collect();
+    let outcome = aggregator.serve().await.unwrap();
+    let expected: f64 = (1..=n as u32).map(|id| f64::from(id % 1000)).sum();
+    assert!(outcome.sum.iter().all(|v| *v == expected));
+    assert!(outcome.dropped.is_empty(), "dropped: {:?}", outcome.dropped);
+    for party in parties {
+        assert_eq!(
+            party.await.unwrap().unwrap().sum.map(|s| s[0]),
+            Some(expected)
+        );
+    }
+    eprintln!(
+        "{n} parties, d = {d}: exact sum, none dropped, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// `cargo test --release -p sotto-mpc --test securesum -- --ignored --nocapture --test-threads=1 many_parties`
+/// (one at a time: the parties of concurrent tests would share the CPU slots of the process)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "100 parties in one process; see docs/benchmarks-mpc.md"]
+async fn many_parties_100() {
+    tokio::time::timeout(Duration::from_secs(600), many_parties(100, 1000))
+        .await
+        .unwrap();
+}
+
+/// As [`many_parties_100`], 300 parties (sparse graph).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "300 parties in one process; see docs/benchmarks-mpc.md"]
+async fn many_parties_300() {
+    tokio::time::timeout(Duration::from_secs(600), many_parties(300, 1000))
+        .await
+        .unwrap();
+}
+
+/// As [`many_parties_100`], 1000 parties (sparse graph).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "1000 parties in one process; see docs/benchmarks-mpc.md"]
+async fn many_parties_1000() {
+    tokio::time::timeout(Duration::from_secs(900), many_parties(1000, 1000))
+        .await
+        .unwrap();
 }

@@ -78,8 +78,19 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         is_invalid_dp(cause.downcast_ref::<sotto_dp::Error>())
             || cause.downcast_ref::<UsageError>().is_some()
             || is_invalid_training(cause.downcast_ref::<sotto_training::Error>())
+            || is_invalid_mpc(cause.downcast_ref::<sotto_mpc::Error>())
+            || is_invalid_transport(cause.downcast_ref::<sotto_mpc::transport::Error>())
+            || match cause.downcast_ref::<sotto_mpc::securesum::Error>() {
+                Some(sotto_mpc::securesum::Error::Protocol(e)) => is_invalid_mpc(Some(e)),
+                Some(sotto_mpc::securesum::Error::Transport(e)) => is_invalid_transport(Some(e)),
+                _ => false,
+            }
             || match cause.downcast_ref::<sotto_training::federated::Error>() {
                 Some(sotto_training::federated::Error::Training(e)) => is_invalid_training(Some(e)),
+                Some(sotto_training::federated::Error::Protocol(e)) => is_invalid_mpc(Some(e)),
+                Some(sotto_training::federated::Error::Transport(e)) => {
+                    is_invalid_transport(Some(e))
+                }
                 _ => false,
             }
     });
@@ -93,6 +104,28 @@ fn is_invalid_training(err: Option<&sotto_training::Error>) -> bool {
         Some(sotto_training::Error::Dp(e)) => is_invalid_dp(Some(e)),
         _ => false,
     }
+}
+
+/// Parameters the protocol refuses (bad values, a ring that could wrap).
+fn is_invalid_mpc(err: Option<&sotto_mpc::Error>) -> bool {
+    match err {
+        Some(sotto_mpc::Error::InvalidParameter { .. } | sotto_mpc::Error::RingOverflow { .. }) => {
+            true
+        }
+        Some(sotto_mpc::Error::Dp(e)) => is_invalid_dp(Some(e)),
+        _ => false,
+    }
+}
+
+/// Transport configuration the user can fix: missing or wrong certificate files, bad options.
+fn is_invalid_transport(err: Option<&sotto_mpc::transport::Error>) -> bool {
+    matches!(
+        err,
+        Some(
+            sotto_mpc::transport::Error::Certificate { .. }
+                | sotto_mpc::transport::Error::InvalidParameter { .. }
+        )
+    )
 }
 
 fn is_invalid_dp(err: Option<&sotto_dp::Error>) -> bool {

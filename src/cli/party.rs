@@ -47,12 +47,12 @@ pub struct SessionFile {
     /// Ring size in bits: 32 or 64 (default).
     #[serde(default = "sixty_four")]
     pub ring_bits: u32,
-    /// Seconds the aggregator waits for parties to connect (default 30).
-    #[serde(default = "thirty")]
-    pub join_timeout_secs: f64,
-    /// Seconds each round lasts at most; silent parties are dropped (default 10).
-    #[serde(default = "ten")]
-    pub round_timeout_secs: f64,
+    /// Seconds the aggregator waits for parties to connect, and a party keeps trying to reach
+    /// it (default: 30 s plus 20 ms per party, `Deadlines::for_size`).
+    pub join_timeout_secs: Option<f64>,
+    /// Seconds each round lasts at most; silent parties are dropped (default: 10 s, longer
+    /// for many parties and long vectors, `Deadlines::for_size`).
+    pub round_timeout_secs: Option<f64>,
     /// Distributed DP noise (omit for none).
     pub noise: Option<NoiseFile>,
     /// Private statistics over the parties' CSV records instead of a plain sum.
@@ -83,12 +83,6 @@ fn unit() -> f64 {
 fn sixty_four() -> u32 {
     64
 }
-fn thirty() -> f64 {
-    30.0
-}
-fn ten() -> f64 {
-    10.0
-}
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
@@ -117,9 +111,19 @@ impl SessionFile {
                 );
             }
         };
-        let deadlines = Deadlines {
-            join: seconds("join_timeout_secs", self.join_timeout_secs)?,
-            round: seconds("round_timeout_secs", self.round_timeout_secs)?,
+        // Configured deadlines, or ones derived from the number of parties and the length.
+        let deadlines_for = |dim: usize| -> anyhow::Result<Deadlines> {
+            let derived = Deadlines::for_size(self.parties, dim);
+            Ok(Deadlines {
+                join: match self.join_timeout_secs {
+                    Some(s) => seconds("join_timeout_secs", s)?,
+                    None => derived.join,
+                },
+                round: match self.round_timeout_secs {
+                    Some(s) => seconds("round_timeout_secs", s)?,
+                    None => derived.round,
+                },
+            })
         };
         if let Some(stats) = &self.stats {
             // `dim`, `clipping` and `scale` have defaults; anything else was set by hand.
@@ -149,7 +153,7 @@ impl SessionFile {
                 scale: 1.0,
                 ring,
                 noise: plan.noise_spec(),
-                deadlines,
+                deadlines: deadlines_for(plan.dim())?,
             };
             params
                 .validate()
@@ -209,7 +213,7 @@ impl SessionFile {
             scale: self.scale,
             ring,
             noise,
-            deadlines,
+            deadlines: deadlines_for(self.dim)?,
         };
         params
             .validate()

@@ -87,6 +87,10 @@ pub struct TrainArgs {
     /// neighbour and round).
     #[arg(long)]
     pub per_round_keys: bool,
+    /// Multi-party: deadline of each protocol step in seconds; a party silent past it is
+    /// dropped (default: derived from the number of parties and the model size).
+    #[arg(long, value_name = "SECS")]
+    pub round_deadline: Option<f64>,
     /// The report folder, where the metrics and the trained model (`model.json`,
     /// `model.safetensors`) are written (default `reports/train-<UTC timestamp>`, or
     /// `reports/central-<UTC timestamp>` with `--central`).
@@ -534,6 +538,7 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
         (args.threshold.is_some(), "--threshold"),
         (args.colluders.is_some(), "--colluders"),
         (args.rounds.is_some(), "--rounds"),
+        (args.round_deadline.is_some(), "--round-deadline"),
         (args.partition.is_some(), "--partition"),
         (args.plain, "--plain"),
         (args.compare_plain, "--compare-plain"),

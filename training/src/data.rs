@@ -479,16 +479,28 @@ pub fn load_csv(text: &str, options: &CsvOptions) -> Result<CsvData> {
                 raw_labels.push(cell.to_string());
                 continue;
             }
-            let v: f32 = cell.parse().map_err(|_| {
+            let wide: f64 = cell.parse().map_err(|_| {
                 Error::Data(format!(
                     "line {line_no}, column {}: `{cell}` is not a number",
                     c + 1
                 ))
             })?;
+            if !wide.is_finite() {
+                return Err(Error::Data(format!(
+                    "line {line_no}, column {}: `{cell}` is not a finite number (features must \
+                     not be NaN or infinite)",
+                    c + 1
+                )));
+            }
+            // Features are stored as f32: a finite value beyond its range would become infinite.
+            let v = wide as f32;
             if !v.is_finite() {
                 return Err(Error::Data(format!(
-                    "line {line_no}, column {}: features must be finite",
-                    c + 1
+                    "line {line_no}, column {}: `{cell}` is outside the range of the 32-bit \
+                     features (magnitude at most {:e}); rescale the column (e.g. take its \
+                     logarithm or change its unit)",
+                    c + 1,
+                    f32::MAX
                 )));
             }
             values.push(v);
@@ -738,7 +750,14 @@ mod tests {
         let e = load_csv("1,2,a\n3,b\n", &opts).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("columns"), "{e}");
         assert!(load_csv("", &opts).is_err());
-        assert!(load_csv("1,inf,a\n", &opts).is_err());
+        let e = load_csv("1,inf,a\n", &opts).unwrap_err().to_string();
+        assert!(e.contains("not a finite number"), "{e}");
+        // Finite but beyond f32: called out of range, not "not finite".
+        let e = load_csv("1,1e300,a\n", &opts).unwrap_err().to_string();
+        assert!(
+            e.contains("outside the range") && !e.contains("not a finite"),
+            "{e}"
+        );
         let named = CsvOptions {
             has_header: true,
             label_column: LabelColumn::Name("nope".into()),

@@ -24,7 +24,7 @@ fn small(parties: usize, rounds: u64) -> FederatedConfig {
         noise_multiplier: Some(1.0),
         target_epsilon: None,
         audit: false,
-        round_deadline_secs: 5.0,
+        round_deadline_secs: Some(5.0),
         ..FederatedConfig::default()
     }
 }

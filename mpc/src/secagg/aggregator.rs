@@ -540,7 +540,10 @@ impl<W: RingWord> SecAggAggregator<W> {
                     if s.kind != want {
                         return Err(Error::misbehaved(
                             peer,
-                            format!("revealed the wrong kind of share for {}", s.owner),
+                            format!(
+                                "revealed the wrong kind of share for {}",
+                                super::shown(s.owner)
+                            ),
                         ));
                     }
                     if !shamir::is_canonical(&s.value.0) {
@@ -823,7 +826,10 @@ impl<W: RingWord> SecAggAggregator<W> {
             if let Some((r, owner)) = bad {
                 self.misbehaved.push(Error::misbehaved(
                     Peer::Party(r),
-                    format!("sent a bad share of {owner}'s secret; its shares were ignored"),
+                    format!(
+                        "sent a bad share of {}'s secret; its shares were ignored",
+                        super::shown(owner)
+                    ),
                 ));
                 self.unmask.remove(&r);
                 continue 'retry;
@@ -931,7 +937,8 @@ impl<W: RingWord> SecAggAggregator<W> {
                             return Err(Error::misbehaved(
                                 Peer::Party(u),
                                 format!(
-                                    "its escrowed pair-mask seed with {v} does not match its round-1 commitment and {v} revealed no matching seed; the sum cannot be unmasked"
+                                    "its escrowed pair-mask seed with {v} does not match its round-1 commitment and {v} revealed no matching seed; the sum cannot be unmasked",
+                                    v = super::shown(v)
                                 ),
                             ));
                         }

@@ -305,6 +305,11 @@ impl<W: RingWord> SecAggClient<W> {
         Self::new(config, id, input)
     }
 
+    /// The public parameters of this aggregation.
+    pub fn config(&self) -> &SecAggConfig {
+        &self.config
+    }
+
     /// This party's id.
     pub fn id(&self) -> PartyId {
         self.id
@@ -486,7 +491,7 @@ impl<W: RingWord> SecAggClient<W> {
             if !holders.contains(&k.party) {
                 return Err(Error::misbehaved(
                     agg,
-                    format!("roster lists {}, not a neighbour", k.party),
+                    format!("roster lists {}, not a neighbour", super::shown(k.party)),
                 ));
             }
             if !keys_seen.insert(k.enc_pk) || !keys_seen.insert(k.mask_pk) {
@@ -662,7 +667,7 @@ impl<W: RingWord> SecAggClient<W> {
             let Some(key) = share_keys.get(&s.from) else {
                 return Err(Error::misbehaved(
                     agg,
-                    format!("share from {}, not in the roster", s.from),
+                    format!("share from {}, not in the roster", super::shown(s.from)),
                 ));
             };
             let culprit = Peer::Party(s.from);
@@ -765,7 +770,10 @@ impl<W: RingWord> SecAggClient<W> {
             {
                 return Err(Error::misbehaved(
                     agg,
-                    format!("{s} listed as a survivor but it never shared its keys"),
+                    format!(
+                        "{} listed as a survivor but it never shared its keys",
+                        super::shown(*s)
+                    ),
                 ));
             }
         }

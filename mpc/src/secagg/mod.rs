@@ -100,6 +100,20 @@ impl Round {
     }
 }
 
+/// How a core party id appears inside an error message: as its certificate number (`party
+/// k + 1` for core id `k`), the numbering every log and error uses
+/// (`crate::securesum::PartyNumbering`). Structured `party` fields are renumbered by the
+/// drivers; ids inside a reason string must be written with this.
+pub(crate) fn shown(p: PartyId) -> String {
+    format!("party {}", u64::from(p.0) + 1)
+}
+
+/// Above this many parties [`SecAggConfig::with_auto_graph`] considers the SecAgg+ sparse graph.
+pub const SPARSE_ABOVE: usize = 100;
+
+/// The rate of random dropouts [`SecAggConfig::with_auto_graph`] sizes the sparse graph for.
+pub const AUTO_DROPOUT: f64 = 0.1;
+
 /// How parties mask: complete graph or SecAgg+ sparse graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GraphKind {
@@ -209,6 +223,36 @@ impl SecAggConfig {
         };
         self.graph = MaskGraph::harary(self.parties, degree, &self.session);
         Ok(self)
+    }
+
+    /// Switches to the SecAgg+ sparse graph when that is cheaper and meets the targets:
+    /// above [`SPARSE_ABOVE`] parties, the degree [`SparseParams::recommended`] gives for
+    /// [`AUTO_DROPOUT`] random dropouts and a corruption rate of `colluders / parties`
+    /// (2^-20 failure, 2^-40 insecurity), if it is below `parties - 1`. Otherwise the complete
+    /// graph is kept. The choice depends only on public parameters, so every party and the
+    /// aggregator make the same one.
+    ///
+    /// # Errors
+    /// As [`Self::sparse`] (not expected: the recommended degree is valid).
+    ///
+    /// # Security
+    /// The sparse graph's guarantee holds under SecAgg+'s assumption (Bell et al. 2020) that
+    /// the corrupt parties are not chosen with knowledge of the session's random graph; see
+    /// `docs/threat-model.md`.
+    pub fn with_auto_graph(self, colluders: usize) -> Result<Self> {
+        match SparseParams::auto(self.parties, colluders) {
+            Some(p) => self.sparse(p.degree, p.share_threshold),
+            None => Ok(self),
+        }
+    }
+
+    /// The number of neighbours each party masks with: `degree` of a sparse graph, `parties -
+    /// 1` for the complete graph.
+    pub fn neighbour_count(&self) -> usize {
+        match self.kind {
+            GraphKind::Complete => self.parties.saturating_sub(1),
+            GraphKind::Sparse { degree, .. } => degree,
+        }
     }
 
     /// Switches the session to **run keys**: each party advertises its long-term X25519 keys
@@ -557,6 +601,37 @@ impl SparseParams {
     }
 }
 
+impl SparseParams {
+    /// The sparse graph [`SecAggConfig::with_auto_graph`] chooses for `parties` parties of
+    /// which `colluders` may collude, or `None` for the complete graph. Memoized: the search
+    /// costs milliseconds at a thousand parties, and every role of a local run asks.
+    pub fn auto(parties: usize, colluders: usize) -> Option<SparseParams> {
+        use std::collections::HashMap;
+        use std::sync::{Mutex, OnceLock};
+        type Memo = Mutex<HashMap<(usize, usize), Option<SparseParams>>>;
+        static MEMO: OnceLock<Memo> = OnceLock::new();
+        if parties <= SPARSE_ABOVE {
+            return None;
+        }
+        let memo = MEMO.get_or_init(Memo::default);
+        if let Some(known) = memo
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(parties, colluders)).copied())
+        {
+            return known;
+        }
+        let corrupt = colluders as f64 / parties as f64;
+        let chosen = SparseParams::recommended(parties, AUTO_DROPOUT, corrupt, 20.0, 40.0)
+            .ok()
+            .filter(|p| p.degree + 1 < parties);
+        if let Ok(mut m) = memo.lock() {
+            m.insert((parties, colluders), chosen);
+        }
+        chosen
+    }
+}
+
 fn log2_binomial_pmfs(m: usize, p: f64) -> Vec<f64> {
     // ln C(m, i) + i ln p + (m - i) ln(1 - p)
     let lp = p.ln();
@@ -656,5 +731,34 @@ mod tests {
         assert!((log2_binomial_upper_tail(10, 0.5, 10) + 10.0).abs() < 1e-9);
         assert!((log2_binomial_lower_tail(10, 0.5, 11)).abs() < 1e-9);
         assert!(SparseParams::recommended(1000, 0.6, 0.5, 20.0, 40.0).is_err());
+    }
+
+    #[test]
+    fn the_sparse_graph_is_chosen_only_above_the_size_and_when_cheaper() {
+        let s = SessionId([0; 16]);
+        let small = SecAggConfig::new(s, 100, 51, 4)
+            .unwrap()
+            .with_auto_graph(50)
+            .unwrap();
+        assert_eq!(small.kind(), GraphKind::Complete);
+        assert_eq!(small.neighbour_count(), 99);
+        // 1000 parties, the default t - 1 = 500 colluders: degree 222 of 999.
+        let big = SecAggConfig::new(s, 1000, 501, 4)
+            .unwrap()
+            .with_auto_graph(500)
+            .unwrap();
+        assert_eq!(
+            big.kind(),
+            GraphKind::Sparse {
+                degree: 222,
+                share_threshold: 170
+            }
+        );
+        // 200 parties with half of them colluding: no sparse degree meets the targets.
+        let mid = SecAggConfig::new(s, 200, 101, 4)
+            .unwrap()
+            .with_auto_graph(100)
+            .unwrap();
+        assert_eq!(mid.kind(), GraphKind::Complete);
     }
 }

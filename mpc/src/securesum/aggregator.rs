@@ -7,6 +7,7 @@ use std::path::Path;
 
 use tokio::task::JoinSet;
 
+use super::agreement::{AGREEMENT_ROUND, SessionDigest};
 use super::{
     Error, Plan, PrivacySpent, RELEASE_ROUND, Release, Result, RingBits, SecureSumParams, SumMode,
     SumOutcome, dropped_of,
@@ -15,7 +16,8 @@ use crate::PartyId;
 use crate::ring::{self, RingWord};
 use crate::secagg::{ClientMessage, SecAggAggregator, ServerMessage};
 use crate::transport::{
-    Connection, Identity, Server, TlsConfig, TransportOptions, collect, send_all, send_each,
+    Connection, Identity, Server, TlsConfig, TransportOptions, collect, collect_each, send_all,
+    send_each,
 };
 
 /// How long the aggregator waits for each party to acknowledge the release before closing.
@@ -47,11 +49,12 @@ impl AggregatorConfig {
         let plan = params.plan()?;
         let parties = plan.numbering.all().map(Identity::Party);
         let tls = TlsConfig::from_dir(dir, Identity::Aggregator, parties)?;
+        let transport = super::transport_for(&params);
         Ok(AggregatorConfig {
             params,
             listen,
             tls,
-            transport: TransportOptions::default(),
+            transport,
             publish: true,
         })
     }
@@ -155,11 +158,13 @@ async fn serve_ring<W: RingWord>(
             "secure sum: parties did not connect before the join deadline; treated as dropped"
         );
     }
-    let connections = accepted.connections;
+    let mut connections = accepted.connections;
     tracing::info!(
         connected = connections.len(),
+        graph = ?plan.secagg.kind(),
         "secure sum: parties connected"
     );
+    agree_on_session(params, &mut connections).await;
 
     let mut aggregator = SecAggAggregator::<W>::new(plan.secagg.clone(), params.deadlines.round);
     aggregator.start(std::time::Instant::now())?;
@@ -169,41 +174,69 @@ async fn serve_ring<W: RingWord>(
             break;
         };
         let deadline = tokio::time::Instant::now() + params.deadlines.round;
-        let got = collect::<ClientMessage<W>>(
+        // Each message is handled as it arrives: the core folds masked inputs into its
+        // running sum, so the aggregator never holds every party's vector at once.
+        let got = collect_each::<ClientMessage<W>, _>(
             &connections,
             expected.iter().copied(),
             session,
             round,
             deadline,
+            |identity, message| {
+                let Some(core) = identity.party_id().and_then(|p| numbering.to_core(p)) else {
+                    tracing::warn!(peer = %identity, "secure sum: message from a peer outside the session ignored");
+                    return;
+                };
+                if let Err(error) =
+                    aggregator.handle_message(std::time::Instant::now(), core, message)
+                {
+                    let error = numbering.renumber(error);
+                    tracing::warn!(%error, round = core_round.name(), "secure sum: message rejected");
+                }
+            },
         )
         .await;
         for silent in &got.silent {
             tracing::warn!(party = %silent, round = core_round.name(), "secure sum: no message by the deadline; dropped");
+            drop_connection(
+                &mut connections,
+                *silent,
+                &format!("no {} message by the round deadline", core_round.name()),
+            );
         }
         for (party, error) in &got.failed {
             tracing::warn!(party = %party, round = core_round.name(), %error, "secure sum: message rejected or connection failed; dropped");
-        }
-        let now = std::time::Instant::now();
-        for (identity, message) in got.messages {
-            let Some(core) = identity.party_id().and_then(|p| numbering.to_core(p)) else {
-                tracing::warn!(peer = %identity, "secure sum: message from a peer outside the session ignored");
-                continue;
-            };
-            if let Err(error) = aggregator.handle_message(now, core, message) {
-                let error = numbering.renumber(error);
-                tracing::warn!(%error, round = core_round.name(), "secure sum: message rejected");
-            }
+            drop_connection(
+                &mut connections,
+                *party,
+                &format!("its {} message was rejected", core_round.name()),
+            );
         }
         // The core closes a round by itself once every expected party has answered; close
         // it here only if some were silent (the deadline has passed).
         if aggregator.round() == Some(core_round) {
-            aggregator.close_round(now);
+            aggregator.close_round(std::time::Instant::now());
         }
         let mut outgoing: Vec<(Identity, ServerMessage)> = Vec::new();
         while let Some((to, message)) = aggregator.poll_transmit() {
             outgoing.push((numbering.identity(to), message));
         }
-        expected = send_each(&connections, session, round, outgoing, "secure sum").await;
+        let reached = send_each(&connections, session, round, outgoing, "secure sum").await;
+        // Parties the core left out (a rejected message) or the send missed: tell them. (The
+        // last round gets no answer; the release follows.)
+        let left_out: Vec<Identity> = if round < 3 {
+            expected.difference(&reached).copied().collect()
+        } else {
+            Vec::new()
+        };
+        for party in &left_out {
+            drop_connection(
+                &mut connections,
+                *party,
+                &format!("left out after the {} round", core_round.name()),
+            );
+        }
+        expected = reached;
         tracing::info!(
             round = core_round.name(),
             continuing = expected.len(),
@@ -247,6 +280,14 @@ async fn serve_ring<W: RingWord>(
         }
     };
     let dropped = dropped_of(numbering, &survivors);
+    // Connected parties whose input is not in the sum get no release: they are told why.
+    for party in &dropped {
+        drop_connection(
+            &mut connections,
+            Identity::Party(*party),
+            "not among the survivors whose inputs are in the sum",
+        );
+    }
     tracing::info!(survivors = ?survivors, dropped = ?dropped, epsilon = privacy.map(|p| p.epsilon), "secure sum: done");
     if config.publish {
         let release = Release {
@@ -263,10 +304,12 @@ async fn serve_ring<W: RingWord>(
             Err(error) => tracing::warn!(%error, "secure sum: release not sent"),
         }
     }
+    // Many parties' acknowledgements of a long release take longer than a few.
+    let grace = CLOSE_GRACE.max(params.deadlines.round / 4);
     let mut closing = JoinSet::new();
     for connection in connections.values() {
         let connection = connection.clone();
-        closing.spawn(async move { connection.close_gracefully(CLOSE_GRACE).await });
+        closing.spawn(async move { connection.close_gracefully(grace).await });
     }
     while closing.join_next().await.is_some() {}
     Ok(SumOutcome {
@@ -281,5 +324,68 @@ async fn serve_ring<W: RingWord>(
 fn close_all(connections: &BTreeMap<Identity, Connection>, reason: &str) {
     for connection in connections.values() {
         connection.close(reason);
+    }
+}
+
+/// Removes `party`'s connection and tells it that it was dropped, and why.
+fn drop_connection(
+    connections: &mut BTreeMap<Identity, Connection>,
+    party: Identity,
+    reason: &str,
+) {
+    if let Some(connection) = connections.remove(&party) {
+        connection.close_dropped(&format!(
+            "{party} was dropped from the secure sum: {reason}"
+        ));
+    }
+}
+
+/// Sends the session digest to every party, collects theirs (within the round deadline) and
+/// drops the parties whose parameters differ, naming the field, before any input is used.
+async fn agree_on_session(
+    params: &SecureSumParams,
+    connections: &mut BTreeMap<Identity, Connection>,
+) {
+    let ours = SessionDigest::of(params, SumMode::Aggregator);
+    match send_all(connections, params.session, AGREEMENT_ROUND, &ours).await {
+        Ok(failures) => {
+            for (party, error) in failures {
+                tracing::warn!(party = %party, %error, "secure sum: session digest not delivered; dropped");
+                drop_connection(connections, party, "the session digest could not be sent");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "secure sum: session digest not sent"),
+    }
+    let deadline = tokio::time::Instant::now() + params.deadlines.round;
+    let got = collect::<SessionDigest>(
+        connections,
+        connections.keys().copied().collect::<Vec<_>>(),
+        params.session,
+        AGREEMENT_ROUND,
+        deadline,
+    )
+    .await;
+    for (party, theirs) in &got.messages {
+        if let Some(m) = ours.mismatch(theirs) {
+            let error = Error::SessionMismatch {
+                peer: *party,
+                field: m.field.clone(),
+                ours: m.ours.clone(),
+                theirs: m.theirs.clone(),
+            };
+            tracing::error!(party = %party, field = %m.field, %error, "secure sum: session parameters disagree; dropped");
+            drop_connection(
+                connections,
+                *party,
+                &format!(
+                    "its session parameters disagree with the aggregator's: {} = {} at the aggregator but {} at {party}",
+                    m.field, m.ours, m.theirs
+                ),
+            );
+        }
+    }
+    for party in got.dropped() {
+        tracing::warn!(party = %party, "secure sum: no session digest by the deadline; dropped");
+        drop_connection(connections, party, "no session digest by the deadline");
     }
 }

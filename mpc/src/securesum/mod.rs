@@ -80,10 +80,12 @@ use crate::secagg::{SecAggConfig, SessionId};
 use crate::transport::{self, Identity};
 
 pub mod aggregator;
+pub mod agreement;
 pub mod p2p;
 pub mod party;
 
 pub use aggregator::{AggregatorConfig, SecureSumAggregator};
+pub use agreement::{Mismatch, SessionDigest};
 pub use party::{PartyConfig, SecureSumParty};
 
 /// The envelope round in which the aggregator sends the released sum to the parties (after
@@ -223,6 +225,33 @@ impl Default for Deadlines {
     }
 }
 
+impl Deadlines {
+    /// Deadlines sized for `parties` parties summing vectors of length `dim`, for the worst
+    /// case where every party shares one small machine with the aggregator (a local run):
+    ///
+    /// * join: 30 s plus 20 ms per party (TLS handshakes and certificate checks are serial
+    ///   work at the aggregator);
+    /// * round: 10 s, plus 200 µs per neighbour of every party (`parties * min(parties - 1,
+    ///   256)`: two X25519 agreements, a Shamir share and its encryption each), plus 10 ns per
+    ///   mask coordinate the parties expand in a round (`parties * (neighbours + 1) * dim`;
+    ///   about 4 times the ChaCha rate of one core), so that a large sum is not cut short. A
+    ///   party silent past it is dropped, so a longer deadline only delays noticing a crashed
+    ///   party.
+    ///
+    /// About [`Deadlines::default`] for small sizes (10 parties: 10.02 s).
+    pub fn for_size(parties: usize, dim: usize) -> Self {
+        let n = parties as f64;
+        let neighbours = (n - 1.0).clamp(0.0, 256.0);
+        let masks = n * (neighbours + 1.0) * dim as f64;
+        let join = 30.0 + 0.02 * n;
+        let round = 10.0 + 2e-4 * n * neighbours + 1e-8 * masks;
+        Deadlines {
+            join: Duration::from_secs_f64(join.min(3600.0)),
+            round: Duration::from_secs_f64(round.min(3600.0)),
+        }
+    }
+}
+
 /// The public parameters of one secure sum, identical at every party and the aggregator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecureSumParams {
@@ -263,7 +292,7 @@ pub(crate) struct Plan {
 
 impl SecureSumParams {
     /// Parameters with the defaults: threshold `n / 2 + 1`, scale 1, ring Z_2^64, no noise,
-    /// default [`Deadlines`].
+    /// deadlines [`Deadlines::for_size`].
     ///
     /// # Errors
     /// [`crate::Error::InvalidParameter`] if the parameters are inconsistent (see
@@ -284,7 +313,7 @@ impl SecureSumParams {
             scale: 1.0,
             ring: RingBits::U64,
             noise: NoiseSpec::None,
-            deadlines: Deadlines::default(),
+            deadlines: Deadlines::for_size(parties, dim),
         };
         params.validate()?;
         Ok(params)
@@ -372,6 +401,11 @@ impl SecureSumParams {
             ));
         }
         let secagg = SecAggConfig::new(self.session, self.parties, self.threshold, self.dim)?;
+        // Above a size, the SecAgg+ sparse graph (the same choice at every role).
+        let secagg = match mode {
+            SumMode::Aggregator => secagg.with_auto_graph(colluders)?,
+            SumMode::PeerToPeer => secagg,
+        };
         let encoder = FixedPointEncoder::new(self.clipping, self.scale, self.dim)?;
         let sensitivity = match self.noise {
             NoiseSpec::Record { sensitivity, .. } => {
@@ -621,6 +655,22 @@ pub enum Error {
     /// The local randomness source failed.
     #[error("randomness: {0}")]
     Rng(String),
+    /// The session parameters here and at `peer` differ (checked through
+    /// [`SessionDigest`] before any input is used).
+    #[error(
+        "the session parameters disagree with {peer}'s: {field} = {ours} here but {theirs} at \
+         {peer}; every party and the aggregator must use the same [session] table"
+    )]
+    SessionMismatch {
+        /// The other end (a party by its certificate name, or the aggregator).
+        peer: transport::Identity,
+        /// The differing field.
+        field: String,
+        /// Its value here.
+        ours: String,
+        /// Its value at `peer`.
+        theirs: String,
+    },
 }
 
 /// `Result` with the secure-sum [`Error`].
@@ -630,6 +680,43 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn dropped_of(numbering: PartyNumbering, survivors: &[PartyId]) -> Vec<PartyId> {
     let s: BTreeSet<PartyId> = survivors.iter().copied().collect();
     numbering.all().filter(|p| !s.contains(p)).collect()
+}
+
+/// The transport options for `params`: the defaults, with an idle timeout of at least one
+/// round deadline (an overloaded machine running many parties may not answer keep-alives for
+/// a while; a connection is only declared dead once a whole round could have passed).
+pub fn transport_for(params: &SecureSumParams) -> transport::TransportOptions {
+    let defaults = transport::TransportOptions::default();
+    transport::TransportOptions {
+        idle_timeout: defaults.idle_timeout.max(params.deadlines.round),
+        ..defaults
+    }
+}
+
+/// Runs CPU-heavy protocol work on tokio's blocking pool, at most one job per CPU at a time in
+/// this process: hundreds of parties computing at once would otherwise crowd the runtime's
+/// threads off the CPU, and their QUIC connections would miss keep-alives and time out.
+pub(crate) async fn cpu_bound<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    let failed = |e: String| Error::Protocol(crate::Error::InvalidState(e));
+    let slots = SLOTS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        std::sync::Arc::new(tokio::sync::Semaphore::new(cpus))
+    });
+    let permit = std::sync::Arc::clone(slots)
+        .acquire_owned()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    tokio::task::spawn_blocking(move || {
+        let out = work();
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(|e| failed(format!("protocol work failed: {e}")))?
 }
 
 pub(crate) fn os_rng() -> Result<rand_chacha::ChaCha20Rng> {

@@ -5,17 +5,15 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use super::agreement::{AGREEMENT_ROUND, SessionDigest};
 use super::{
     Error, PartyOutcome, Plan, RELEASE_ROUND, Release, Result, RingBits, SLACK, SecureSumInput,
-    SecureSumParams,
+    SecureSumParams, SumMode,
 };
 use crate::PartyId;
 use crate::ring::RingWord;
 use crate::secagg::{SecAggClient, ServerMessage};
-use crate::transport::{self, Client, Connection, Identity, TlsConfig, TransportOptions};
-
-/// Pause between connection attempts while the aggregator is not reachable yet.
-const RETRY_EVERY: Duration = Duration::from_millis(250);
+use crate::transport::{Client, Connection, Identity, TlsConfig, TransportOptions};
 
 /// A party's configuration.
 #[derive(Debug, Clone)]
@@ -53,12 +51,13 @@ impl PartyConfig {
         let plan = params.plan()?;
         check_id(&plan, id)?;
         let tls = TlsConfig::from_dir(dir, Identity::Party(id), [Identity::Aggregator])?;
+        let transport = super::transport_for(&params);
         Ok(PartyConfig {
             params,
             id,
             aggregator,
             tls,
-            transport: TransportOptions::default(),
+            transport,
             stall_before_masked_input: None,
         })
     }
@@ -125,32 +124,15 @@ pub(crate) fn local_for(remote: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Dials `expected` at `addr` until it answers or `within` has passed. Connection failures
-/// that may be transient (nobody listening yet, timeouts) are retried; refusals and
-/// certificate errors are not.
+/// Dials `expected` at `addr`, retrying transient failures until `within` has passed
+/// ([`Client::connect_with_retry`]).
 pub(crate) async fn connect_with_retry(
     client: &Client,
     addr: SocketAddr,
     expected: Identity,
     within: Duration,
 ) -> Result<Connection> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match client.connect(addr, expected).await {
-            Ok(connection) => return Ok(connection),
-            Err(
-                error
-                @ (transport::Error::Timeout { .. } | transport::Error::ConnectionLost { .. }),
-            ) => {
-                if tokio::time::Instant::now() + RETRY_EVERY >= deadline {
-                    return Err(error.into());
-                }
-                tracing::debug!(%addr, %error, "secure sum: not reachable yet; retrying");
-                tokio::time::sleep(RETRY_EVERY).await;
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
+    Ok(client.connect_with_retry(addr, expected, within).await?)
 }
 
 async fn run_ring<W: RingWord>(
@@ -180,15 +162,37 @@ async fn run_ring<W: RingWord>(
     )
     .await?;
     tracing::info!(party = %config.id, aggregator = %config.aggregator, "secure sum: connected");
-    party.start(&mut rng)?;
-    send_queued(&mut party, &connection, session).await?;
+    // Session agreement: both sides send their digest; the input is used only once the
+    // aggregator's digest matches ours (and the aggregator drops us if ours does not match).
+    let ours = SessionDigest::of(params, SumMode::Aggregator);
+    connection.send(session, AGREEMENT_ROUND, &ours).await?;
     // The aggregator waits up to `join` for everyone, then up to `round` per round.
     let mut wait = params.deadlines.join + params.deadlines.round + SLACK;
+    let theirs: SessionDigest = connection.recv(session, AGREEMENT_ROUND, wait).await?;
+    if let Some(m) = ours.mismatch(&theirs) {
+        connection.close("session parameters disagree");
+        return Err(Error::SessionMismatch {
+            peer: Identity::Aggregator,
+            field: m.field,
+            ours: m.ours,
+            theirs: m.theirs,
+        });
+    }
+    party.start(&mut rng)?;
+    send_queued(&mut party, &connection, session).await?;
+    let numbering = plan.numbering;
     for round in 0u64..=2 {
         let message: ServerMessage = connection.recv(session, round, wait).await?;
-        party
-            .handle_message(message, &mut rng)
-            .map_err(|e| plan.numbering.renumber(e))?;
+        // Key agreement, Shamir shares and mask expansion run on a blocking thread (at most
+        // one per CPU), so that many parties in one process do not starve the QUIC drivers.
+        (party, rng) = super::cpu_bound(move || {
+            let (mut party, mut rng) = (party, rng);
+            party
+                .handle_message(message, &mut rng)
+                .map_err(|e| numbering.renumber(e))?;
+            Ok((party, rng))
+        })
+        .await?;
         tracing::info!(party = %config.id, round, "secure sum: round done");
         if round == 1
             && let Some(stall) = config.stall_before_masked_input

@@ -49,9 +49,16 @@ pub const CLOSE_MISBEHAVED: u32 = 2;
 pub const CLOSE_SHUTDOWN: u32 = 3;
 /// QUIC application close code: a send timed out (the stream cannot be resumed).
 pub const CLOSE_TIMEOUT: u32 = 4;
+/// QUIC application close code: the protocol dropped this peer from the run (it was silent
+/// past a deadline, its message was rejected, or its parameters disagree); the reason says
+/// why. The peer sees [`Error::Dropped`].
+pub const CLOSE_DROPPED: u32 = 5;
 
 /// Most connection attempts a server handles at once before authentication; more are refused.
 pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// Default of [`TransportOptions::max_pending_per_address`].
+pub const MAX_PENDING_PER_ADDRESS: usize = 64;
 
 /// Version of the connection set-up (admission message).
 const SETUP_VERSION: u16 = 1;
@@ -70,6 +77,16 @@ pub struct TransportOptions {
     pub keep_alive: Duration,
     /// Bound on sending one message, flow control included (default 60 s).
     pub write_timeout: Duration,
+    /// Servers: most connection attempts from one IP address in set-up at once (default
+    /// [`MAX_PENDING_PER_ADDRESS`]); more are refused with QUIC's `CONNECTION_REFUSED`, which
+    /// a client sees as [`Error::Busy`] and may retry. One flooding address then cannot fill
+    /// the server's [`MAX_PENDING_HANDSHAKES`] slots.
+    pub max_pending_per_address: usize,
+    /// Servers: answer a connection attempt from an address not yet validated with a QUIC
+    /// Retry (a stateless token the client must echo), so that handshakes from spoofed
+    /// addresses cost no state and no slot (default true; one extra round trip per
+    /// connection).
+    pub validate_addresses: bool,
 }
 
 impl Default for TransportOptions {
@@ -80,6 +97,8 @@ impl Default for TransportOptions {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             write_timeout: Duration::from_secs(60),
+            max_pending_per_address: MAX_PENDING_PER_ADDRESS,
+            validate_addresses: true,
         }
     }
 }
@@ -101,6 +120,12 @@ impl TransportOptions {
             if value.is_zero() {
                 return Err(Error::invalid(name, "must be positive"));
             }
+        }
+        if self.max_pending_per_address == 0 {
+            return Err(Error::invalid(
+                "max_pending_per_address",
+                "must be at least 1 (or no connection is ever accepted)",
+            ));
         }
         IdleTimeout::try_from(self.idle_timeout).map_err(|_| {
             Error::invalid(
@@ -432,6 +457,13 @@ impl Connection {
         self.close_with(CLOSE_DONE, reason);
     }
 
+    /// Tells the peer it was dropped from the run and closes the connection (code
+    /// [`CLOSE_DROPPED`]): its next receive fails with [`Error::Dropped`] carrying `reason`
+    /// (keep it free of secrets; at most 200 bytes are sent).
+    pub fn close_dropped(&self, reason: &str) {
+        self.close_with(CLOSE_DROPPED, reason);
+    }
+
     fn close_with(&self, code: u32, reason: &str) {
         let reason = reason.as_bytes();
         // Keep the reason well inside one packet.
@@ -523,12 +555,19 @@ fn connection_error(e: ConnectionError, peer: Peer, setup: bool) -> Error {
             let reason = String::from_utf8_lossy(&close.reason).into_owned();
             if close.error_code == VarInt::from_u32(CLOSE_REFUSED) {
                 Error::Refused { by: peer, reason }
+            } else if close.error_code == VarInt::from_u32(CLOSE_DROPPED) {
+                Error::Dropped { by: peer, reason }
             } else {
                 Error::ConnectionLost {
                     party: peer,
                     reason: format!("closed by the peer (code {}): {reason}", close.error_code),
                 }
             }
+        }
+        ConnectionError::ConnectionClosed(close)
+            if setup && close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            Error::Busy { by: peer }
         }
         ConnectionError::ConnectionClosed(close) if setup => Error::Refused {
             by: peer,
@@ -760,7 +799,7 @@ impl Server {
         self.accept_task.abort();
         // The accept loop holds a handle on the endpoint: wait until it is gone.
         let _ = self.accept_task.await;
-        close_endpoint(self.endpoint).await;
+        close_endpoint(self.endpoint, true).await;
     }
 }
 
@@ -772,12 +811,39 @@ async fn accept_loop(
 ) {
     let mut handshakes = JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    // Pending handshakes per source IP address (entries removed when they reach zero).
+    let per_address: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
+    let mut refused_busy: u64 = 0;
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let remote = incoming.remote_address();
+                // Stateless address validation first: a source that cannot echo the Retry
+                // token (spoofed, or a probe that never answers) costs no slot.
+                if options.validate_addresses
+                    && !incoming.remote_address_validated()
+                    && incoming.may_retry()
+                {
+                    if let Err(error) = incoming.retry() {
+                        tracing::debug!(%remote, %error, "cannot send a QUIC retry");
+                    }
+                    continue;
+                }
+                let Some(slot) = AddressSlot::take(&per_address, remote.ip(), options.max_pending_per_address) else {
+                    refused_busy += 1;
+                    // Logged at a rate that a flood cannot turn into a log flood.
+                    if refused_busy.is_power_of_two() {
+                        tracing::warn!(%remote, refused = refused_busy, "too many pending handshakes from this address; refusing");
+                    }
+                    incoming.refuse();
+                    continue;
+                };
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                    tracing::warn!(remote = %incoming.remote_address(), "too many pending handshakes; refusing");
+                    refused_busy += 1;
+                    if refused_busy.is_power_of_two() {
+                        tracing::warn!(%remote, refused = refused_busy, "too many pending handshakes; refusing");
+                    }
                     incoming.refuse();
                     continue;
                 };
@@ -785,10 +851,50 @@ async fn accept_loop(
                 handshakes.spawn(async move {
                     let result = admit(incoming, tls, options).await;
                     drop(permit);
+                    drop(slot);
                     let _ = events.send(result).await;
                 });
             }
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+        }
+    }
+}
+
+/// One pending handshake counted against its source address; released on drop.
+struct AddressSlot {
+    counts: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl AddressSlot {
+    /// A slot for `ip` if it has fewer than `limit` pending handshakes.
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        limit: usize,
+    ) -> Option<Self> {
+        // A poisoned lock only means another task panicked while counting: keep counting.
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = map.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = map.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.ip);
+            }
         }
     }
 }
@@ -798,11 +904,14 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How long [`close_endpoint`] waits for the UDP port to be released.
 const RELEASE_GRACE: Duration = Duration::from_millis(500);
 
-async fn close_endpoint(endpoint: quinn::Endpoint) {
+async fn close_endpoint(endpoint: quinn::Endpoint, drain: bool) {
     let local = endpoint.local_addr().ok();
     endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
-    // Bounded: closed connections drain in a few round trips on a live network.
-    let _ = tokio::time::timeout(DRAIN_GRACE, endpoint.wait_idle()).await;
+    // Bounded: closed connections drain in a few round trips on a live network. An endpoint
+    // that never established a connection has nobody to tell.
+    if drain {
+        let _ = tokio::time::timeout(DRAIN_GRACE, endpoint.wait_idle()).await;
+    }
     drop(endpoint);
     // quinn releases the socket once the endpoint and every connection handle are gone (live
     // `Connection` clones keep it). Wait, bounded, until the port can be bound again, so that
@@ -833,6 +942,8 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     tls: TlsConfig,
     options: TransportOptions,
+    /// Whether a connection was ever established (else shutdown need not drain).
+    established: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Client {
@@ -869,6 +980,7 @@ impl Client {
             endpoint,
             tls: tls.clone(),
             options,
+            established: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -935,6 +1047,8 @@ impl Client {
                 what: "the TLS handshake",
             })?
             .map_err(|e| connection_error(e, at_addr, true))?;
+        self.established
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let identity = peer_chain(&quic).and_then(|chain| self.tls.authenticate_peer(&chain));
         match identity {
             Ok(identity) if identity == expected => {}
@@ -989,10 +1103,64 @@ impl Client {
         Ok(connection)
     }
 
+    /// [`Client::connect`] until it succeeds or `within` has passed (each attempt is cut at
+    /// the deadline too, so the call returns after about `within` at most). Failures that may
+    /// be transient (nobody listening yet, timeouts, lost set-up, a server busy with other
+    /// handshakes as during a flood of connection attempts: [`Error::Busy`]) are retried with
+    /// exponential backoff (100 ms doubling to 2 s) and jitter; refusals and certificate
+    /// errors are returned at once.
+    ///
+    /// # Errors
+    /// As [`Client::connect`]; [`Error::Timeout`] (or the last transient error) when the
+    /// deadline passes.
+    pub async fn connect_with_retry(
+        &self,
+        addr: SocketAddr,
+        expected: Identity,
+        within: Duration,
+    ) -> Result<Connection> {
+        const RETRY_FIRST: Duration = Duration::from_millis(100);
+        const RETRY_MAX: Duration = Duration::from_secs(2);
+        let deadline = deadline_after(within);
+        let mut pause = RETRY_FIRST;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let error = match tokio::time::timeout_at(deadline, self.connect(addr, expected)).await
+            {
+                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(
+                    error @ (Error::Timeout { .. }
+                    | Error::ConnectionLost { .. }
+                    | Error::Busy { .. }),
+                )) => error,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => Error::Timeout {
+                    party: Peer::Address(addr),
+                    what: "the connection set-up (the deadline passed)",
+                },
+            };
+            if Instant::now() + pause / 2 >= deadline {
+                tracing::warn!(%addr, attempts, %error, "no connection by the deadline");
+                return Err(error);
+            }
+            tracing::debug!(%addr, %error, ?pause, "not reachable or busy; retrying");
+            // Jitter from the clock's low bits (nothing secret) spreads the retries of many
+            // clients refused at the same moment.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let jitter = pause.mul_f64(f64::from(nanos % 1000) / 2000.0);
+            tokio::time::sleep_until((Instant::now() + pause / 2 + jitter).min(deadline)).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
     /// Closes all connections of this client and releases its UDP port (once every
     /// [`Connection`] from it has been dropped, as for [`Server::shutdown`]).
     pub async fn shutdown(self) {
-        close_endpoint(self.endpoint).await;
+        let drain = self.established.load(std::sync::atomic::Ordering::Relaxed);
+        close_endpoint(self.endpoint, drain).await;
     }
 }
 
@@ -1125,6 +1293,72 @@ where
             Ok(body) => {
                 collected.messages.insert(peer, body);
             }
+            Err(Error::Timeout { .. }) => {
+                collected.silent.insert(peer);
+            }
+            Err(err) => {
+                collected.failed.insert(peer, err);
+            }
+        }
+    }
+    collected
+}
+
+/// [`collect`] that hands each message to `handle` as soon as it arrives (in arrival order)
+/// instead of keeping every message until the deadline: a caller that folds the messages into
+/// a running state (a sum) then holds only the few messages in flight, not one per peer. The
+/// returned [`Collected::messages`] is empty; `silent` and `failed` are filled as by
+/// [`collect`].
+pub async fn collect_each<T, F>(
+    connections: &BTreeMap<Identity, Connection>,
+    expected: impl IntoIterator<Item = Identity>,
+    session: SessionId,
+    round: u64,
+    deadline: Instant,
+    mut handle: F,
+) -> Collected<T>
+where
+    T: DeserializeOwned + Send + 'static,
+    F: FnMut(Identity, T),
+{
+    let mut collected = Collected {
+        messages: BTreeMap::new(),
+        silent: BTreeSet::new(),
+        failed: BTreeMap::new(),
+    };
+    let mut tasks = JoinSet::new();
+    let mut peers = HashMap::new();
+    for peer in expected.into_iter().collect::<BTreeSet<_>>() {
+        match connections.get(&peer) {
+            None => {
+                collected.silent.insert(peer);
+            }
+            Some(connection) => {
+                let connection = connection.clone();
+                let task = tasks.spawn(async move {
+                    connection.recv_until::<T>(session, round, deadline).await
+                });
+                peers.insert(task.id(), peer);
+            }
+        }
+    }
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (peer, outcome) = match joined {
+            Ok((id, outcome)) => (peers.get(&id).copied(), outcome),
+            Err(error) => {
+                let peer = peers.get(&error.id()).copied();
+                (
+                    peer,
+                    Err(Error::ConnectionLost {
+                        party: peer.map_or(Peer::Known(Identity::Aggregator), Peer::Known),
+                        reason: "the receive task failed".to_owned(),
+                    }),
+                )
+            }
+        };
+        let Some(peer) = peer else { continue };
+        match outcome {
+            Ok(body) => handle(peer, body),
             Err(Error::Timeout { .. }) => {
                 collected.silent.insert(peer);
             }

@@ -45,6 +45,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// The server refused the connection attempt because it has too many handshakes in
+    /// progress (QUIC `CONNECTION_REFUSED`, e.g. during a flood of connection attempts).
+    /// Transient: retry later, with backoff.
+    #[error("{by} is busy (too many connection attempts in progress); retry later")]
+    Busy {
+        /// The busy server.
+        by: Peer,
+    },
+
+    /// The remote endpoint dropped us from the protocol run and closed the connection
+    /// (`CLOSE_DROPPED`): we were silent past a deadline, a message of ours was rejected, or
+    /// our parameters disagree with the session's.
+    #[error("{by} dropped us from the run: {reason}")]
+    Dropped {
+        /// The endpoint that dropped us.
+        by: Peer,
+        /// The reason it gave.
+        reason: String,
+    },
+
     /// A certificate or key file is missing, unreadable or wrong.
     #[error("file {}: {reason}", path.display())]
     Certificate {
@@ -129,7 +149,7 @@ impl Error {
             | Error::Timeout { party, .. }
             | Error::ConnectionLost { party, .. } => Some(*party),
             Error::Unauthorized { peer, .. } => Some(*peer),
-            Error::Refused { by, .. } => Some(*by),
+            Error::Refused { by, .. } | Error::Busy { by } | Error::Dropped { by, .. } => Some(*by),
             _ => None,
         }
     }

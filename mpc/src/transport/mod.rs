@@ -76,7 +76,8 @@ pub mod identity;
 pub mod tls;
 
 pub use endpoint::{
-    Accepted, Client, Collected, Connection, Server, TransportOptions, collect, send_all, send_each,
+    Accepted, Client, Collected, Connection, Server, TransportOptions, collect, collect_each,
+    send_all, send_each,
 };
 pub use error::{Error, Misbehavior, Result};
 pub use frame::{Envelope, MAX_FRAME};

@@ -323,15 +323,19 @@ async fn party(args: &PartyArgs, out: &Output) -> anyhow::Result<()> {
         "0.0.0.0:0".parse()?
     };
     let client = Client::bind(local, &tls, TransportOptions::default())?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(d.join_secs);
-    let connection = loop {
-        match client.connect(d.aggregator, Identity::Aggregator).await {
-            Ok(c) => break c,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "train: aggregator not reachable yet; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e.into()),
+    // Retries (with backoff) while the aggregator is not up yet or busy, until join_secs.
+    let connection = match client
+        .connect_with_retry(
+            d.aggregator,
+            Identity::Aggregator,
+            Duration::from_secs(d.join_secs),
+        )
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            client.shutdown().await;
+            return Err(e.into());
         }
     };
     let setup = PartySetup {

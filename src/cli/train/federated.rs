@@ -102,6 +102,9 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
     if let Some(v) = args.rounds {
         c.rounds = v;
     }
+    if let Some(v) = args.round_deadline {
+        c.round_deadline_secs = Some(v);
+    }
     match (args.partition, args.shards_per_party) {
         (Some(PartitionArg::Iid), None) => c.partition = Partition::Iid,
         (Some(PartitionArg::LabelSkew), s) => {
@@ -246,8 +249,8 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
     // One thread for the endpoints of a small model, where a message costs mostly its hops
     // between threads; a multi-threaded runtime for a large one (`runtime_for`).
     let params = sotto_training::federated::update_len(&config, &train, &test)?;
-    let runtime =
-        sotto_training::federated::runtime_for(params).context("cannot start the async runtime")?;
+    let runtime = sotto_training::federated::runtime_for_run(params, config.parties)
+        .context("cannot start the async runtime")?;
     let checkpoints = sotto_training::checkpoint::CheckpointOptions {
         every: args.checkpoint_every,
         dir: args.checkpoint_every.map(|_| folder.join("checkpoints")),

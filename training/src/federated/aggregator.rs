@@ -15,6 +15,7 @@ use sotto_mpc::PartyId;
 use sotto_mpc::SessionId;
 use sotto_mpc::ring::RingVector;
 use sotto_mpc::secagg::{ClientMessage, SecAggAggregator, ServerMessage};
+use sotto_mpc::securesum::PartyNumbering;
 use sotto_mpc::transport::{Collected, Connection, Identity, collect, send_all, send_each};
 use tokio::task::JoinSet;
 
@@ -164,7 +165,7 @@ pub async fn run_aggregator_from(
     let offset = start.rounds_done;
     let dim = model.trainable_len(trainable);
     let denominator = config.sampling_rate * n_total as f64;
-    let deadline = config.round_deadline();
+    let deadline = config.round_deadline(dim);
     let mut metrics = Vec::with_capacity(config.rounds as usize);
     let mut stopped = None;
     let mut round = 0u64;
@@ -334,7 +335,10 @@ fn drop_party(
     peer: Identity,
 ) {
     if let Some(c) = active.remove(&peer) {
-        c.close("dropped from the training run");
+        c.close_dropped(&format!(
+            "{peer} was dropped from the training run (silent past a deadline, a rejected \
+             message, or not in the round's sum)"
+        ));
     }
     if let Some(p) = peer.party_id() {
         dropped.insert(p);
@@ -450,6 +454,7 @@ async fn protocol_step(
             });
         }
         if let Err(error) = agg.handle_message(Instant::now(), core, message) {
+            let error = PartyNumbering::new(agg.config().parties()).renumber(error);
             tracing::warn!(%error, round, step, "federated: message rejected");
         }
     }
@@ -518,6 +523,7 @@ async fn run_key_rounds(
                     continue;
                 };
                 if let Err(error) = agg.handle_message(Instant::now(), core, message) {
+                    let error = PartyNumbering::new(agg.config().parties()).renumber(error);
                     tracing::warn!(%error, round = *round, step, "federated: message rejected");
                 }
             }
@@ -583,7 +589,11 @@ async fn secure_round(
     let c0 = Instant::now();
     let output = match agg.take_result() {
         Some(Ok(output)) => output,
-        Some(Err(error)) => return Err(Error::Protocol(error)),
+        Some(Err(error)) => {
+            return Err(Error::Protocol(
+                PartyNumbering::new(agg.config().parties()).renumber(error),
+            ));
+        }
         None => {
             return Err(Error::Run(format!(
                 "round {}: the aggregation did not finish",

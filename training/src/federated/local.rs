@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use candle_core::{DType, Device};
 use sotto_mpc::transport::certs::generate_dev_pki;
@@ -99,6 +98,25 @@ pub fn runtime_for(params: usize) -> std::io::Result<tokio::runtime::Runtime> {
             .build()
     }
 }
+
+/// [`runtime_for`] for a run of `parties` parties: above [`SINGLE_THREAD_MAX_PARTIES`] parties
+/// always a multi-threaded runtime, whose threads keep the QUIC connections of many parties
+/// served while others compute.
+///
+/// # Errors
+/// The I/O error if the runtime cannot be built.
+pub fn runtime_for_run(params: usize, parties: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if parties > SINGLE_THREAD_MAX_PARTIES {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        runtime_for(params)
+    }
+}
+
+/// Most parties [`runtime_for_run`] runs on one thread.
+pub const SINGLE_THREAD_MAX_PARTIES: usize = 32;
 
 /// The number of trainable parameters (the length of each party's update) of the model
 /// `config` trains on this data.
@@ -227,7 +245,16 @@ pub async fn run_local_with(
 
     let pki = PkiDir::new(n)?;
     let parties: Vec<Identity> = (1..=n as u32).map(Identity::party).collect();
-    let options_t = TransportOptions::default();
+    // Every party of a local run dials from 127.0.0.1: the per-address handshake limit (a
+    // flood protection) would only make them queue.
+    // The idle timeout is at least a step deadline: an overloaded machine running many parties
+    // may not answer keep-alives for a while.
+    let defaults = TransportOptions::default();
+    let options_t = TransportOptions {
+        max_pending_per_address: n.max(sotto_mpc::transport::endpoint::MAX_PENDING_PER_ADDRESS),
+        idle_timeout: defaults.idle_timeout.max(config.round_deadline(dim)),
+        ..defaults
+    };
     let tls = TlsConfig::from_dir(&pki.0, Identity::Aggregator, parties.iter().copied())?;
     let server = Server::bind(
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -236,6 +263,8 @@ pub async fn run_local_with(
     )?;
     let addr = server.local_addr();
 
+    // Handshakes are serial work at the aggregator: 30 s plus 20 ms per party.
+    let join = sotto_mpc::securesum::Deadlines::for_size(n, 1).join;
     let mut tasks = BTreeMap::new();
     for (i, data) in parts.into_iter().enumerate() {
         let id = PartyId(i as u32 + 1);
@@ -258,7 +287,10 @@ pub async fn run_local_with(
         let topts = options_t.clone();
         let handle = tokio::spawn(async move {
             let client = Client::bind(SocketAddr::from(([127, 0, 0, 1], 0)), &tls, topts)?;
-            let result = match client.connect(addr, Identity::Aggregator).await {
+            let result = match client
+                .connect_with_retry(addr, Identity::Aggregator, join)
+                .await
+            {
                 Ok(connection) => run_party(setup, connection).await,
                 Err(e) => Err(Error::from(e)),
             };
@@ -267,9 +299,7 @@ pub async fn run_local_with(
         });
         tasks.insert(id, handle);
     }
-    let accepted = server
-        .accept_peers(parties.iter().copied(), Duration::from_secs(30))
-        .await;
+    let accepted = server.accept_peers(parties.iter().copied(), join).await;
     for refused in &accepted.refused {
         tracing::warn!(error = %refused, "federated: refused a connection");
     }

@@ -65,8 +65,8 @@ use crate::nn::Trainable;
 use crate::optim::OptimizerKind;
 
 pub use local::{
-    KillAt, LocalOptions, LocalOutcome, SINGLE_THREAD_MAX_PARAMS, run_local, run_local_with,
-    runtime_for, update_len,
+    KillAt, LocalOptions, LocalOutcome, SINGLE_THREAD_MAX_PARAMS, SINGLE_THREAD_MAX_PARTIES,
+    run_local, run_local_with, runtime_for, runtime_for_run, update_len,
 };
 
 /// How the training data is split across the parties of a local run.
@@ -157,8 +157,10 @@ pub struct FederatedConfig {
     pub key_batch: u64,
     /// Deadline of each protocol step in seconds; a party silent past it is dropped. The
     /// parties run the SecAgg key rounds while they compute their update, so the step that
-    /// collects the masked inputs must also cover a party's local compute time.
-    pub round_deadline_secs: f64,
+    /// collects the masked inputs must also cover a party's local compute time. Default
+    /// (`None`): derived from the number of parties, the graph degree, `key_batch` and the
+    /// model size ([`FederatedConfig::round_deadline`]).
+    pub round_deadline_secs: Option<f64>,
     /// Run the membership-inference audit after training (local runs).
     pub audit: bool,
 }
@@ -189,7 +191,7 @@ impl Default for FederatedConfig {
             plain: false,
             per_round_keys: false,
             key_batch: 16,
-            round_deadline_secs: 10.0,
+            round_deadline_secs: None,
             audit: true,
         }
     }
@@ -239,7 +241,8 @@ impl FederatedConfig {
     /// # Errors
     /// [`Error::Protocol`] for parameters SecAgg refuses (parties, threshold, dimension).
     pub fn secagg(&self, session: SessionId, dim: usize) -> Result<SecAggConfig> {
-        let config = SecAggConfig::new(session, self.parties, self.threshold(), dim)?;
+        let config = SecAggConfig::new(session, self.parties, self.threshold(), dim)?
+            .with_auto_graph(self.colluders())?;
         Ok(if self.per_round_keys {
             config
         } else {
@@ -247,9 +250,26 @@ impl FederatedConfig {
         })
     }
 
-    /// The deadline of each protocol step.
-    pub fn round_deadline(&self) -> Duration {
-        Duration::from_secs_f64(self.round_deadline_secs)
+    /// The deadline of each protocol step for a model of `dim` trained parameters:
+    /// `round_deadline_secs` if set, else derived for the worst case of a local run (every
+    /// party on one small machine): 10 s, plus 200 µs per neighbour share a batch of key rounds
+    /// costs all parties (`parties * neighbours * min(key_batch, rounds)`: Shamir shares, their
+    /// encryption, and the aggregator's routing), plus 10 ns per mask coordinate the parties
+    /// expand in a round (`parties * min(parties, 256) * dim`), at most an hour.
+    pub fn round_deadline(&self, dim: usize) -> Duration {
+        if let Some(secs) = self.round_deadline_secs {
+            return Duration::from_secs_f64(secs);
+        }
+        let n = self.parties as f64;
+        let neighbours = sotto_mpc::secagg::SparseParams::auto(self.parties, self.colluders())
+            .map_or(self.parties.saturating_sub(1), |p| p.degree) as f64;
+        let batch = if self.plain {
+            0.0
+        } else {
+            self.key_batch.min(self.rounds) as f64
+        };
+        let secs = 10.0 + 2e-4 * n * neighbours * batch + 1e-8 * n * n.min(256.0) * dim as f64;
+        Duration::from_secs_f64(secs.min(3600.0))
     }
 
     /// Checks the settings for `n_total` records in all.
@@ -302,13 +322,15 @@ impl FederatedConfig {
         sotto_dp::error::check_positive("clip_norm", self.clip_norm)?;
         sotto_dp::error::check_positive("gamma", self.gamma)?;
         sotto_dp::error::check_positive("scale", self.scale)?;
-        sotto_dp::error::check_positive("round_deadline_secs", self.round_deadline_secs)?;
-        if self.round_deadline_secs > 3600.0 {
-            return Err(crate::Error::invalid(
-                "round_deadline_secs",
-                self.round_deadline_secs,
-                "must be at most 3600 seconds",
-            ));
+        if let Some(secs) = self.round_deadline_secs {
+            sotto_dp::error::check_positive("round_deadline_secs", secs)?;
+            if secs > 3600.0 {
+                return Err(crate::Error::invalid(
+                    "round_deadline_secs",
+                    secs,
+                    "must be at most 3600 seconds",
+                ));
+            }
         }
         sotto_dp::error::check_open_unit("delta", self.delta)?;
         if n_total > 0 && self.delta >= 1.0 / n_total as f64 {
@@ -761,7 +783,7 @@ mod tests {
         bad(|c| c.sampling_rate = f64::NAN, "sampling_rate");
         bad(|c| c.delta = 0.01, "delta");
         bad(|c| c.scale = -1.0, "scale");
-        bad(|c| c.round_deadline_secs = 0.0, "round_deadline_secs");
+        bad(|c| c.round_deadline_secs = Some(0.0), "round_deadline_secs");
         bad(|c| c.key_batch = 0, "key_batch");
         bad(|c| c.key_batch = 5000, "key_batch");
         bad(

@@ -72,7 +72,7 @@ pub async fn run_party(setup: PartySetup, connection: Connection) -> Result<Part
         rng,
     } = setup;
     let core = PartyId(id.0.saturating_sub(1));
-    let deadline = config.round_deadline();
+    let deadline = config.round_deadline(model.trainable_len(config.trainable()));
     // The aggregator waits at most 5 deadlines per round (4 protocol steps and timings),
     // plus its own step and evaluation.
     let wait_start = deadline * 6 + Duration::from_secs(60);
@@ -254,32 +254,56 @@ impl KeyBatch<'_> {
     ) -> Result<f64> {
         let c0 = Instant::now();
         let bundle_session = round_session(self.run_session, rounds.start);
-        let mut batch: BTreeMap<SessionId, (u64, SecAggClient<u64>)> = BTreeMap::new();
-        let mut bundle = Vec::new();
-        for r in rounds {
-            let session_r = round_session(self.run_session, r);
-            let secagg = self.config.secagg(session_r, self.dim)?;
-            let mut client = SecAggClient::<u64>::new_deferred(secagg, self.core)?;
-            if let Some(keys) = self.run_keys {
-                client = client.with_run_keys(Arc::clone(keys))?;
+        // The key rounds' cryptography (X25519, Shamir shares, their encryption) runs on a
+        // blocking thread: with many parties in one process it would otherwise hold the
+        // runtime's threads for seconds and starve the QUIC drivers (idle timeouts). The
+        // randomness is moved in and back, so the stream of draws is the same.
+        let (config, run_session, core, dim) =
+            (self.config.clone(), self.run_session, self.core, self.dim);
+        let run_keys = self.run_keys.cloned();
+        let rng = key_rng.clone();
+        let (mut batch, bundle, rng) = blocking(move || {
+            let mut rng = rng;
+            let mut batch: BTreeMap<SessionId, (u64, SecAggClient<u64>)> = BTreeMap::new();
+            let mut bundle = Vec::new();
+            for r in rounds {
+                let session_r = round_session(run_session, r);
+                let secagg = config.secagg(session_r, dim)?;
+                let mut client = SecAggClient::<u64>::new_deferred(secagg, core)?;
+                if let Some(keys) = &run_keys {
+                    client = client.with_run_keys(Arc::clone(keys))?;
+                }
+                client.start(&mut rng)?;
+                bundle.extend(drain(&mut client));
+                batch.insert(session_r, (r, client));
             }
-            client.start(key_rng)?;
-            bundle.extend(drain(&mut client));
-            batch.insert(session_r, (r, client));
-        }
+            Ok((batch, bundle, rng))
+        })
+        .await?;
+        *key_rng = rng;
         let mut cpu = c0.elapsed().as_secs_f64();
         self.connection.send(bundle_session, 0, &bundle).await?;
         let rosters: Vec<ServerMessage> =
             self.connection.recv(bundle_session, 0, self.wait).await?;
         let c1 = Instant::now();
-        let mut bundle = Vec::new();
-        for message in rosters {
-            let (_, client) = batch
-                .get_mut(&message.header().session)
-                .ok_or_else(|| bundle_error("roster"))?;
-            client.handle_message(message, key_rng)?;
-            bundle.extend(drain(client));
-        }
+        let rng = key_rng.clone();
+        let (batch_back, bundle, rng) = blocking(move || {
+            let mut rng = rng;
+            let mut bundle = Vec::new();
+            for message in rosters {
+                let (_, client) = batch
+                    .get_mut(&message.header().session)
+                    .ok_or_else(|| bundle_error("roster"))?;
+                client
+                    .handle_message(message, &mut rng)
+                    .map_err(|e| renumber(client.config().parties(), e))?;
+                bundle.extend(drain(client));
+            }
+            Ok((batch, bundle, rng))
+        })
+        .await?;
+        *key_rng = rng;
+        let batch = batch_back;
         cpu += c1.elapsed().as_secs_f64();
         self.connection.send(bundle_session, 1, &bundle).await?;
         ahead.extend(batch.into_values());
@@ -318,7 +342,9 @@ async fn respond(
     rng: &mut ChaCha20Rng,
 ) -> Result<f64> {
     let c0 = Instant::now();
-    client.handle_message(message, rng)?;
+    client
+        .handle_message(message, rng)
+        .map_err(|e| renumber(client.config().parties(), e))?;
     let queued = drain(client);
     let cpu = c0.elapsed().as_secs_f64();
     send_queued(connection, session, queued).await?;
@@ -343,4 +369,33 @@ async fn send_queued(
         connection.send(session, step, &message).await?;
     }
     Ok(())
+}
+
+/// A protocol-core error with its parties named as their certificates (`party-1` ..).
+fn renumber(parties: usize, error: sotto_mpc::Error) -> sotto_mpc::Error {
+    sotto_mpc::securesum::PartyNumbering::new(parties).renumber(error)
+}
+
+/// Runs CPU-heavy protocol work on tokio's blocking pool, at most one job per CPU at a time
+/// in this process: hundreds of parties computing at once would otherwise crowd the runtime's
+/// threads off the CPU, and their QUIC connections would miss keep-alives and time out.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    static SLOTS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Arc::new(tokio::sync::Semaphore::new(cpus))
+    });
+    let permit = Arc::clone(slots)
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::Run(format!("protocol work failed: {e}")))?;
+    tokio::task::spawn_blocking(move || {
+        let out = work();
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(|e| Error::Run(format!("protocol work failed: {e}")))?
 }

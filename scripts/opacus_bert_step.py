@@ -10,6 +10,9 @@ Usage (one configuration per process, so the peak RSS belongs to it):
       .venv/bin/python scripts/opacus_bert_step.py $t $m 4 128 3
     done; done
 
+An optional sixth argument `cuda` runs on the GPU (then all threads, and the step is timed up
+to `torch.cuda.synchronize()`; the peak RSS is host memory).
+
 Modes: `non_dp` (plain backward + SGD), `hooks` (Opacus per-sample gradients by hooks,
 clipping and noise in the optimizer step), `ghost` (Opacus ghost clipping). Prints one JSON
 line like the Rust example. The architecture is BertForSequenceClassification's (post-norm
@@ -65,7 +68,7 @@ class Bert(nn.Module):
 
     def forward(self, ids):
         b, t = ids.shape
-        pos = torch.arange(t).unsqueeze(0).expand(b, t).contiguous()
+        pos = torch.arange(t, device=ids.device).unsqueeze(0).expand(b, t).contiguous()
         x = self.ln(self.word(ids) + self.position(pos) + self.token_type(torch.zeros_like(ids)))
         mask = ((ids != 0).float() - 1.0).mul(1e4).view(b, 1, 1, t)
         for blk in self.blocks:
@@ -76,15 +79,17 @@ class Bert(nn.Module):
 def main():
     tuning, mode = sys.argv[1], sys.argv[2]
     batch, seq, steps = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    torch.set_num_threads(1)
+    device = torch.device(sys.argv[6] if len(sys.argv) > 6 else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     torch.manual_seed(1)
-    model = Bert()
+    model = Bert().to(device)
     if tuning == "bitfit":
         for name, p in model.named_parameters():
             p.requires_grad = name.endswith(".bias")
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    ids = torch.randint(1000, 30000, (batch, seq))
-    labels = torch.arange(batch) % 2
+    ids = torch.randint(1000, 30000, (batch, seq), device=device)
+    labels = torch.arange(batch, device=device) % 2
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     criterion = nn.CrossEntropyLoss()
     if mode != "non_dp":
@@ -109,11 +114,13 @@ def main():
         loss = criterion(model(ids), labels)
         loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         if step > 0:
             times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "impl": "opacus", "tuning": tuning, "mode": mode, "batch": batch, "seq_len": seq,
+        "impl": "opacus", "device": device.type, "tuning": tuning, "mode": mode, "batch": batch, "seq_len": seq,
         "params": sum(p.numel() for p in model.parameters()), "trained": trained,
         "median_s": round(sorted(times)[len(times) // 2], 3),
         "steps_s": [round(x, 3) for x in times],

@@ -289,13 +289,14 @@ fn bad_statistics_configurations_say_what_to_change() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("lower < upper"), "{stderr}");
-    // Missing certificates: a set-up error, and nothing is charged to the budget.
+    // Missing certificates: a set-up error the user can fix (exit 2, naming the file), and
+    // nothing is charged to the budget.
     let out = finish(
         sotto(&["party", "--config", &cfg_ok, "--csv", &data])
             .spawn()
             .unwrap(),
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("ca.pem"),
         "{}",

@@ -2,44 +2,9 @@
 //! status 2 with a clear message for every kind of invalid parameter.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers may fail loudly
-use std::process::{Command, Output};
 
-use serde_json::Value;
-
-fn sotto(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sotto"))
-        .args(args)
-        .output()
-        .expect("run sotto")
-}
-
-fn json(args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = sotto(&all);
-    assert!(
-        out.status.success(),
-        "sotto {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
-    let last = stdout.lines().last().expect("some output");
-    serde_json::from_str(last).expect("last line is JSON")
-}
-
-fn assert_invalid(args: &[&str], names: &str) {
-    let out = sotto(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "sotto {args:?}: {stderr}");
-    assert!(
-        stderr.contains(names),
-        "sotto {args:?}: message should name `{names}`: {stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "sotto {args:?} panicked: {stderr}"
-    );
-}
+mod common;
+use common::{assert_invalid, json, run as sotto};
 
 #[test]
 fn account_dp_sgd_json_matches_the_library() {

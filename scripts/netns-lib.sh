@@ -52,3 +52,29 @@ host() { # name address
     ip -n "$BR" link set "${ns}p" master br0
     ip -n "$BR" link set "${ns}p" up
 }
+
+# The digits data for a training deployment: seeded 80/20 split, standardized with training
+# statistics, IID parts. Writes WORK/test.csv and WORK/party-<i>.csv for N parties and prints
+# "<training records> <largest part>".
+netns_digits_split() { # work n
+    python3 - "$1" "$2" <<'PY'
+import csv, random, sys, statistics
+work, n = sys.argv[1], int(sys.argv[2])
+rows = [list(map(float, r)) for r in csv.reader(open("training/data/digits.csv")) if r]
+random.Random(7).shuffle(rows)
+cut = len(rows) * 4 // 5
+train, test = rows[:cut], rows[cut:]
+cols = len(rows[0]) - 1
+mu = [statistics.fmean(r[j] for r in train) for j in range(cols)]
+sd = [statistics.pstdev([r[j] for r in train]) or 1.0 for j in range(cols)]
+def write(path, part):
+    with open(path, "w") as f:
+        for r in part:
+            f.write(",".join(repr((r[j] - mu[j]) / sd[j]) for j in range(cols)) + f",{int(r[-1])}\n")
+write(f"{work}/test.csv", test)
+parts = [train[i * len(train) // n:(i + 1) * len(train) // n] for i in range(n)]
+for i, p in enumerate(parts):
+    write(f"{work}/party-{i + 1}.csv", p)
+print(len(train), max(len(p) for p in parts))
+PY
+}

@@ -87,25 +87,34 @@ pub(crate) fn save(
     model: &Model,
     opt: &Optimizer,
 ) -> Result<()> {
-    let info = ModelInfo {
-        labels: ModelInfo::numbered_labels(model.classes()),
-        trained_by: "checkpoint of sotto train --central".into(),
-        ..ModelInfo::default()
-    };
-    model.save(dir, &info)?;
-    let (_, m, v) = opt.state();
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (i, t) in m.iter().enumerate() {
-        tensors.insert(format!("m.{i}"), t.clone());
-    }
-    for (i, t) in v.iter().enumerate() {
-        tensors.insert(format!("v.{i}"), t.clone());
-    }
-    candle_core::safetensors::save(&tensors, dir.join(OPTIMIZER_FILE))?;
+    save_model_and_optimizer(dir, model, opt, "checkpoint of sotto train --central")?;
+    write_state(dir, state)
+}
+
+/// Writes the run state `checkpoint.json` of a checkpoint folder.
+fn write_state<T: Serialize>(dir: &Path, state: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(state)
         .map_err(|e| err(dir, format!("cannot encode {CHECKPOINT_FILE}: {e}")))?;
     std::fs::write(dir.join(CHECKPOINT_FILE), text)
         .map_err(|e| err(dir, format!("cannot write {CHECKPOINT_FILE}: {e}")))
+}
+
+/// Reads the optimizer's first and second moments of `n` trained parameters.
+fn read_moments(dir: &Path, n: usize, device: &Device) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+    let mut tensors = candle_core::safetensors::load(dir.join(OPTIMIZER_FILE), device)
+        .map_err(|e| err(dir, format!("cannot read {OPTIMIZER_FILE}: {e}")))?;
+    let mut take = |prefix: &str| -> Result<Vec<Tensor>> {
+        (0..n)
+            .map(|i| {
+                tensors
+                    .remove(&format!("{prefix}.{i}"))
+                    .ok_or_else(|| err(dir, format!("{OPTIMIZER_FILE} lacks `{prefix}.{i}`")))
+            })
+            .collect()
+    };
+    let m = take("m")?;
+    let v = take("v")?;
+    Ok((m, v))
 }
 
 /// Reads `checkpoint.json` of a checkpoint folder.
@@ -138,7 +147,7 @@ pub fn read_state(dir: &Path) -> Result<CentralCheckpoint> {
 }
 
 /// The first setting in which two configurations differ.
-fn first_difference(a: &CentralConfig, b: &CentralConfig) -> Option<String> {
+fn first_difference<T: Serialize>(a: &T, b: &T) -> Option<String> {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
         (serde_json::to_value(a), serde_json::to_value(b))
     else {
@@ -176,21 +185,8 @@ pub(crate) fn load(
         return Err(err(dir, "its model does not fit this run's data"));
     }
     model.load_flat(&saved.to_flat()?)?;
-    let mut tensors = candle_core::safetensors::load(dir.join(OPTIMIZER_FILE), device)
-        .map_err(|e| err(dir, format!("cannot read {OPTIMIZER_FILE}: {e}")))?;
     let (_, m0, _) = opt.state();
-    let n = m0.len();
-    let mut take = |prefix: &str| -> Result<Vec<Tensor>> {
-        (0..n)
-            .map(|i| {
-                tensors
-                    .remove(&format!("{prefix}.{i}"))
-                    .ok_or_else(|| err(dir, format!("{OPTIMIZER_FILE} lacks `{prefix}.{i}`")))
-            })
-            .collect()
-    };
-    let m = take("m")?;
-    let v = take("v")?;
+    let (m, v) = read_moments(dir, m0.len(), device)?;
     opt.restore(state.steps, m, v).map_err(|e| err(dir, e))?;
     Ok(state)
 }
@@ -245,10 +241,7 @@ pub(crate) fn save_federated(
     opt: &Optimizer,
 ) -> Result<()> {
     save_model_and_optimizer(dir, model, opt, "checkpoint of sotto train (multi-party)")?;
-    let text = serde_json::to_string_pretty(state)
-        .map_err(|e| err(dir, format!("cannot encode {CHECKPOINT_FILE}: {e}")))?;
-    std::fs::write(dir.join(CHECKPOINT_FILE), text)
-        .map_err(|e| err(dir, format!("cannot write {CHECKPOINT_FILE}: {e}")))
+    write_state(dir, state)
 }
 
 /// A loaded multi-party checkpoint: its state, and the optimizer's steps and moments.
@@ -277,17 +270,7 @@ pub(crate) fn load_federated(
     if state.format != "sotto-federated-checkpoint" || state.version != VERSION {
         return Err(err(dir, "not a multi-party sotto checkpoint of version 1"));
     }
-    let differs = match (
-        serde_json::to_value(&state.config),
-        serde_json::to_value(config),
-    ) {
-        (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) => a
-            .iter()
-            .find(|(k, v)| b.get(*k) != Some(v))
-            .map(|(k, _)| k.clone()),
-        _ => Some("(settings not comparable)".into()),
-    };
-    if let Some(field) = differs {
+    if let Some(field) = first_difference(&state.config, config) {
         return Err(Error::invalid(
             "resume",
             dir.display(),
@@ -311,20 +294,8 @@ pub(crate) fn load_federated(
         return Err(err(dir, "its model does not fit this run's data"));
     }
     model.load_flat(&saved.to_flat()?)?;
-    let mut tensors = candle_core::safetensors::load(dir.join(OPTIMIZER_FILE), device)
-        .map_err(|e| err(dir, format!("cannot read {OPTIMIZER_FILE}: {e}")))?;
     let n = model.params().trainable_indices(config.trainable()).len();
-    let mut take = |prefix: &str| -> Result<Vec<Tensor>> {
-        (0..n)
-            .map(|i| {
-                tensors
-                    .remove(&format!("{prefix}.{i}"))
-                    .ok_or_else(|| err(dir, format!("{OPTIMIZER_FILE} lacks `{prefix}.{i}`")))
-            })
-            .collect()
-    };
-    let m = take("m")?;
-    let v = take("v")?;
+    let (m, v) = read_moments(dir, n, device)?;
     let steps = state.rounds_done;
     Ok((state, (steps, m, v)))
 }

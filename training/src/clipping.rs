@@ -615,6 +615,38 @@ struct Cancel {
     squared: bool,
 }
 
+impl NormPart {
+    /// A Gram-matrix route (`T > 1`): the computed `sq` may cancel; the exact squared norm is
+    /// at most `sq + coef * A^2`.
+    fn gram(sq: Tensor, abs: Tensor, abs_rel: f64, coef: f64) -> Self {
+        NormPart {
+            sq,
+            rel: 0.0,
+            cancel: Some(Cancel {
+                abs,
+                abs_rel,
+                coef,
+                squared: true,
+            }),
+        }
+    }
+
+    /// A materialized per-sample gradient (`T > 1`): `sq` has relative error `rel` for the
+    /// gradient as computed, which is off the exact one by at most `coef * A` in norm.
+    fn materialized(sq: Tensor, rel: f64, abs: Tensor, abs_rel: f64, coef: f64) -> Self {
+        NormPart {
+            sq,
+            rel,
+            cancel: Some(Cancel {
+                abs,
+                abs_rel,
+                coef,
+                squared: false,
+            }),
+        }
+    }
+}
+
 /// Per-sample accumulators for the certified norms (f64, nonnegative terms only).
 struct NormTotals {
     /// Sum of the computed squared norms (what [`ClippedGradients::norms`] reports).
@@ -783,29 +815,17 @@ fn prepare(
                         let gg = g3.matmul(&g3.t()?)?;
                         let gd = gam(d.max(p))?;
                         let e2 = 2.0 * gd + gd * gd + gam(t * t + 1)? * (1.0 + gd) * (1.0 + gd);
-                        NormPart {
-                            sq: aa.mul(&gg)?.sum((1, 2))?,
-                            rel: 0.0,
-                            cancel: Some(Cancel {
-                                abs,
-                                abs_rel,
-                                coef: e2,
-                                squared: true,
-                            }),
-                        }
+                        NormPart::gram(aa.mul(&gg)?.sum((1, 2))?, abs, abs_rel, e2)
                     } else {
                         // fl(g^T a) is off by at most gam(T) abs in Frobenius norm.
                         let per = g3.t()?.matmul(&a3)?; // (B, p, d)
-                        NormPart {
-                            sq: sq_sum_rows(&per)?,
-                            rel: gam(p * d + 1)?,
-                            cancel: Some(Cancel {
-                                abs,
-                                abs_rel,
-                                coef: gam(t)?,
-                                squared: false,
-                            }),
-                        }
+                        NormPart::materialized(
+                            sq_sum_rows(&per)?,
+                            gam(p * d + 1)?,
+                            abs,
+                            abs_rel,
+                            gam(t)?,
+                        )
                     }
                 };
                 norms.push(part);
@@ -865,16 +885,7 @@ fn prepare(
                         let gg = g.matmul(&g.t()?)?;
                         let gd = gam(dim)?;
                         let e2 = gd + gam(t * t + 1)? * (1.0 + gd);
-                        NormPart {
-                            sq: same.mul(&gg)?.sum((1, 2))?,
-                            rel: 0.0,
-                            cancel: Some(Cancel {
-                                abs,
-                                abs_rel,
-                                coef: e2,
-                                squared: true,
-                            }),
-                        }
+                        NormPart::gram(same.mul(&gg)?.sum((1, 2))?, abs, abs_rel, e2)
                     } else {
                         let range = Tensor::arange(0u32, *vocab as u32, g.device())?
                             .reshape((1, 1, *vocab))?;
@@ -883,16 +894,13 @@ fn prepare(
                             .broadcast_eq(&range)?
                             .to_dtype(g.dtype())?; // (B,T,V)
                         let per = onehot.t()?.matmul(&g)?; // (B, V, dim)
-                        NormPart {
-                            sq: sq_sum_rows(&per)?,
-                            rel: gam(vocab * dim + 1)?,
-                            cancel: Some(Cancel {
-                                abs,
-                                abs_rel,
-                                coef: gam(t)?,
-                                squared: false,
-                            }),
-                        }
+                        NormPart::materialized(
+                            sq_sum_rows(&per)?,
+                            gam(vocab * dim + 1)?,
+                            abs,
+                            abs_rel,
+                            gam(t)?,
+                        )
                     }
                 };
                 norms.push(part);

@@ -78,3 +78,32 @@ for i, p in enumerate(parts):
 print(len(train), max(len(p) for p in parts))
 PY
 }
+
+# Waits until `pid` exits (at most `seconds`) and returns its exit status; 124 (with a line
+# naming the pid on stderr) if it is still running then.
+wait_for() { # pid seconds
+    local pid=$1
+    for _ in $(seq 1 $(($2 * 10))); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"
+            return $?
+        fi
+        sleep 0.1
+    done
+    echo "$NAME: FAILED (pid $pid still running after $2 s)" >&2
+    return 124
+}
+
+# Writes WORK/aggregator.toml and WORK/party-<i>.toml (for each of PARTIES) of one secure sum
+# through the aggregator at `address` (port 4433): a fresh session, threshold 3, bound 1e5.
+netns_sum_configs() { # address join-secs round-secs
+    local address=$1 session table i
+    session=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    table=$(printf '[session]\nid = "%s"\nparties = %s\nthreshold = 3\nbound = 100000.0\njoin_timeout_secs = %s\nround_timeout_secs = %s\n' \
+        "$session" "${#PARTIES[@]}" "$2" "$3")
+    printf 'listen = "%s:4433"\ncerts = "%s"\n%s\n' "$address" "$WORK/pki" "$table" >"$WORK/aggregator.toml"
+    for i in "${PARTIES[@]}"; do
+        printf 'id = %s\naggregator = "%s:4433"\ncerts = "%s"\n%s\n' "$i" "$address" "$WORK/pki" "$table" \
+            >"$WORK/party-$i.toml"
+    done
+}

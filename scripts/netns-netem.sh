@@ -58,36 +58,9 @@ fi
 
 timeout 60 "$BIN" certs --out "$WORK/pki" --parties ${#PARTIES[@]} --name 10.79.0.1 >/dev/null
 
-wait_for() { # pid seconds
-    local pid=$1
-    for _ in $(seq 1 $(($2 * 10))); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            wait "$pid"
-            return $?
-        fi
-        sleep 0.1
-    done
-    echo "$NAME: FAILED (pid $pid still running after $2 s)" >&2
-    return 124
-}
 
 # --- 1. Secure sum -------------------------------------------------------------------------
-SESSION=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-session_table() {
-    cat <<TOML
-[session]
-id = "$SESSION"
-parties = ${#PARTIES[@]}
-threshold = 3
-bound = 100000.0
-join_timeout_secs = 60
-round_timeout_secs = 20
-TOML
-}
-{ echo "listen = \"10.79.0.1:4433\""; echo "certs = \"$WORK/pki\""; session_table; } >"$WORK/aggregator.toml"
-for i in "${PARTIES[@]}"; do
-    { echo "id = $i"; echo "aggregator = \"10.79.0.1:4433\""; echo "certs = \"$WORK/pki\""; session_table; } >"$WORK/party-$i.toml"
-done
+netns_sum_configs 10.79.0.1 60 20
 started=$(date +%s.%N)
 ip netns exec "$AGG" "$BIN" -v aggregator --config "$WORK/aggregator.toml" \
     >"$WORK/aggregator.out" 2>"$WORK/aggregator.err" &

@@ -45,22 +45,7 @@ names=(--name 10.77.0.1)
 for i in "${PARTIES[@]}"; do names+=(--name "10.77.0.$((10 + i))"); done
 timeout 60 "$BIN" certs --out "$WORK/pki" --parties ${#PARTIES[@]} "${names[@]}" >/dev/null
 
-SESSION=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-session_table() {
-    cat <<TOML
-[session]
-id = "$SESSION"
-parties = ${#PARTIES[@]}
-threshold = 3
-bound = 100000.0
-join_timeout_secs = 30
-round_timeout_secs = 4
-TOML
-}
-{ echo "listen = \"10.77.0.1:4433\""; echo "certs = \"$WORK/pki\""; session_table; } >"$WORK/aggregator.toml"
-for i in "${PARTIES[@]}"; do
-    { echo "id = $i"; echo "aggregator = \"10.77.0.1:4433\""; echo "certs = \"$WORK/pki\""; session_table; } >"$WORK/party-$i.toml"
-done
+netns_sum_configs 10.77.0.1 30 4
 
 # `ip netns exec` execs the command, so each PID below is the sotto process itself.
 ip netns exec "$AGG" "$BIN" -v aggregator --config "$WORK/aggregator.toml" \
@@ -91,18 +76,6 @@ kill -9 "${PARTY_PID[$KILLED]}"
 wait "${PARTY_PID[$KILLED]}" 2>/dev/null || true
 echo "netns test: killed party $KILLED (pid ${PARTY_PID[$KILLED]}) after its key exchange"
 
-wait_for() { # pid seconds
-    local pid=$1
-    for _ in $(seq 1 $(($2 * 10))); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            wait "$pid"
-            return $?
-        fi
-        sleep 0.1
-    done
-    echo "netns test: FAILED (pid $pid still running after $2 s)" >&2
-    return 124
-}
 status=0
 wait_for "$AGG_PID" 90 || status=$?
 if [ "$status" != 0 ]; then

@@ -120,9 +120,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
     let (peak, _) = memory_mib();
     println!(
-        "{{\"impl\":\"sotto\",\"device\":\"{}\",\"tuning\":\"{tuning}\",\"mode\":\"{mode}\",\"batch\":{batch},\"seq_len\":{seq_len},\
+        "{{\"impl\":\"sotto\",\"avx512\":{},\"device\":\"{}\",\"tuning\":\"{tuning}\",\"mode\":\"{mode}\",\"batch\":{batch},\"seq_len\":{seq_len},\
          \"params\":{},\"trained\":{dims},\"median_s\":{median:.3},\"steps_s\":{times:?},\
          \"rss_after_init_mib\":{rss_model:.0},\"peak_rss_mib\":{peak:.0}}}",
+        cfg!(feature = "avx512"),
         arg(6, "cpu"),
         model.num_params()
     );

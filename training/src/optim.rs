@@ -147,6 +147,12 @@ impl Optimizer {
     /// # Errors
     /// [`Error::InvalidParameter`] when the number or shapes of `grads` do not match.
     pub fn step(&mut self, model: &Model, grads: &[Tensor]) -> Result<()> {
+        self.step_scaled(model, grads, 1.0)
+    }
+
+    /// [`Self::step`] along `scale * grads` (for SGD without momentum the scale is folded into
+    /// the learning rate, so no scaled copy of the gradient is made).
+    fn step_scaled(&mut self, model: &Model, grads: &[Tensor], scale: f64) -> Result<()> {
         if grads.len() != self.trained.len() {
             return Err(Error::invalid(
                 "grads",
@@ -174,6 +180,11 @@ impl Optimizer {
                 ));
             }
             let g = g.to_dtype(w.dtype())?;
+            let (g, lr) = match self.kind {
+                OptimizerKind::Sgd { momentum } if momentum <= 0.0 => (g, lr * scale),
+                _ if scale != 1.0 => (g.affine(scale, 0.0)?, lr),
+                _ => (g, lr),
+            };
             let update = match self.kind {
                 OptimizerKind::Sgd { momentum } => {
                     if momentum > 0.0 {
@@ -239,10 +250,8 @@ impl Optimizer {
                 .get(offset..offset + n)
                 .ok_or_else(|| Error::invalid("sum", sum.len(), "is too short"))?;
             offset += n;
-            let t = Tensor::from_slice(part, p.value().dims(), model.device())?
-                .affine(1.0 / denominator, 0.0)?;
-            grads.push(t);
+            grads.push(Tensor::from_slice(part, p.value().dims(), model.device())?);
         }
-        self.step(model, &grads)
+        self.step_scaled(model, &grads, 1.0 / denominator)
     }
 }

@@ -385,3 +385,140 @@ fn sotto_train_fine_tunes_a_pretrained_encoder_on_a_text_csv() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The parameters of a model as `(name, kind, values)`.
+fn snapshot(
+    model: &sotto_training::model::Model,
+) -> Vec<(String, sotto_training::nn::ParamKind, Vec<f32>)> {
+    model
+        .params()
+        .params()
+        .iter()
+        .map(|p| {
+            let v = p.value().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (p.name().to_string(), p.kind(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn a_multi_party_run_fine_tunes_a_pretrained_encoder_and_saves_it() {
+    use sotto_training::nn::ParamKind;
+    let dir = temp("bert-federated");
+    let hf = dir.join("hf");
+    tiny_bert_folder(&hf);
+    let csv = hf.join("reviews.csv");
+    // What every party starts from: the encoder of the folder and the classifier initialised
+    // with the run's seed (the default, 0).
+    let start = sotto_training::bert::load_pretrained(&hf, 2, 8, &candle_core::Device::Cpu, 0)
+        .unwrap()
+        .model;
+    let before = snapshot(&start);
+    for bitfit in [true, false] {
+        let out = dir.join(if bitfit { "bitfit" } else { "full" });
+        let mut args = vec![
+            "train",
+            "--pretrained",
+            s(&hf),
+            "--data",
+            s(&csv),
+            "--seq-len",
+            "8",
+            "--parties",
+            "3",
+            "--rounds",
+            "3",
+            "--delta",
+            "1e-3",
+            "--no-audit",
+            "--out",
+            s(&out),
+        ];
+        if bitfit {
+            args.push("--bitfit");
+        }
+        let trained = json(&args);
+        assert_eq!(trained["rounds"], 3, "{trained}");
+        assert_eq!(trained["parties"], 3, "{trained}");
+        assert!(trained["epsilon"].as_f64().unwrap() <= 2.0, "{trained}");
+        assert!(out.join("tokenizer.json").is_file());
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["architecture"]["kind"], "bert");
+        assert_eq!(
+            config["trainable"],
+            if bitfit { "bias_only" } else { "all" },
+            "{config}"
+        );
+        // The multi-party accounting: whose noise the epsilon counts.
+        assert_eq!(config["privacy"]["guarantee"], trained["guarantee"]);
+        assert_eq!(config["privacy"]["epsilon"], trained["epsilon"]);
+        let eval = json(&[
+            "evaluate",
+            "--model",
+            s(&out),
+            "--data",
+            s(&csv),
+            "--split",
+            "test",
+        ]);
+        assert_eq!(eval["accuracy"], trained["accuracy"], "{eval} vs {trained}");
+        assert_eq!(eval["examples"], 12);
+
+        let (model, _) =
+            sotto_training::model::Model::load(&out, &candle_core::Device::Cpu).unwrap();
+        let after = snapshot(&model);
+        assert_eq!(before.len(), after.len());
+        let mut changed = Vec::new();
+        for ((name, kind, v0), (name1, _, v1)) in before.iter().zip(&after) {
+            assert_eq!(name, name1);
+            if v0 != v1 {
+                changed.push((name.clone(), *kind));
+            }
+        }
+        if bitfit {
+            assert!(!changed.is_empty());
+            for (name, kind) in &changed {
+                assert!(
+                    matches!(kind, ParamKind::Bias | ParamKind::NormShift),
+                    "BiTFiT changed {name} ({kind:?})"
+                );
+            }
+        } else {
+            assert!(
+                changed.iter().any(|(_, k)| *k == ParamKind::Weight)
+                    && changed.iter().any(|(_, k)| *k == ParamKind::Embedding),
+                "{changed:?}"
+            );
+        }
+    }
+    // Not (yet) for a deployment's roles.
+    assert_invalid(
+        &[
+            "train",
+            "--pretrained",
+            s(&hf),
+            "aggregator",
+            "--config",
+            "x.toml",
+            "--test",
+            "t.csv",
+        ],
+        "--pretrained",
+    );
+    // --model does not go with --pretrained, in multi-party runs too.
+    assert_invalid(
+        &[
+            "train",
+            "--pretrained",
+            s(&hf),
+            "--data",
+            s(&csv),
+            "--model",
+            "mlp",
+        ],
+        "--pretrained",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -175,9 +175,10 @@ pub struct TrainArgs {
     /// state, into `<report folder>/checkpoints/round-NNNN`).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
-    /// Central: fine-tune a pretrained BERT-style encoder from a local Hugging Face folder
+    /// Fine-tune a pretrained BERT-style encoder from a local Hugging Face folder
     /// (config.json, model.safetensors, tokenizer.json) on `--data FILE.csv` of texts and
-    /// labels (`--text-column`, `--label-column`).
+    /// labels (`--text-column`, `--label-column`): centrally with `--central`, else split
+    /// among the parties, which all start from the same encoder and classifier (`--seed`).
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
     /// With `--pretrained`: the CSV column of the texts (0-based index or header name).
@@ -525,6 +526,15 @@ struct TrainJson<'a> {
 /// Runs `sotto train`.
 pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
     if let Some(role) = &args.role {
+        if args.pretrained.is_some() {
+            return Err(UsageError(
+                "--pretrained does not work with a deployment's roles (`sotto train aggregator|party`) \
+                 yet: fine-tune with `sotto train --pretrained DIR` (parties and aggregator in one \
+                 process) or with --central"
+                    .into(),
+            )
+            .into());
+        }
         return deploy::run(role, out);
     }
     if !args.central {

@@ -274,6 +274,7 @@ fn tiny_bert_folder(dir: &Path) {
         type_vocab: 2,
         layer_norm_eps: 1e-12,
         pad_id: 0,
+        lora: None,
     };
     let input = InputShape::Tokens {
         seq_len: 8,

@@ -360,6 +360,45 @@ fn sotto_train_fine_tunes_a_pretrained_encoder_on_a_text_csv() {
     let predictions = p["predictions"].as_array().unwrap();
     assert_eq!(predictions.len(), 60);
     assert!(predictions.iter().all(|l| l == "pos" || l == "neg"), "{p}");
+    // LoRA, central: the artifact holds the adapters and says what was trained.
+    let lora_out = dir.join("lora");
+    let trained = json(&[
+        "train",
+        "--central",
+        "--pretrained",
+        s(&hf),
+        "--data",
+        s(&csv),
+        "--seq-len",
+        "8",
+        "--lora",
+        "2",
+        "--lora-alpha",
+        "4",
+        "--epochs",
+        "2",
+        "--delta",
+        "1e-3",
+        "--no-audit",
+        "--out",
+        s(&lora_out),
+    ]);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(lora_out.join("model.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["trainable"], "lora");
+    assert_eq!(config["architecture"]["lora"]["rank"], 2, "{config}");
+    assert_eq!(config["architecture"]["lora"]["alpha"], 4.0, "{config}");
+    let eval = json(&[
+        "evaluate",
+        "--model",
+        s(&lora_out),
+        "--data",
+        s(&csv),
+        "--split",
+        "test",
+    ]);
+    assert_eq!(eval["accuracy"], trained["accuracy"]);
     // BiTFiT without a pretrained model warns.
     let plain = sotto(&[
         "train",
@@ -415,8 +454,9 @@ fn a_multi_party_run_fine_tunes_a_pretrained_encoder_and_saves_it() {
         .unwrap()
         .model;
     let before = snapshot(&start);
-    for bitfit in [true, false] {
-        let out = dir.join(if bitfit { "bitfit" } else { "full" });
+    for mode in ["bitfit", "full", "lora"] {
+        let bitfit = mode == "bitfit";
+        let out = dir.join(mode);
         let mut args = vec![
             "train",
             "--pretrained",
@@ -435,8 +475,10 @@ fn a_multi_party_run_fine_tunes_a_pretrained_encoder_and_saves_it() {
             "--out",
             s(&out),
         ];
-        if bitfit {
-            args.push("--bitfit");
+        match mode {
+            "bitfit" => args.push("--bitfit"),
+            "lora" => args.extend(["--lora", "2"]),
+            _ => {}
         }
         let trained = json(&args);
         assert_eq!(trained["rounds"], 3, "{trained}");
@@ -449,7 +491,11 @@ fn a_multi_party_run_fine_tunes_a_pretrained_encoder_and_saves_it() {
         assert_eq!(config["architecture"]["kind"], "bert");
         assert_eq!(
             config["trainable"],
-            if bitfit { "bias_only" } else { "all" },
+            match mode {
+                "bitfit" => "bias_only",
+                "lora" => "lora",
+                _ => "all",
+            },
             "{config}"
         );
         // The multi-party accounting: whose noise the epsilon counts.
@@ -470,6 +516,30 @@ fn a_multi_party_run_fine_tunes_a_pretrained_encoder_and_saves_it() {
         let (model, _) =
             sotto_training::model::Model::load(&out, &candle_core::Device::Cpu).unwrap();
         let after = snapshot(&model);
+        if mode == "lora" {
+            // The adapters (A and B of the query and value projections) and the head changed,
+            // nothing else (compared by name: the adapters are not in the pretrained model).
+            let start: std::collections::HashMap<_, _> = before
+                .iter()
+                .map(|(n, _, v)| (n.clone(), v.clone()))
+                .collect();
+            let mut changed = Vec::new();
+            for (name, _, v) in &after {
+                match start.get(name) {
+                    Some(v0) if v0 == v => {}
+                    Some(_) => changed.push(name.clone()),
+                    None => assert!(name.contains(".lora_"), "{name}"),
+                }
+            }
+            assert_eq!(changed, ["classifier.weight", "classifier.bias"]);
+            let adapters: Vec<_> = after
+                .iter()
+                .filter(|(n, _, _)| n.ends_with(".lora_b.weight"))
+                .collect();
+            assert_eq!(adapters.len(), 2);
+            assert!(adapters.iter().all(|(_, _, v)| v.iter().any(|&x| x != 0.0)));
+            continue;
+        }
         assert_eq!(before.len(), after.len());
         let mut changed = Vec::new();
         for ((name, kind, v0), (name1, _, v1)) in before.iter().zip(&after) {
@@ -494,6 +564,35 @@ fn a_multi_party_run_fine_tunes_a_pretrained_encoder_and_saves_it() {
             );
         }
     }
+    // --lora needs --pretrained and does not go with --bitfit.
+    assert_invalid(&["train", "--central", "--lora", "2"], "--pretrained");
+    assert_invalid(
+        &[
+            "train",
+            "--pretrained",
+            s(&hf),
+            "--data",
+            s(&csv),
+            "--lora",
+            "2",
+            "--bitfit",
+        ],
+        "--bitfit",
+    );
+    assert_invalid(
+        &[
+            "train",
+            "--pretrained",
+            s(&hf),
+            "--data",
+            s(&csv),
+            "--seq-len",
+            "8",
+            "--lora",
+            "0",
+        ],
+        "lora rank",
+    );
     // Not (yet) for a deployment's roles.
     assert_invalid(
         &[

@@ -187,8 +187,7 @@ pub async fn run_local(
 }
 
 /// [`run_local`] with options (device, initial parameters such as a pretrained encoder, a
-/// party killed mid-round, recording the aggregator's
-/// view).
+/// party killed mid-round, recording the aggregator's view).
 ///
 /// # Errors
 /// [`Error::Training`] for bad settings (naming the field) or data; [`Error::Transport`] if

@@ -274,6 +274,7 @@ fn tiny_bert_folder(dir: &Path) {
         type_vocab: 2,
         layer_norm_eps: 1e-12,
         pad_id: 0,
+        lora: None,
     };
     let input = InputShape::Tokens {
         seq_len: 8,
@@ -359,6 +360,45 @@ fn sotto_train_fine_tunes_a_pretrained_encoder_on_a_text_csv() {
     let predictions = p["predictions"].as_array().unwrap();
     assert_eq!(predictions.len(), 60);
     assert!(predictions.iter().all(|l| l == "pos" || l == "neg"), "{p}");
+    // LoRA, central: the artifact holds the adapters and says what was trained.
+    let lora_out = dir.join("lora");
+    let trained = json(&[
+        "train",
+        "--central",
+        "--pretrained",
+        s(&hf),
+        "--data",
+        s(&csv),
+        "--seq-len",
+        "8",
+        "--lora",
+        "2",
+        "--lora-alpha",
+        "4",
+        "--epochs",
+        "2",
+        "--delta",
+        "1e-3",
+        "--no-audit",
+        "--out",
+        s(&lora_out),
+    ]);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(lora_out.join("model.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["trainable"], "lora");
+    assert_eq!(config["architecture"]["lora"]["rank"], 2, "{config}");
+    assert_eq!(config["architecture"]["lora"]["alpha"], 4.0, "{config}");
+    let eval = json(&[
+        "evaluate",
+        "--model",
+        s(&lora_out),
+        "--data",
+        s(&csv),
+        "--split",
+        "test",
+    ]);
+    assert_eq!(eval["accuracy"], trained["accuracy"]);
     // BiTFiT without a pretrained model warns.
     let plain = sotto(&[
         "train",
@@ -382,6 +422,203 @@ fn sotto_train_fine_tunes_a_pretrained_encoder_on_a_text_csv() {
             s(&csv),
         ],
         "config.json",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The parameters of a model as `(name, kind, values)`.
+fn snapshot(
+    model: &sotto_training::model::Model,
+) -> Vec<(String, sotto_training::nn::ParamKind, Vec<f32>)> {
+    model
+        .params()
+        .params()
+        .iter()
+        .map(|p| {
+            let v = p.value().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (p.name().to_string(), p.kind(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn a_multi_party_run_fine_tunes_a_pretrained_encoder_and_saves_it() {
+    use sotto_training::nn::ParamKind;
+    let dir = temp("bert-federated");
+    let hf = dir.join("hf");
+    tiny_bert_folder(&hf);
+    let csv = hf.join("reviews.csv");
+    // What every party starts from: the encoder of the folder and the classifier initialised
+    // with the run's seed (the default, 0).
+    let start = sotto_training::bert::load_pretrained(&hf, 2, 8, &candle_core::Device::Cpu, 0)
+        .unwrap()
+        .model;
+    let before = snapshot(&start);
+    for mode in ["bitfit", "full", "lora"] {
+        let bitfit = mode == "bitfit";
+        let out = dir.join(mode);
+        let mut args = vec![
+            "train",
+            "--pretrained",
+            s(&hf),
+            "--data",
+            s(&csv),
+            "--seq-len",
+            "8",
+            "--parties",
+            "3",
+            "--rounds",
+            "3",
+            "--delta",
+            "1e-3",
+            "--no-audit",
+            "--out",
+            s(&out),
+        ];
+        match mode {
+            "bitfit" => args.push("--bitfit"),
+            "lora" => args.extend(["--lora", "2"]),
+            _ => {}
+        }
+        let trained = json(&args);
+        assert_eq!(trained["rounds"], 3, "{trained}");
+        assert_eq!(trained["parties"], 3, "{trained}");
+        assert!(trained["epsilon"].as_f64().unwrap() <= 2.0, "{trained}");
+        assert!(out.join("tokenizer.json").is_file());
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["architecture"]["kind"], "bert");
+        assert_eq!(
+            config["trainable"],
+            match mode {
+                "bitfit" => "bias_only",
+                "lora" => "lora",
+                _ => "all",
+            },
+            "{config}"
+        );
+        // The multi-party accounting: whose noise the epsilon counts.
+        assert_eq!(config["privacy"]["guarantee"], trained["guarantee"]);
+        assert_eq!(config["privacy"]["epsilon"], trained["epsilon"]);
+        let eval = json(&[
+            "evaluate",
+            "--model",
+            s(&out),
+            "--data",
+            s(&csv),
+            "--split",
+            "test",
+        ]);
+        assert_eq!(eval["accuracy"], trained["accuracy"], "{eval} vs {trained}");
+        assert_eq!(eval["examples"], 12);
+
+        let (model, _) =
+            sotto_training::model::Model::load(&out, &candle_core::Device::Cpu).unwrap();
+        let after = snapshot(&model);
+        if mode == "lora" {
+            // The adapters (A and B of the query and value projections) and the head changed,
+            // nothing else (compared by name: the adapters are not in the pretrained model).
+            let start: std::collections::HashMap<_, _> = before
+                .iter()
+                .map(|(n, _, v)| (n.clone(), v.clone()))
+                .collect();
+            let mut changed = Vec::new();
+            for (name, _, v) in &after {
+                match start.get(name) {
+                    Some(v0) if v0 == v => {}
+                    Some(_) => changed.push(name.clone()),
+                    None => assert!(name.contains(".lora_"), "{name}"),
+                }
+            }
+            assert_eq!(changed, ["classifier.weight", "classifier.bias"]);
+            let adapters: Vec<_> = after
+                .iter()
+                .filter(|(n, _, _)| n.ends_with(".lora_b.weight"))
+                .collect();
+            assert_eq!(adapters.len(), 2);
+            assert!(adapters.iter().all(|(_, _, v)| v.iter().any(|&x| x != 0.0)));
+            continue;
+        }
+        assert_eq!(before.len(), after.len());
+        let mut changed = Vec::new();
+        for ((name, kind, v0), (name1, _, v1)) in before.iter().zip(&after) {
+            assert_eq!(name, name1);
+            if v0 != v1 {
+                changed.push((name.clone(), *kind));
+            }
+        }
+        if bitfit {
+            assert!(!changed.is_empty());
+            for (name, kind) in &changed {
+                assert!(
+                    matches!(kind, ParamKind::Bias | ParamKind::NormShift),
+                    "BiTFiT changed {name} ({kind:?})"
+                );
+            }
+        } else {
+            assert!(
+                changed.iter().any(|(_, k)| *k == ParamKind::Weight)
+                    && changed.iter().any(|(_, k)| *k == ParamKind::Embedding),
+                "{changed:?}"
+            );
+        }
+    }
+    // --lora needs --pretrained and does not go with --bitfit.
+    assert_invalid(&["train", "--central", "--lora", "2"], "--pretrained");
+    assert_invalid(
+        &[
+            "train",
+            "--pretrained",
+            s(&hf),
+            "--data",
+            s(&csv),
+            "--lora",
+            "2",
+            "--bitfit",
+        ],
+        "--bitfit",
+    );
+    assert_invalid(
+        &[
+            "train",
+            "--pretrained",
+            s(&hf),
+            "--data",
+            s(&csv),
+            "--seq-len",
+            "8",
+            "--lora",
+            "0",
+        ],
+        "lora rank",
+    );
+    // Not (yet) for a deployment's roles.
+    assert_invalid(
+        &[
+            "train",
+            "--pretrained",
+            s(&hf),
+            "aggregator",
+            "--config",
+            "x.toml",
+            "--test",
+            "t.csv",
+        ],
+        "--pretrained",
+    );
+    // --model does not go with --pretrained, in multi-party runs too.
+    assert_invalid(
+        &[
+            "train",
+            "--pretrained",
+            s(&hf),
+            "--data",
+            s(&csv),
+            "--model",
+            "mlp",
+        ],
+        "--pretrained",
     );
     std::fs::remove_dir_all(&dir).ok();
 }

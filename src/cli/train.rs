@@ -175,9 +175,10 @@ pub struct TrainArgs {
     /// state, into `<report folder>/checkpoints/round-NNNN`).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
-    /// Central: fine-tune a pretrained BERT-style encoder from a local Hugging Face folder
+    /// Fine-tune a pretrained BERT-style encoder from a local Hugging Face folder
     /// (config.json, model.safetensors, tokenizer.json) on `--data FILE.csv` of texts and
-    /// labels (`--text-column`, `--label-column`).
+    /// labels (`--text-column`, `--label-column`): centrally with `--central`, else split
+    /// among the parties, which all start from the same encoder and classifier (`--seed`).
     #[arg(long)]
     pub pretrained: Option<PathBuf>,
     /// With `--pretrained`: the CSV column of the texts (0-based index or header name).
@@ -186,6 +187,19 @@ pub struct TrainArgs {
     /// With `--pretrained`: tokens per text (longer texts are cut, shorter ones padded).
     #[arg(long, default_value_t = 128)]
     pub seq_len: usize,
+    /// With `--pretrained`: DP fine-tuning with LoRA adapters of this rank on every block's
+    /// attention query and value projections; only the adapters and the classifier head train.
+    #[arg(
+        long,
+        value_name = "RANK",
+        requires = "pretrained",
+        conflicts_with = "bitfit"
+    )]
+    pub lora: Option<usize>,
+    /// With `--lora`: the adapters' scaling numerator (their output is multiplied by
+    /// alpha / rank; default 2 * rank).
+    #[arg(long, requires = "lora")]
+    pub lora_alpha: Option<f64>,
     /// Continue a run from a checkpoint folder (`.../checkpoints/epoch-NNNN` or `round-NNNN`)
     /// with the same settings; the final epsilon equals an unbroken run's.
     #[arg(long)]
@@ -422,7 +436,7 @@ fn pretrained_data(
     device: &Device,
     seed: u64,
 ) -> anyhow::Result<(TrainData, sotto_training::model::Model)> {
-    use sotto_training::bert::{TextColumns, load_pretrained, tokenize_csv};
+    use sotto_training::bert::{LoraSpec, TextColumns, load_pretrained_with_lora, tokenize_csv};
     if matches!(args.data.as_str(), "digits" | "sequence") || args.model.is_some() {
         return Err(UsageError(
             "--pretrained fine-tunes on a text CSV: give --data FILE.csv (and no --model)".into(),
@@ -431,8 +445,12 @@ fn pretrained_data(
     }
     // Read the folder once for the tokenizer and sizes, tokenize, then build the classifier
     // for the number of classes found.
-    let probe = load_pretrained(dir, 2, args.seq_len, device, seed)
-        .with_context(|| format!("--pretrained {}", dir.display()))?;
+    let lora = args.lora.map(|rank| LoraSpec {
+        rank,
+        alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
+    });
+    let load = |classes| load_pretrained_with_lora(dir, classes, args.seq_len, device, seed, lora);
+    let probe = load(2).with_context(|| format!("--pretrained {}", dir.display()))?;
     let InputShape::Tokens { vocab, .. } = probe.model.input_shape() else {
         return Err(anyhow::anyhow!("internal: a BERT model takes tokens"));
     };
@@ -463,7 +481,7 @@ fn pretrained_data(
     let model = if classes == 2 {
         probe.model
     } else {
-        load_pretrained(dir, classes, args.seq_len, device, seed)?.model
+        load(classes)?.model
     };
     Ok((
         TrainData {
@@ -525,6 +543,15 @@ struct TrainJson<'a> {
 /// Runs `sotto train`.
 pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
     if let Some(role) = &args.role {
+        if args.pretrained.is_some() {
+            return Err(UsageError(
+                "--pretrained does not work with a deployment's roles (`sotto train aggregator|party`) \
+                 yet: fine-tune with `sotto train --pretrained DIR` (parties and aggregator in one \
+                 process) or with --central"
+                    .into(),
+            )
+            .into());
+        }
         return deploy::run(role, out);
     }
     if !args.central {
@@ -620,6 +647,8 @@ pub fn run(args: TrainArgs, out: &Output) -> anyhow::Result<()> {
     let mut info = data.model_info(model.classes(), "sotto train --central");
     info.trainable = if config.bitfit {
         sotto_training::nn::Trainable::BiasOnly
+    } else if model.has_lora() {
+        sotto_training::nn::Trainable::Lora
     } else {
         sotto_training::nn::Trainable::All
     };
@@ -680,8 +709,13 @@ fn model_name(m: &ModelSpec) -> String {
             format!("a transformer (dim {dim}, {layers} layer(s))")
         }
         ModelSpec::Bert(b) => format!(
-            "a BERT encoder (hidden {}, {} layer(s), {} heads)",
-            b.hidden, b.layers, b.heads
+            "a BERT encoder (hidden {}, {} layer(s), {} heads{})",
+            b.hidden,
+            b.layers,
+            b.heads,
+            b.lora
+                .map(|l| format!(", LoRA rank {} alpha {}", l.rank, l.alpha))
+                .unwrap_or_default()
         ),
     }
 }

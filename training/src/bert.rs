@@ -42,6 +42,25 @@ pub struct BertSpec {
     pub layer_norm_eps: f64,
     /// Id of the padding token (`pad_token_id`): padded positions are masked out of attention.
     pub pad_id: u32,
+    /// Low-rank adapters on every block's query and value projections (none: the plain
+    /// encoder). Absent from older `model.json` files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
+}
+
+/// LoRA adapters (Hu et al. 2021) on the attention query and value projections: each
+/// projection `W x` becomes `W x + (alpha / rank) B A x` with `A` (`rank x hidden`, random
+/// uniform in `+-1/sqrt(hidden)`) and `B` (`hidden x rank`, zero), so the adapted encoder
+/// starts as the pretrained one. `A` and `B` are recording linear layers (their biases zero
+/// and frozen), so per-sample clipping treats them like any other layer; train them with
+/// [`crate::nn::Trainable::Lora`] (adapters and classifier head only).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    /// Rank `r` (1 to the hidden width).
+    pub rank: usize,
+    /// Scaling numerator: the adapters' output is multiplied by `alpha / rank`.
+    pub alpha: f64,
 }
 
 impl BertSpec {
@@ -56,6 +75,7 @@ impl BertSpec {
             type_vocab: 2,
             layer_norm_eps: 1e-12,
             pad_id: 0,
+            lora: None,
         }
     }
 }
@@ -182,8 +202,13 @@ impl Bert {
                 format!("{p}.attention.self.value"),
                 format!("{p}.attention.output.dense"),
             ];
+            let mut attn =
+                SelfAttention::with_names(store, &names, h, spec.heads, rng, dtype, device)?;
+            if let Some(lora) = spec.lora {
+                attn.add_lora(store, &names, lora.rank, lora.alpha, rng, dtype, device)?;
+            }
             blocks.push(Block {
-                attn: SelfAttention::with_names(store, &names, h, spec.heads, rng, dtype, device)?,
+                attn,
                 ln_attn: LayerNorm::with_eps(
                     store,
                     &format!("{p}.attention.output.LayerNorm"),
@@ -338,6 +363,23 @@ pub fn load_pretrained(
     device: &Device,
     seed: u64,
 ) -> Result<PretrainedBert> {
+    load_pretrained_with_lora(dir, classes, seq_len, device, seed, None)
+}
+
+/// [`load_pretrained`] with LoRA adapters (`lora`) on the query and value projections, freshly
+/// initialised from `seed` (listed in [`PretrainedBert::initialised`]).
+///
+/// # Errors
+/// As [`load_pretrained`]; [`Error::InvalidParameter`] for a rank of 0 or above the hidden
+/// width, or a non-positive alpha.
+pub fn load_pretrained_with_lora(
+    dir: &Path,
+    classes: usize,
+    seq_len: usize,
+    device: &Device,
+    seed: u64,
+    lora: Option<LoraSpec>,
+) -> Result<PretrainedBert> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| {
         folder_err(
@@ -379,6 +421,7 @@ pub fn load_pretrained(
         type_vocab: hf.type_vocab_size,
         layer_norm_eps: hf.layer_norm_eps,
         pad_id,
+        lora,
     };
     let input = InputShape::Tokens {
         seq_len,
@@ -402,7 +445,9 @@ pub fn load_pretrained(
         let found = hf_names(name)
             .into_iter()
             .find_map(|n| tensors.remove(&n).map(|t| (n, t)));
-        let optional = name.starts_with("pooler.") || name.starts_with("classifier.");
+        let optional = name.starts_with("pooler.")
+            || name.starts_with("classifier.")
+            || name.contains(".lora_");
         match found {
             Some((_, t)) if t.dims() == p.value().dims() => {
                 p.var().set(&t.to_dtype(p.value().dtype())?)?;

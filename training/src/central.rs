@@ -388,6 +388,8 @@ pub fn train_central_model(
     };
     let trainable = if config.bitfit {
         Trainable::BiasOnly
+    } else if model.has_lora() {
+        Trainable::Lora
     } else {
         Trainable::All
     };

@@ -293,6 +293,12 @@ impl Model {
         &self.spec
     }
 
+    /// Whether it has LoRA adapters (a BERT encoder with [`crate::bert::LoraSpec`]): its
+    /// training then updates only them and the classifier head ([`crate::nn::Trainable::Lora`]).
+    pub fn has_lora(&self) -> bool {
+        matches!(&self.spec, ModelSpec::Bert(b) if b.lora.is_some())
+    }
+
     /// Its input shape.
     pub fn input_shape(&self) -> InputShape {
         self.input

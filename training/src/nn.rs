@@ -42,14 +42,23 @@ pub enum Trainable {
     /// Only bias terms (linear biases and layer-norm shifts): DP-BiTFiT (Bu et al. 2022).
     /// The other parameters stay frozen.
     BiasOnly,
+    /// Only the low-rank adapters (`*.lora_a.weight`, `*.lora_b.weight`, see
+    /// [`crate::bert::LoraSpec`]) and the classifier head (`classifier.*`): DP fine-tuning with
+    /// LoRA (Hu et al. 2021; Yu et al. 2022). The encoder stays frozen.
+    Lora,
 }
 
 impl Trainable {
-    /// Whether a parameter of this kind is trained.
-    pub fn includes(self, kind: ParamKind) -> bool {
+    /// Whether the parameter `name` of this kind is trained.
+    pub fn includes(self, name: &str, kind: ParamKind) -> bool {
         match self {
             Trainable::All => true,
             Trainable::BiasOnly => matches!(kind, ParamKind::Bias | ParamKind::NormShift),
+            Trainable::Lora => {
+                name.ends_with(".lora_a.weight")
+                    || name.ends_with(".lora_b.weight")
+                    || name.starts_with("classifier.")
+            }
         }
     }
 }
@@ -118,7 +127,7 @@ impl ParamStore {
     /// Indices of the trained parameters, in order.
     pub fn trainable_indices(&self, trainable: Trainable) -> Vec<usize> {
         (0..self.params.len())
-            .filter(|&i| trainable.includes(self.params[i].kind))
+            .filter(|&i| trainable.includes(&self.params[i].name, self.params[i].kind))
             .collect()
     }
 }
@@ -244,6 +253,19 @@ impl Linear {
         Ok(Linear {
             weight: store.add(format!("{name}.weight"), ParamKind::Weight, w)?,
             bias: store.add(format!("{name}.bias"), ParamKind::Bias, b)?,
+        })
+    }
+
+    /// A linear layer with the given weight `(out, in)` and bias `(out,)`.
+    pub(crate) fn from_tensors(
+        store: &mut ParamStore,
+        name: &str,
+        weight: Tensor,
+        bias: Tensor,
+    ) -> Result<Self> {
+        Ok(Linear {
+            weight: store.add(format!("{name}.weight"), ParamKind::Weight, weight)?,
+            bias: store.add(format!("{name}.bias"), ParamKind::Bias, bias)?,
         })
     }
 
@@ -579,6 +601,73 @@ pub(crate) struct SelfAttention {
     v: Linear,
     o: Linear,
     heads: usize,
+    lora: Option<LoraAdapters>,
+}
+
+/// Low-rank adapters on the query and value projections: `q = x Wq^T + bq + s B_q A_q x`
+/// (the same for `v`), `s = alpha / r`. Each factor is a recording [`Linear`] layer (its bias
+/// zero and frozen), so per-sample clipping sees two ordinary linear layers.
+#[derive(Debug, Clone)]
+struct LoraAdapters {
+    q_a: Linear,
+    q_b: Linear,
+    v_a: Linear,
+    v_b: Linear,
+    scale: f64,
+}
+
+impl LoraAdapters {
+    /// Adapters of rank `rank` for projections of width `dim`, named `{q,v}.lora_{a,b}`:
+    /// `A` (`(rank, dim)`) uniform in `+-1/sqrt(dim)`, `B` (`(dim, rank)`) zero, so the adapted
+    /// model starts as the pretrained one.
+    #[allow(clippy::too_many_arguments)]
+    fn new<R: RngCore + ?Sized>(
+        store: &mut ParamStore,
+        q: &str,
+        v: &str,
+        dim: usize,
+        rank: usize,
+        alpha: f64,
+        rng: &mut R,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        if rank == 0 || rank > dim {
+            return Err(Error::invalid(
+                "lora rank",
+                rank,
+                format!("must be between 1 and the hidden width {dim}"),
+            ));
+        }
+        if !(alpha.is_finite() && alpha > 0.0) {
+            return Err(Error::invalid("lora alpha", alpha, "must be positive"));
+        }
+        let bound = 1.0 / (dim as f64).sqrt();
+        let mut pair = |name: &str, rng: &mut R| -> Result<(Linear, Linear)> {
+            let a = Linear::from_tensors(
+                store,
+                &format!("{name}.lora_a"),
+                uniform_init(rng, &[rank, dim], bound, dtype, device)?,
+                Tensor::zeros(rank, dtype, device)?,
+            )?;
+            let b = Linear::from_tensors(
+                store,
+                &format!("{name}.lora_b"),
+                Tensor::zeros((dim, rank), dtype, device)?,
+                Tensor::zeros(dim, dtype, device)?,
+            )?;
+            Ok((a, b))
+        };
+        let (q_a, q_b) = pair(q, rng)?;
+        let (v_a, v_b) = pair(v, rng)?;
+        Ok(LoraAdapters {
+            q_a,
+            q_b,
+            v_a,
+            v_b,
+            scale: alpha / rank as f64,
+        })
+    }
 }
 
 impl SelfAttention {
@@ -627,7 +716,28 @@ impl SelfAttention {
             v: lin(v)?,
             o: lin(o)?,
             heads,
+            lora: None,
         })
+    }
+
+    /// Adds LoRA adapters of `rank` (scaling `alpha / rank`) to the query and value
+    /// projections, named after them (`{query}.lora_a`, ...).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_lora<R: RngCore + ?Sized>(
+        &mut self,
+        store: &mut ParamStore,
+        names: &[String; 4],
+        rank: usize,
+        alpha: f64,
+        rng: &mut R,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<()> {
+        let dim = store.get(self.q.weight)?.value().dim(0)?;
+        self.lora = Some(LoraAdapters::new(
+            store, &names[0], &names[2], dim, rank, alpha, rng, dtype, device,
+        )?);
+        Ok(())
     }
 
     pub(crate) fn forward(
@@ -654,9 +764,21 @@ impl SelfAttention {
         let split = |y: Tensor| -> Result<Tensor> {
             Ok(y.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(self.q.forward(store, tape, x)?)?;
+        let (mut q, mut v) = (
+            self.q.forward(store, tape, x)?,
+            self.v.forward(store, tape, x)?,
+        );
+        if let Some(l) = &self.lora {
+            let low = |a: &Linear, b: &Linear, tape: &mut Tape| -> Result<Tensor> {
+                let ax = a.forward(store, tape, x)?;
+                Ok(b.forward(store, tape, &ax)?.affine(l.scale, 0.0)?)
+            };
+            q = q.add(&low(&l.q_a, &l.q_b, tape)?)?;
+            v = v.add(&low(&l.v_a, &l.v_b, tape)?)?;
+        }
+        let q = split(q)?;
         let k = split(self.k.forward(store, tape, x)?)?;
-        let v = split(self.v.forward(store, tape, x)?)?;
+        let v = split(v)?;
         let scores = q
             .matmul(&k.t()?.contiguous()?)?
             .affine(1.0 / (dh as f64).sqrt(), 0.0)?;

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use sotto_training::bert::{BertSpec, TextColumns, load_pretrained, tokenize_csv};
+use sotto_training::bert::{
+    BertSpec, LoraSpec, TextColumns, load_pretrained, load_pretrained_with_lora, tokenize_csv,
+};
 use sotto_training::central::{CentralConfig, train_central_model};
 use sotto_training::checkpoint::CheckpointOptions;
 use sotto_training::clipping::ClipMode;
@@ -73,6 +75,7 @@ fn write_hf_folder(name: &str) -> (PathBuf, HashMap<String, Tensor>) {
         type_vocab: 2,
         layer_norm_eps: 1e-12,
         pad_id: 0,
+        lora: None,
     };
     let input = InputShape::Tokens {
         seq_len: 8,
@@ -181,9 +184,18 @@ fn a_hugging_face_folder_loads_under_its_tensor_names() {
 type Snapshot = Vec<(String, ParamKind, Vec<f32>)>;
 
 fn fine_tune(bitfit: bool) -> (Snapshot, Model, f64) {
-    let (dir, _) = write_hf_folder(if bitfit { "bitfit" } else { "full" });
+    fine_tune_with(bitfit, None)
+}
+
+fn fine_tune_with(bitfit: bool, lora: Option<LoraSpec>) -> (Snapshot, Model, f64) {
+    let name = match (bitfit, lora) {
+        (_, Some(_)) => "lora",
+        (true, None) => "bitfit",
+        (false, None) => "full",
+    };
+    let (dir, _) = write_hf_folder(name);
     let csv = write_csv(&dir);
-    let bert = load(&dir);
+    let bert = load_pretrained_with_lora(&dir, 2, 12, &Device::Cpu, 5, lora).unwrap();
     let columns = TextColumns {
         text: "review".into(),
         label: "label".into(),
@@ -266,6 +278,51 @@ fn full_dp_fine_tuning_changes_every_parameter_and_learns() {
     // receives noise, so all of them change.
     assert_eq!(changed.len(), before.len());
     assert!(accuracy > 0.6, "accuracy {accuracy}");
+}
+
+#[test]
+fn lora_fine_tuning_changes_only_the_adapters_and_the_head_and_learns() {
+    let lora = LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+    };
+    let (before, model, accuracy) = fine_tune_with(false, Some(lora));
+    let changed = changed(&before, &model);
+    let mut expected: Vec<String> = before
+        .iter()
+        .map(|(n, _, _)| n.clone())
+        .filter(|n| {
+            n.ends_with(".lora_a.weight")
+                || n.ends_with(".lora_b.weight")
+                || n.starts_with("classifier.")
+        })
+        .collect();
+    // A and B of the query and value projections of both blocks, and the head.
+    assert_eq!(expected.len(), 2 * 2 * 2 + 2, "{expected:?}");
+    let mut names: Vec<String> = changed.into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    expected.sort();
+    assert_eq!(names, expected);
+    // The adapters start at B = 0: the adapted encoder is the pretrained one.
+    for (n, _, v) in &before {
+        if n.ends_with(".lora_b.weight") {
+            assert!(v.iter().all(|&x| x == 0.0), "{n}");
+        }
+    }
+    assert!(accuracy > 0.6, "accuracy {accuracy}");
+    // Saved and reloaded with its adapters.
+    let dir = std::env::temp_dir().join(format!("sotto-bert-lora-save-{}", std::process::id()));
+    let info = sotto_training::artifact::ModelInfo {
+        labels: vec!["neg".into(), "pos".into()],
+        trainable: sotto_training::nn::Trainable::Lora,
+        ..Default::default()
+    };
+    model.save(&dir, &info).unwrap();
+    let (back, info) = Model::load(&dir, &Device::Cpu).unwrap();
+    assert_eq!(info.trainable, sotto_training::nn::Trainable::Lora);
+    assert_eq!(back.spec(), model.spec());
+    assert_eq!(back.to_flat().unwrap(), model.to_flat().unwrap());
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The golden vector of `scripts/bert_golden.py`: PyTorch's losses of a tiny random BERT

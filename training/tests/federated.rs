@@ -267,3 +267,19 @@ fn bitfit_with_label_skew_and_standard_clipping_trains_only_biases() {
         .count();
     assert!(changed > 0 && changed <= 10, "{changed} parameters changed");
 }
+
+#[test]
+fn initial_parameters_of_another_model_are_refused() {
+    let config = small(3, 1);
+    let (train, test) = data();
+    let options = LocalOptions {
+        initial: Some(vec![0.0; 10]),
+        ..LocalOptions::default()
+    };
+    let rt = runtime_for(650).unwrap();
+    let e = rt
+        .block_on(run_local_with(&config, &train, &test, options, &mut |_| {}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("initial") && e.contains("650"), "{e}");
+}

@@ -96,8 +96,12 @@ fn assert_same(
 }
 
 fn check(model: &Model, batch: &Batch, tol: f64) {
+    check_trainable(model, batch, tol, &[Trainable::All, Trainable::BiasOnly]);
+}
+
+fn check_trainable(model: &Model, batch: &Batch, tol: f64, trainables: &[Trainable]) {
     for mode in [ClipMode::Standard, ClipMode::Automatic] {
-        for trainable in [Trainable::All, Trainable::BiasOnly] {
+        for &trainable in trainables {
             for strategy in [
                 NormStrategy::Auto,
                 NormStrategy::Ghost,
@@ -287,4 +291,65 @@ proptest! {
         let naive = model.clipped_gradients_naive(&batch, &clipping).unwrap();
         assert_same(&model, &fast, &naive, Trainable::All, TOL);
     }
+}
+
+/// LoRA adapters on a BERT encoder's query and value projections are recording linear layers:
+/// the book-keeping clipped sum over the adapters and the head equals the naive loop.
+#[test]
+fn bert_lora_adapters_match_naive() {
+    let spec = ModelSpec::Bert(sotto_training::bert::BertSpec {
+        hidden: 8,
+        layers: 2,
+        heads: 2,
+        intermediate: 12,
+        max_positions: 8,
+        type_vocab: 2,
+        layer_norm_eps: 1e-12,
+        pad_id: 0,
+        lora: Some(sotto_training::bert::LoraSpec {
+            rank: 2,
+            alpha: 4.0,
+        }),
+    });
+    let model = Model::new(
+        &spec,
+        InputShape::Tokens {
+            seq_len: 6,
+            vocab: 8,
+        },
+        3,
+        DType::F64,
+        &Device::Cpu,
+        3,
+    )
+    .unwrap();
+    // B starts at zero (the adapted model is the pretrained one), which would leave A without
+    // gradient: give B values so that both factors are tested.
+    let mut flat = model.to_flat().unwrap();
+    let (mut adapters, mut at) = (0, 0);
+    for p in model.params().params() {
+        let n = p.value().elem_count();
+        if p.name().ends_with(".lora_b.weight") {
+            for (j, x) in flat[at..at + n].iter_mut().enumerate() {
+                *x = ((j * 7 + adapters) % 11) as f32 * 0.1 - 0.5;
+            }
+            adapters += 1;
+        }
+        at += n;
+    }
+    model.load_flat(&flat).unwrap();
+    assert_eq!(adapters, 4); // query and value of 2 blocks
+    let lora = model.params().trainable_indices(Trainable::Lora);
+    let names: Vec<&str> = lora
+        .iter()
+        .map(|&i| model.params().params()[i].name())
+        .collect();
+    assert_eq!(names.len(), 2 * 4 + 2, "{names:?}"); // A and B of 4 projections, head
+    assert!(
+        names
+            .iter()
+            .all(|n| n.contains(".lora_") || n.starts_with("classifier."))
+    );
+    let batch = token_batch(5, 6, 8, 4);
+    check_trainable(&model, &batch, TOL, &[Trainable::Lora, Trainable::All]);
 }

@@ -38,15 +38,7 @@ fn config(args: &TrainArgs) -> anyhow::Result<FederatedConfig> {
         }
         None => FederatedConfig::default(),
     };
-    if args.pretrained.is_some() {
-        return Err(UsageError(
-            "--pretrained works with --central only for now (the parties cannot start from a \
-             pretrained model yet)"
-                .into(),
-        )
-        .into());
-    }
-    if args.bitfit {
+    if args.bitfit && args.pretrained.is_none() {
         eprintln!(
             "warning: --bitfit trains only the bias terms of a randomly initialised model, which \
              learns little; BiTFiT needs a pretrained model (see --central --pretrained DIR)"
@@ -216,8 +208,17 @@ fn split(rounds: &[RoundMetrics]) -> Split {
 /// Runs the multi-party training and writes the report folder.
 pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
     let device = super::device(&args.device)?;
-    let config = config(args)?;
-    let data = args.data()?;
+    let mut config = config(args)?;
+    // With `--pretrained`: the text CSV tokenized, and the encoder every party and the
+    // aggregator start from (its flat parameters; `config.model` becomes its specification).
+    let (data, initial) = match &args.pretrained {
+        Some(dir) => {
+            let (data, model) = super::pretrained_data(args, dir, &device, config.seed)?;
+            config.model = model.spec().clone();
+            (data, Some(model.to_flat()?))
+        }
+        None => (args.data()?, None),
+    };
     let (train, test) = (data.train.clone(), data.test.clone());
     config.validate(train.len())?;
     let folder = super::report_folder(args.out.as_deref(), "train")?;
@@ -265,9 +266,15 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
         json,
         "secure",
         checkpoints,
+        initial.clone(),
     )?;
     write_report(&folder, &secure)?;
     save_model(&folder, &config, &data, &secure, &weights, &device)?;
+    if let Some(dir) = &args.pretrained {
+        // The tokenizer travels with the model, so the folder is complete for reuse.
+        std::fs::copy(dir.join("tokenizer.json"), folder.join("tokenizer.json"))
+            .with_context(|| format!("cannot copy tokenizer.json into {}", folder.display()))?;
+    }
     let overhead = if args.compare_plain {
         let plain_config = FederatedConfig {
             plain: true,
@@ -284,6 +291,7 @@ pub fn run(args: &TrainArgs, out: &Output) -> anyhow::Result<()> {
                 json,
                 label,
                 Default::default(),
+                initial.clone(),
             )
         };
         let (plain, _) = run(&plain_config, "plain")?;
@@ -399,6 +407,7 @@ fn run_one(
     json: bool,
     label: &str,
     checkpoints: sotto_training::checkpoint::CheckpointOptions,
+    initial: Option<Vec<f32>>,
 ) -> anyhow::Result<(FederatedReport, Vec<f32>)> {
     let bar = ProgressBar::new(config.rounds);
     if json {
@@ -425,6 +434,7 @@ fn run_one(
     let options = LocalOptions {
         device: device.clone(),
         checkpoints,
+        initial,
         ..LocalOptions::default()
     };
     let outcome = runtime.block_on(run_local_with(config, train, test, options, &mut on_round));

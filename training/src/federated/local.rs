@@ -42,6 +42,10 @@ pub struct LocalOptions {
     /// Checkpoints of the aggregator's state every `every` rounds into `dir` (a folder
     /// `round-NNNN` each), or a checkpoint folder to resume from (see [`crate::checkpoint`]).
     pub checkpoints: crate::checkpoint::CheckpointOptions,
+    /// The parameters every party and the aggregator start from ([`Model::to_flat`] order of
+    /// `config.model`), e.g. a pretrained encoder from [`crate::bert::load_pretrained`]; `None`
+    /// starts from `config.model` initialised with `config.seed`.
+    pub initial: Option<Vec<f32>>,
 }
 
 impl Default for LocalOptions {
@@ -51,6 +55,7 @@ impl Default for LocalOptions {
             kill: None,
             record_view: false,
             checkpoints: crate::checkpoint::CheckpointOptions::default(),
+            initial: None,
         }
     }
 }
@@ -181,8 +186,8 @@ pub async fn run_local(
     )
 }
 
-/// [`run_local`] with options (device, a party killed mid-round, recording the aggregator's
-/// view).
+/// [`run_local`] with options (device, initial parameters such as a pretrained encoder, a
+/// party killed mid-round, recording the aggregator's view).
 ///
 /// # Errors
 /// [`Error::Training`] for bad settings (naming the field) or data; [`Error::Transport`] if
@@ -208,7 +213,26 @@ pub async fn run_local_with(
     };
     let n_total: usize = parts.iter().map(Dataset::len).sum();
     let max_party = parts.iter().map(Dataset::len).max().unwrap_or(0);
-    let new_model = || local_model(config, train, test, &options.device);
+    // Every party and the aggregator start from the same parameters: the seeded
+    // initialisation, or the given ones (a pretrained encoder).
+    let new_model = || -> crate::Result<Model> {
+        let model = local_model(config, train, test, &options.device)?;
+        if let Some(initial) = &options.initial {
+            if initial.len() != model.num_params() {
+                return Err(crate::Error::invalid(
+                    "initial",
+                    initial.len(),
+                    format!(
+                        "expected the {} parameters of config.model (the initial parameters \
+                         must come from a model of the same specification)",
+                        model.num_params()
+                    ),
+                ));
+            }
+            model.load_flat(initial)?;
+        }
+        Ok(model)
+    };
     let model = new_model()?;
     model.check_data(test)?;
     let dim = model.trainable_len(config.trainable());

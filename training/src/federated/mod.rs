@@ -217,10 +217,10 @@ impl FederatedConfig {
 
     /// Which parameters are trained.
     pub fn trainable(&self) -> Trainable {
-        if self.bitfit {
-            Trainable::BiasOnly
-        } else {
-            Trainable::All
+        match &self.model {
+            _ if self.bitfit => Trainable::BiasOnly,
+            crate::model::ModelSpec::Bert(b) if b.lora.is_some() => Trainable::Lora,
+            _ => Trainable::All,
         }
     }
 

@@ -1027,8 +1027,9 @@ const PER_RECORD_CHUNK: usize = 1 << 25;
 
 /// `sum_i c_i fl(g_i^T a_i)` for `g` `(B, T, p)`, `a` `(B, T, d)`: each record's product is
 /// one GEMM of the same shape whatever the batch (so it depends on that record only), in the
-/// model's dtype; the records are then scaled and summed in f64 in record order, and the sum
-/// is returned in the model's dtype (f32 models on the CPU) or in f64.
+/// model's dtype; the records are then scaled and summed in f64 (in record order on the host;
+/// the tensor route sums within a chunk first, an order the error bound also covers), and the
+/// sum is returned in the model's dtype (f32 models on the CPU) or in f64.
 fn per_record_sum(g: &Tensor, a: &Tensor, c: &Tensor) -> Result<Tensor> {
     per_record_sum_in(g, a, c, PER_RECORD_CHUNK)
 }
@@ -1039,46 +1040,52 @@ fn per_record_sum_in(g: &Tensor, a: &Tensor, c: &Tensor, chunk: usize) -> Result
     let d = a.dim(2)?;
     let step = (chunk / (p * d).max(1)).clamp(1, b.max(1));
     let factors = c.to_vec1::<f64>()?;
-    let mut acc: Option<cpu::Accumulator> = None;
-    let mut total: Option<Tensor> = None;
-    let mut start = 0;
-    while start < b {
-        let len = step.min(b - start);
-        let prod = g
-            .narrow(0, start, len)?
+    let device = g.device();
+    // f32 products in host memory are summed by the host loops, anything else (f64 models,
+    // GPU) by the same arithmetic in tensor operations.
+    let host = g.dtype() == DType::F32 && device.is_cpu();
+    let products = |start: usize, len: usize| -> Result<Tensor> {
+        Ok(g.narrow(0, start, len)?
             .t()?
-            .matmul(&a.narrow(0, start, len)?)?; // (len, p, d)
-        let cs = factors.get(start..start + len).unwrap_or_default();
-        if let Some(done) = cpu::accumulate(&mut acc, &prod, cs, b == len)? {
-            return Ok(done);
-        }
-        if acc.is_none() {
-            // Not an f32 tensor in host memory: the same sum with tensor operations.
-            let part = prod
-                .to_dtype(DType::F64)?
-                .broadcast_mul(&c.narrow(0, start, len)?.reshape((len, 1, 1))?)?
-                .sum(0)?;
-            total = Some(match total {
-                Some(t) => t.add(&part)?,
-                None => part,
-            });
-        }
-        start += len;
+            .matmul(&a.narrow(0, start, len)?)?) // (len, p, d)
+    };
+    if host && step >= b {
+        // One chunk: straight to f32, without an f64 buffer.
+        let sum = cpu::with_f32(&products(0, b)?, |v| cpu::scaled_sum(v, &factors, p * d))?
+            .unwrap_or_default();
+        return Ok(Tensor::from_vec(sum, (p, d), device)?);
     }
-    match (acc, total) {
-        (Some(acc), _) => acc.finish((p, d), g.device()),
-        (None, Some(t)) => Ok(t),
-        (None, None) => Ok(Tensor::zeros((p, d), DType::F64, g.device())?),
+    let mut acc = vec![0f64; if host { p * d } else { 0 }];
+    let mut total = Tensor::zeros((p, d), DType::F64, device)?;
+    for start in (0..b).step_by(step) {
+        let len = step.min(b - start);
+        let prod = products(start, len)?;
+        if host {
+            let cs = factors.get(start..start + len).unwrap_or_default();
+            cpu::with_f32(&prod, |v| cpu::add_scaled(&mut acc, v, cs))?;
+        } else {
+            let cs = c.narrow(0, start, len)?.reshape((len, 1, 1))?;
+            total = total.add(&prod.to_dtype(DType::F64)?.broadcast_mul(&cs)?.sum(0)?)?;
+        }
     }
+    if host {
+        let sum: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
+        return Ok(Tensor::from_vec(sum, (p, d), device)?);
+    }
+    Ok(total)
 }
 
 /// Host-memory fast paths of the clipped sums (f32 tensors on the CPU), with the same
 /// arithmetic as the tensor routes they replace: products `c_i x` rounded once in f64, summed
 /// in f64 in record order, the sum rounded once to f32.
 mod cpu {
-    use candle_core::{DType, Device, Shape, Storage, Tensor};
+    use candle_core::{DType, Storage, Tensor};
 
     use crate::{Error, Result};
+
+    /// Column block of the host sums: a block of f64 partial sums stays in the L1 cache while
+    /// every row is added to it.
+    const BLOCK: usize = 512;
 
     /// The f32 values of a contiguous CPU tensor, or `None` for any other tensor.
     pub(super) fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<Option<T>> {
@@ -1097,64 +1104,33 @@ mod cpu {
         Ok(Some(f(values)))
     }
 
-    /// A running f64 sum of scaled f32 vectors.
-    pub(super) struct Accumulator(Vec<f64>);
-
-    impl Accumulator {
-        /// Rounds the sum to f32 as a tensor of `shape`.
-        pub(super) fn finish(self, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
-            let out: Vec<f32> = self.0.iter().map(|&v| v as f32).collect();
-            Ok(Tensor::from_vec(out, shape, device)?)
+    /// Adds `sum_i cs[i] row_i` to `sums`, the columns `start..start + sums.len()` of the
+    /// rows of `width` values in `rows`, each coordinate in row order.
+    fn add_rows(sums: &mut [f64], rows: &[f32], width: usize, start: usize, cs: &[f64]) {
+        for (row, &c) in rows.chunks_exact(width.max(1)).zip(cs) {
+            let part = row.get(start..start + sums.len()).unwrap_or_default();
+            for (s, &x) in sums.iter_mut().zip(part) {
+                *s += c * f64::from(x);
+            }
         }
     }
 
-    /// Adds `sum_i cs[i] prod[i]` (`prod` `(len, ...)`) to `acc`. With `last_and_only` (and
-    /// nothing accumulated yet), returns the finished f32 sum without an f64 buffer. `Ok(None)` leaves `acc` untouched when
-    /// `prod` is not an f32 CPU tensor (the caller then uses tensor operations).
-    pub(super) fn accumulate(
-        acc: &mut Option<Accumulator>,
-        prod: &Tensor,
-        cs: &[f64],
-        last_and_only: bool,
-    ) -> Result<Option<Tensor>> {
-        let dims = prod.dims();
-        let shape: Vec<usize> = dims.get(1..).unwrap_or_default().to_vec();
-        let width: usize = shape.iter().product();
-        let done = with_f32(prod, |v| {
-            let rows: Vec<&[f32]> = v.chunks_exact(width.max(1)).collect();
-            if last_and_only && acc.is_none() {
-                return Some(scaled_sum(&rows, cs, width));
-            }
-            let sum = acc.get_or_insert_with(|| Accumulator(vec![0f64; width]));
-            for (row, &c) in rows.iter().zip(cs) {
-                for (s, &x) in sum.0.iter_mut().zip(row.iter()) {
-                    *s += c * f64::from(x);
-                }
-            }
-            None
-        })?;
-        match done {
-            Some(Some(out)) => Ok(Some(Tensor::from_vec(out, shape, prod.device())?)),
-            _ => Ok(None),
+    /// Adds `sum_i cs[i] row_i` (rows of `acc.len()` values in `rows`) to `acc`.
+    pub(super) fn add_scaled(acc: &mut [f64], rows: &[f32], cs: &[f64]) {
+        let width = acc.len();
+        for (k, block) in acc.chunks_mut(BLOCK).enumerate() {
+            add_rows(block, rows, width, k * BLOCK, cs);
         }
     }
 
-    /// `sum_i cs[i] rows[i]` in f64, rounded to f32, in column blocks that stay in the L1
-    /// cache (every coordinate is still summed in row order).
-    fn scaled_sum(rows: &[&[f32]], cs: &[f64], width: usize) -> Vec<f32> {
-        const BLOCK: usize = 512;
+    /// `sum_i cs[i] row_i` (rows of `width` values in `rows`) in f64, rounded to f32.
+    pub(super) fn scaled_sum(rows: &[f32], cs: &[f64], width: usize) -> Vec<f32> {
         let mut out = vec![0f32; width];
         let mut buf = [0f64; BLOCK];
         for (k, o) in out.chunks_mut(BLOCK).enumerate() {
-            let start = k * BLOCK;
             let buf = buf.get_mut(..o.len()).unwrap_or_default();
             buf.fill(0.0);
-            for (row, &c) in rows.iter().zip(cs) {
-                let part = row.get(start..start + o.len()).unwrap_or_default();
-                for (s, &x) in buf.iter_mut().zip(part) {
-                    *s += c * f64::from(x);
-                }
-            }
+            add_rows(buf, rows, width, k * BLOCK, cs);
             for (o, &s) in o.iter_mut().zip(buf.iter()) {
                 *o = s as f32;
             }
@@ -1280,6 +1256,30 @@ mod tests {
         assert_eq!(whole.dtype(), DType::F32);
         assert_eq!(bits(&whole), bits(&one_by_one));
         assert_eq!(bits(&whole), bits(&reference));
+        // An f64 model takes the tensor route: the same sum of each record's own product (one
+        // record per chunk, so in record order).
+        let (g64, a64) = (
+            g.to_dtype(DType::F64).unwrap(),
+            a.to_dtype(DType::F64).unwrap(),
+        );
+        let chunked = per_record_sum_in(&g64, &a64, &c, p * d).unwrap();
+        let mut reference = Tensor::zeros((p, d), DType::F64, &Device::Cpu).unwrap();
+        for i in 0..b {
+            let prod = g64
+                .narrow(0, i, 1)
+                .unwrap()
+                .t()
+                .unwrap()
+                .matmul(&a64.narrow(0, i, 1).unwrap())
+                .unwrap();
+            let ci = c.narrow(0, i, 1).unwrap().reshape((1, 1, 1)).unwrap();
+            reference = reference
+                .add(&prod.broadcast_mul(&ci).unwrap().squeeze(0).unwrap())
+                .unwrap();
+        }
+        let v = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(chunked.dtype(), DType::F64);
+        assert_eq!(v(&chunked), v(&reference));
     }
 
     /// The host scatter of the embedding's clipped sum equals the f64 index-add route bit for

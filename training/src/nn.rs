@@ -680,13 +680,6 @@ impl SelfAttention {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        if heads == 0 || !dim.is_multiple_of(heads) {
-            return Err(Error::invalid(
-                "heads",
-                heads,
-                format!("must be at least 1 and divide the model dimension {dim}"),
-            ));
-        }
         let names = ["q", "k", "v", "o"].map(|part| format!("{name}.{part}"));
         Self::with_names(store, &names, dim, heads, rng, dtype, device)
     }
